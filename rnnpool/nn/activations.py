@@ -1,0 +1,44 @@
+"""Nonlinearities used inside the recurrent cells, selectable by name.
+
+``quant_sigmoid`` and ``quant_tanh`` are the piecewise-linear stand-ins the RNNPool paper uses for its int8
+Visual Wake Words models (Kusupati et al. 2018, FastGRNN, Sec. 3.3): they need no exp() on a microcontroller.
+"""
+from __future__ import annotations
+
+import torch
+
+NONLINEARITIES = ("sigmoid", "tanh", "quant_sigmoid", "quant_tanh", "relu", "identity")
+
+
+def quant_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear sigmoid: ``clamp((x + 1) / 2, 0, 1)``."""
+    return torch.clamp((x + 1.0) * 0.5, 0.0, 1.0)
+
+
+def quant_tanh(x: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear tanh: ``clamp(x, -1, 1)``."""
+    return torch.clamp(x, -1.0, 1.0)
+
+
+def apply_nonlinearity(x: torch.Tensor, name: str) -> torch.Tensor:
+    """Apply the nonlinearity called ``name`` (one of :data:`NONLINEARITIES`); TorchScript-friendly."""
+    if name == "sigmoid":
+        return torch.sigmoid(x)
+    if name == "tanh":
+        return torch.tanh(x)
+    if name == "quant_sigmoid":
+        return quant_sigmoid(x)
+    if name == "quant_tanh":
+        return quant_tanh(x)
+    if name == "relu":
+        return torch.relu(x)
+    if name == "identity":
+        return x
+    raise ValueError("unknown nonlinearity '" + name + "'")
+
+
+def check_nonlinearity(name: str) -> str:
+    """Return ``name`` if it is a known nonlinearity, else raise a ValueError listing the valid names."""
+    if name not in NONLINEARITIES:
+        raise ValueError(f"unknown nonlinearity {name!r}; expected one of {', '.join(NONLINEARITIES)}")
+    return name

@@ -1,0 +1,127 @@
+"""FastGRNN cell (Kusupati et al., NeurIPS 2018), the cell RNNPool uses by default.
+
+    z  = gate(W x + U h + b_z)
+    h~ = update(W x + U h + b_h)
+    h' = (sigmoid(zeta) * (1 - z) + sigmoid(nu)) * h~ + z * h
+
+W and U are shared by the gate and the candidate, so a step costs one ``W x`` and one ``U h``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .activations import apply_nonlinearity, check_nonlinearity
+from .recurrent import RecurrentCell
+
+
+class FastGRNNCell(RecurrentCell):
+    """FastGRNN with optional low-rank W = W1 W2 and U = U1 U2.
+
+    Args:
+        input_size: features of x.
+        hidden_size: features of h.
+        gate_nonlinearity: "sigmoid" or "quant_sigmoid" (piecewise linear, for int8 deployment).
+        update_nonlinearity: "tanh" or "quant_tanh".
+        w_rank: rank of W (None: full rank).
+        u_rank: rank of U (None: full rank).
+        zeta_init, nu_init: initial zeta and nu *before* their sigmoid. The defaults (+100, -100) pin
+            sigmoid(zeta) to 1 and sigmoid(nu) to 0, as all of the paper's models do.
+        train_zeta_nu: learn zeta and nu (False freezes them at their initial values).
+
+    Initialisation follows the reference code: W and U ~ 0.1 N(0, 1), both biases 1.
+    """
+
+    num_gates = 1
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        gate_nonlinearity: str = "sigmoid",
+        update_nonlinearity: str = "tanh",
+        w_rank: Optional[int] = None,
+        u_rank: Optional[int] = None,
+        zeta_init: float = 100.0,
+        nu_init: float = -100.0,
+        train_zeta_nu: bool = False,
+    ) -> None:
+        super().__init__()
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if int(value) != value or value <= 0:
+                raise ValueError(f"FastGRNNCell {name} must be a positive integer, got {value!r}")
+        for name, rank in (("w_rank", w_rank), ("u_rank", u_rank)):
+            if rank is not None and (int(rank) != rank or rank <= 0):
+                raise ValueError(f"FastGRNNCell {name} must be None or a positive integer, got {rank!r}")
+        self.input_size = int(input_size)
+        self.hidden_size = int(hidden_size)
+        self.state_size = self.hidden_size
+        self.gate_nonlinearity = check_nonlinearity(gate_nonlinearity)
+        self.update_nonlinearity = check_nonlinearity(update_nonlinearity)
+        self.w_rank = 0 if w_rank is None else int(w_rank)
+        self.u_rank = 0 if u_rank is None else int(u_rank)
+
+        def matrix(rows: int, cols: int) -> nn.Parameter:
+            return nn.Parameter(0.1 * torch.randn(rows, cols))
+
+        if self.w_rank:
+            self.w1 = matrix(hidden_size, self.w_rank)
+            self.w2: Optional[nn.Parameter] = matrix(self.w_rank, input_size)
+        else:
+            self.w1 = matrix(hidden_size, input_size)
+            self.register_parameter("w2", None)
+        if self.u_rank:
+            self.u1 = matrix(hidden_size, self.u_rank)
+            self.u2: Optional[nn.Parameter] = matrix(self.u_rank, hidden_size)
+        else:
+            self.u1 = matrix(hidden_size, hidden_size)
+            self.register_parameter("u2", None)
+        self.bias_gate = nn.Parameter(torch.ones(hidden_size))
+        self.bias_update = nn.Parameter(torch.ones(hidden_size))
+        self.zeta = nn.Parameter(torch.tensor([float(zeta_init)]), requires_grad=train_zeta_nu)
+        self.nu = nn.Parameter(torch.tensor([float(nu_init)]), requires_grad=train_zeta_nu)
+
+    def input_weight(self) -> torch.Tensor:
+        w2 = self.w2
+        if w2 is None:
+            return self.w1
+        return torch.mm(self.w1, w2)
+
+    def recurrent_weight(self) -> torch.Tensor:
+        u2 = self.u2
+        if u2 is None:
+            return self.u1
+        return torch.mm(self.u1, u2)
+
+    def step(self, wx: torch.Tensor, state: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        pre = torch.addmm(wx, state, u.t())  # W x + U h, shared by gate and candidate
+        zeta = torch.sigmoid(self.zeta)
+        nu = torch.sigmoid(self.nu)
+        z = apply_nonlinearity(pre + self.bias_gate, self.gate_nonlinearity)
+        if self.update_nonlinearity == "tanh":
+            # h~ = tanh(a) = 2 s - 1 with s = sigmoid(2 a): aten's sigmoid is much faster than its tanh on
+            # CPUs, and the 2s and -1 fold into the update below, which is then three fused passes:
+            # (zeta (1 - z) + nu) h~ + z h = (zeta + nu)(2 s - 1) + z (h + zeta - 2 zeta s).
+            s = torch.sigmoid(torch.add(pre, self.bias_update).mul_(2.0))
+            keep = torch.addcmul(state + zeta, s, -2.0 * zeta)
+            return torch.addcmul(torch.addcmul(-(zeta + nu), s, 2.0 * (zeta + nu)), z, keep)
+        candidate = apply_nonlinearity(pre + self.bias_update, self.update_nonlinearity)
+        # (zeta (1 - z) + nu) h~ + z h, rearranged into fused ops: (zeta + nu) h~ + z (h - zeta h~)
+        return torch.addcmul(candidate * (zeta + nu), z, state - zeta * candidate)
+
+    def madds_per_step(self) -> int:
+        h, d = self.hidden_size, self.input_size
+        w = self.w_rank * (d + h) if self.w_rank else h * d
+        u = self.u_rank * 2 * h if self.u_rank else h * h
+        return w + u
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}, gate={self.gate_nonlinearity}, update={self.update_nonlinearity}"
+        if self.w_rank:
+            s += f", w_rank={self.w_rank}"
+        if self.u_rank:
+            s += f", u_rank={self.u_rank}"
+        return s

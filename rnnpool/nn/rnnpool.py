@@ -1,0 +1,168 @@
+"""The RNNPool operator (Saha et al., NeurIPS 2020, Algorithm 1) as a pooling layer.
+
+Every r x c patch of a (N, C, H, W) map becomes 4 * h2 features:
+RNN1 (hidden h1) sweeps each row and each column of the patch; RNN2 (hidden h2) sweeps the r row summaries
+and the c column summaries, forward and reversed; the four final states are concatenated as
+[rows forward, rows reversed, columns forward, columns reversed].
+
+How it is fast (all plain autograd-friendly tensor ops):
+- W1 x is computed once per *pixel* (one matmul over the channels-last map), not once per pixel, patch and
+  direction; the patches are strided views of that projection.
+- Overlapping patches share rows and columns: a patch row depends only on its image row and the patch's
+  column, so each is swept once (saves a factor patch/stride, 1.5-2x for the paper's settings).
+- RNN2's input projection is done once per summary; its forward and reversed passes over rows and
+  columns run as one batch of sequences on GPU; on CPU the sequences run in cache-sized chunks.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple, Union
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .factory import create_cell
+
+IntPair = Union[int, Tuple[int, int]]
+
+
+def _pair(value: IntPair, name: str, minimum: int) -> Tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+        raise ValueError(f"RNNPool2d {name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"RNNPool2d {name} must be >= {minimum}, got {value!r}")
+    return pair[0], pair[1]
+
+
+def _patch_lines(proj: torch.Tensor, dim: int, size: int, stride: int, count: int) -> Tuple[torch.Tensor, int]:
+    """The lines (rows if dim == 1, columns if dim == 2) of ``proj`` (N, Hp, Wp, G) that patches use.
+
+    Returns the lines, each once, and the stride between the first lines of consecutive patches in them.
+    """
+    if stride <= size:  # overlapping or touching patches: a contiguous band, shared lines kept once
+        return proj.narrow(dim, 0, (count - 1) * stride + size), stride
+    # gaps between patches: keep only the covered lines
+    lines = proj.unfold(dim, size, stride)  # (N, count, Wp, G, size) or (N, Hp, count, G, size)
+    if dim == 1:
+        lines = lines.permute(0, 1, 4, 2, 3)  # (N, count, size, Wp, G)
+        return lines.reshape(proj.shape[0], count * size, proj.shape[2], proj.shape[3]), size
+    lines = lines.permute(0, 1, 2, 4, 3)  # (N, Hp, count, size, G)
+    return lines.reshape(proj.shape[0], proj.shape[1], count * size, proj.shape[3]), size
+
+
+def rnnpool_output_size(size: int, patch: int, stride: int, padding: int) -> int:
+    """Output length along one axis: ``floor((size + 2 * padding - patch) / stride) + 1``.
+
+    The rule of ``nn.MaxPool2d`` (ceil_mode=False): only whole patches of the zero-padded input are pooled,
+    so rows/columns past the last whole patch are dropped.
+    """
+    return (size + 2 * padding - patch) // stride + 1
+
+
+class RNNPool2d(nn.Module):
+    """RNNPool pooling layer: (N, C, H, W) -> (N, 4 * hidden_summary, H', W').
+
+    Args:
+        in_channels: C, the features of every pixel (the input of each RNN1 step).
+        patch_size: r x c (int or pair).
+        stride: patch stride (int or pair).
+        hidden_row: h1, hidden size of RNN1 (over the rows and columns of a patch).
+        hidden_summary: h2, hidden size of RNN2 (over the row and column summaries).
+        padding: zeros added on each side (int or pair (ph, pw)).
+        cell: "fastgrnn" (default), "gru" or "lstm"; both RNNs use this cell.
+        cell_kwargs: extra options for both cells (e.g. ``{"w_rank": 4, "gate_nonlinearity": "quant_sigmoid"}``).
+        chunk_size: sequences per recurrent batch: -1 (default) picks 8192 on CPU (cache-sized) and all at
+            once on GPU; 0 means all at once. It changes speed, never the result.
+
+    ``H' = floor((H + 2 * ph - r) / stride_h) + 1``, likewise W' (see :func:`rnnpool_output_size`).
+    Initial hidden states are zeros, so inference is deterministic.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        patch_size: IntPair,
+        stride: IntPair,
+        hidden_row: int,
+        hidden_summary: int,
+        padding: IntPair = 0,
+        cell: str = "fastgrnn",
+        cell_kwargs: Optional[Dict[str, Any]] = None,
+        chunk_size: int = -1,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("hidden_row", hidden_row), ("hidden_summary", hidden_summary)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"RNNPool2d {name} must be a positive int, got {value!r}")
+        self.in_channels = in_channels
+        self.patch_size = _pair(patch_size, "patch_size", 1)
+        self.stride = _pair(stride, "stride", 1)
+        self.padding = _pair(padding, "padding", 0)
+        self.hidden_row = hidden_row
+        self.hidden_summary = hidden_summary
+        self.out_channels = 4 * hidden_summary
+        self.cell_name = cell
+        if not isinstance(chunk_size, int) or chunk_size < -1:
+            raise ValueError(f"RNNPool2d chunk_size must be -1 (auto), 0 (no chunks) or positive, got {chunk_size!r}")
+        self.chunk_size = chunk_size
+        kwargs = dict(cell_kwargs or {})
+        self.rnn1 = create_cell(cell, in_channels, hidden_row, **kwargs)
+        self.rnn2 = create_cell(cell, hidden_row, hidden_summary, **kwargs)
+
+    def output_size(self, height: int, width: int) -> Tuple[int, int]:
+        """(H', W') for an input of ``height`` x ``width``."""
+        return (
+            rnnpool_output_size(height, self.patch_size[0], self.stride[0], self.padding[0]),
+            rnnpool_output_size(width, self.patch_size[1], self.stride[1], self.padding[1]),
+        )
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 4:
+            raise ValueError(f"RNNPool2d expects a 4-D (N, C, H, W) input, got shape {list(x.shape)}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"RNNPool2d expects {self.in_channels} input channels, got {x.shape[1]} (shape {list(x.shape)})")
+        padded_h = x.shape[2] + 2 * self.padding[0]
+        padded_w = x.shape[3] + 2 * self.padding[1]
+        if padded_h < self.patch_size[0] or padded_w < self.patch_size[1]:
+            raise ValueError(
+                f"RNNPool2d patch {self.patch_size[0]}x{self.patch_size[1]} is larger than the padded input "
+                f"{padded_h}x{padded_w} (input {x.shape[2]}x{x.shape[3]}, padding {self.padding[0]},{self.padding[1]})"
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        (r, c), (sr, sc), (pr, pc) = self.patch_size, self.stride, self.padding
+        n = x.shape[0]
+        out_h, out_w = self.output_size(x.shape[2], x.shape[3])
+        num_patches = n * out_h * out_w
+        chunk = self.chunk_size if self.chunk_size >= 0 else (0 if x.is_cuda else 8192)
+        # W1 x once per pixel, channels-last so each pixel's features are contiguous; zero padding
+        # commutes with the bias-free projection.
+        proj = F.linear(x.permute(0, 2, 3, 1), self.rnn1.input_weight())  # (N, H, W, G1)
+        if pr > 0 or pc > 0:
+            proj = F.pad(proj, (0, 0, pc, pc, pr, pr))  # (N, Hp, Wp, G1)
+        # A row of a patch depends only on (image row, patch column), not on the patch row it sits in:
+        # patches stacked vertically share rows when stride < patch, so each such row is swept once.
+        rows, row_step = _patch_lines(proj, 1, r, sr, out_h)  # (N, HR, Wp, G1)
+        cols, col_step = _patch_lines(proj, 2, c, sc, out_w)  # (N, Hp, WC, G1)
+        g1 = proj.shape[3]
+        row_seq = rows.unfold(2, c, sc).permute(4, 0, 1, 2, 3).reshape(c, -1, g1)  # (c, N*HR*W', G1)
+        col_seq = cols.unfold(1, r, sr).permute(4, 0, 1, 2, 3).reshape(r, -1, g1)  # (r, N*H'*WC, G1)
+        row_sum, col_sum = self.rnn1.run_sequences([row_seq, col_seq], chunk)
+        # RNN2's input projection, once per unique summary, then each patch's r rows / c columns.
+        w2 = self.rnn2.input_weight()
+        row_wx = F.linear(row_sum.reshape(n, -1, out_w, self.hidden_row), w2)  # (N, HR, W', G2)
+        col_wx = F.linear(col_sum.reshape(n, out_h, -1, self.hidden_row), w2)  # (N, H', WC, G2)
+        g2 = w2.shape[0]
+        row_wx = row_wx.unfold(1, r, row_step).permute(4, 0, 1, 2, 3).reshape(r, num_patches, g2)  # (r, P, G2)
+        col_wx = col_wx.unfold(2, c, col_step).permute(4, 0, 1, 2, 3).reshape(c, num_patches, g2)  # (c, P, G2)
+        finals = self.rnn2.run_sequences([row_wx, row_wx.flip(0), col_wx, col_wx.flip(0)], chunk)
+        out = torch.stack(finals, 0).reshape(4, n, out_h, out_w, self.hidden_summary)
+        return out.permute(1, 0, 4, 2, 3).reshape(n, self.out_channels, out_h, out_w)  # (N, 4*h2, H', W')
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, patch_size={self.patch_size}, stride={self.stride}, padding={self.padding}, "
+            f"hidden_row={self.hidden_row}, hidden_summary={self.hidden_summary}, cell={self.cell_name!r}"
+        )
