@@ -2,24 +2,22 @@
 
     python benchmarks/operator.py [--device cpu|cuda] [--repeats 5] [--json benchmarks/results/operator.json]
 
-Each (config, implementation) is measured in its own subprocess so that the peak resident memory
-(CPU: ru_maxrss growth; CUDA: torch.cuda.max_memory_allocated) belongs to that run alone.
+Times are the best of ``--repeats`` runs, baseline and fast interleaved so both see the same machine load;
+peak memory is what the call allocates beyond its input and weights (benchmarks/memory.py).
 Target (issue 2): fast forward throughput >= 3x the baseline on CPU at every config, >= 10x on a GPU.
 """
 import argparse
 import json
-import os
-import resource
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable, Dict
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline_rnnpool import UnfoldLoopRNNPool  # noqa: E402
+from memory import peak_allocated_bytes  # noqa: E402
 
 from rnnpool.nn import RNNPool2d  # noqa: E402
 
@@ -34,57 +32,45 @@ CONFIGS = {
 }
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
+def _timed(fn: Callable[[], object], device: str) -> float:
+    if device.startswith("cuda"):
         torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
-def _rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def measure(config: str, impl: str, device: str, repeats: int) -> dict:
-    """Time and peak memory of one implementation on one config (run inside a fresh process)."""
+def bench_config(config: str, device: str, repeats: int) -> Dict[str, dict]:
+    """Both implementations on one config: best time and peak memory, forward and forward+backward."""
     channels, (h, w), patch, stride, hidden, padding, batch = CONFIGS[config]
     torch.manual_seed(0)
     layer = RNNPool2d(channels, patch, stride, hidden, hidden, padding=padding).to(device)
-    module = layer if impl == "fast" else UnfoldLoopRNNPool(layer)
+    impls = {"baseline": UnfoldLoopRNNPool(layer), "fast": layer}
     x = torch.randn(batch, channels, h, w, device=device)
-    result = {"config": config, "impl": impl, "device": device, "batch": batch}
-    for mode in ("forward", "forward_backward"):
-        def run() -> None:
-            if mode == "forward":
-                with torch.no_grad():
-                    module(x)
-            else:
-                module(x).sum().backward()
-        run()  # warm-up
-        _sync(device)
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-        else:
-            base = _rss_bytes()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run()
-            _sync(device)
-            times.append(time.perf_counter() - start)
-        peak = (torch.cuda.max_memory_allocated() if device == "cuda" else _rss_bytes()) - base
-        result[f"{mode}_s"] = statistics.median(times)
-        result[f"{mode}_images_per_s"] = batch / result[f"{mode}_s"]
-        result[f"{mode}_peak_mib"] = max(peak, 0) / 2**20
-    return result
-
-
-def check_equal(config: str, device: str) -> float:
-    """Largest |fast - baseline| on the config (both share weights), so the timing compares equal work."""
-    channels, (h, w), patch, stride, hidden, padding, _ = CONFIGS[config]
-    layer = RNNPool2d(channels, patch, stride, hidden, hidden, padding=padding).to(device)
-    x = torch.randn(1, channels, h, w, device=device)
     with torch.no_grad():
-        return (layer(x) - UnfoldLoopRNNPool(layer)(x)).abs().max().item()
+        max_diff = (impls["fast"](x) - impls["baseline"](x)).abs().max().item()
+
+    def call(module: torch.nn.Module, mode: str) -> Callable[[], object]:
+        if mode == "forward":
+            return lambda: torch.no_grad()(module)(x)
+        return lambda: module(x).sum().backward()
+
+    results = {name: {"config": config, "impl": name, "device": device, "batch": batch, "max_abs_diff": max_diff} for name in impls}
+    for mode in ("forward", "forward_backward"):
+        times = {name: [] for name in impls}
+        for name, module in impls.items():
+            call(module, mode)()  # warm-up
+        for _ in range(repeats):
+            for name, module in impls.items():
+                times[name].append(_timed(call(module, mode), device))
+        for name, module in impls.items():
+            best = min(times[name])
+            results[name][f"{mode}_ms"] = best * 1e3
+            results[name][f"{mode}_images_per_s"] = batch / best
+            results[name][f"{mode}_peak_mib"] = peak_allocated_bytes(call(module, mode), device) / 2**20
+    return results
 
 
 def main() -> None:
@@ -93,37 +79,28 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--json", default="benchmarks/results/operator.json")
-    parser.add_argument("--_child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args._child:
-        print(json.dumps(measure(args._child[0], args._child[1], args.device, args.repeats)))
-        return
 
     rows = []
-    header = f"{'config':22s} {'impl':9s} {'fwd ms':>9s} {'fwd img/s':>10s} {'fwd MiB':>8s} {'f+b ms':>9s} {'f+b MiB':>8s}"
-    print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}")
-    print(header)
     summary = {}
+    print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} repeats={args.repeats}")
+    print(f"{'config':22s} {'impl':9s} {'fwd ms':>9s} {'fwd img/s':>10s} {'fwd MiB':>8s} {'f+b ms':>9s} {'f+b MiB':>8s}")
     for config in args.configs:
-        max_diff = check_equal(config, args.device)
-        results = {}
-        for impl in ("baseline", "fast"):
-            cmd = [sys.executable, __file__, "--device", args.device, "--repeats", str(args.repeats), "--_child", config, impl]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-            if proc.returncode:
-                raise SystemExit(f"{config}/{impl} failed:\n{proc.stderr}")
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
-            results[impl] = r
+        results = bench_config(config, args.device, args.repeats)
+        for name, r in results.items():
             rows.append(r)
-            print(f"{config:22s} {impl:9s} {r['forward_s']*1e3:9.1f} {r['forward_images_per_s']:10.1f} "
-                  f"{r['forward_peak_mib']:8.1f} {r['forward_backward_s']*1e3:9.1f} {r['forward_backward_peak_mib']:8.1f}")
+            print(f"{config:22s} {name:9s} {r['forward_ms']:9.1f} {r['forward_images_per_s']:10.1f} "
+                  f"{r['forward_peak_mib']:8.1f} {r['forward_backward_ms']:9.1f} {r['forward_backward_peak_mib']:8.1f}")
+        base, fast = results["baseline"], results["fast"]
         summary[config] = {
-            "forward_speedup": results["baseline"]["forward_s"] / results["fast"]["forward_s"],
-            "forward_backward_speedup": results["baseline"]["forward_backward_s"] / results["fast"]["forward_backward_s"],
-            "max_abs_diff": max_diff,
+            "forward_speedup": base["forward_ms"] / fast["forward_ms"],
+            "forward_backward_speedup": base["forward_backward_ms"] / fast["forward_backward_ms"],
+            "forward_memory_ratio": base["forward_peak_mib"] / max(fast["forward_peak_mib"], 1e-9),
+            "max_abs_diff": base["max_abs_diff"],
         }
         s = summary[config]
-        print(f"{'':22s} speed-up forward {s['forward_speedup']:.1f}x, forward+backward {s['forward_backward_speedup']:.1f}x, max |diff| {max_diff:.1e}")
+        print(f"{'':22s} speed-up forward {s['forward_speedup']:.1f}x, forward+backward {s['forward_backward_speedup']:.1f}x, "
+              f"forward memory {s['forward_memory_ratio']:.1f}x less, max |diff| {s['max_abs_diff']:.1e}")
     target = 10.0 if args.device == "cuda" else 3.0
     met = all(s["forward_speedup"] >= target for s in summary.values())
     print(f"target: forward speed-up >= {target:.0f}x at every config: {'MET' if met else 'NOT MET'}")

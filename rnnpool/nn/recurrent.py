@@ -46,39 +46,45 @@ class RecurrentCell(nn.Module):
         """Multiply-adds of one step: the products ``W x`` and ``U h`` (elementwise gating is not counted)."""
         raise NotImplementedError
 
-    def run_sequence(self, wx: torch.Tensor, chunk_size: int = 0) -> torch.Tensor:
+    def run_sequence(self, wx: torch.Tensor) -> torch.Tensor:
         """Run the cell over projected inputs ``wx`` (T, B, num_gates * hidden) from a zero state.
 
-        Args:
-            wx: the inputs' projections ``W x``, step-major.
-            chunk_size: run the B sequences in chunks of this many (0: all at once). On a CPU, chunks whose
-                states fit in the cache run the same arithmetic about twice as fast.
-
-        Returns:
-            The final hidden vector (B, hidden_size).
+        Returns the final hidden vector (B, hidden_size).
         """
         u = self.recurrent_weight()
-        batch = wx.shape[1]
-        if chunk_size <= 0 or chunk_size >= batch:
-            return self._run_chunk(wx, u)
-        return torch.cat([self._run_chunk(wx[:, start : start + chunk_size], u) for start in range(0, batch, chunk_size)], 0)
-
-    def run_sequences(self, seqs: List[torch.Tensor], chunk_size: int = 0) -> List[torch.Tensor]:
-        """Final hidden states over each (T_i, B_i, G) in ``seqs``.
-
-        Unchunked (GPU), sequences of equal length run as one batch; chunked (CPU), each runs in
-        cache-sized pieces, where joining them would only add a copy.
-        """
-        if chunk_size == 0 and all(s.shape[0] == seqs[0].shape[0] for s in seqs):
-            sizes = [s.shape[1] for s in seqs]
-            return list(self.run_sequence(torch.cat(seqs, 1), 0).split(sizes, 0))
-        return [self.run_sequence(s, chunk_size) for s in seqs]
-
-    def _run_chunk(self, wx: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         state = self.init_state(wx.shape[1], wx)
         for t in range(wx.shape[0]):
             state = self.step(wx[t], state, u)
         return self.hidden(state)
+
+    def run_sequences(self, seqs: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Final hidden states over each (T_i, B_i, G) in ``seqs``: one joint batch (fewer kernel launches)
+        when all T_i are equal, else one run each."""
+        if all(s.shape[0] == seqs[0].shape[0] for s in seqs):
+            sizes = [s.shape[1] for s in seqs]
+            return list(self.run_sequence(torch.cat(seqs, 1)).split(sizes, 0))
+        return [self.run_sequence(s) for s in seqs]
+
+    def run_grid(self, wx: torch.Tensor, chunk_size: int) -> torch.Tensor:
+        """Final hidden states (N*L*M, hidden) over a grid of sequences ``wx`` (T, N, L, M, G), any strides.
+
+        The grid is cut into pieces of about ``chunk_size`` sequences (whole images, or bands of lines); each piece is copied
+        into a step-major batch just before it runs, so the copies stay small and in cache instead of
+        materialising the whole (usually overlapping, strided) grid.
+        """
+        t, n, lines, m, g = wx.shape
+        pieces: List[torch.Tensor] = []
+        per_image = lines * m
+        if per_image <= chunk_size:  # whole images per piece
+            images = max(1, chunk_size // max(per_image, 1))
+            for i in range(0, n, images):
+                pieces.append(self.run_sequence(wx[:, i : i + images].reshape(t, -1, g)))
+        else:  # bands of lines within each image
+            step = max(1, chunk_size // max(m, 1))
+            for i in range(n):
+                for j in range(0, lines, step):
+                    pieces.append(self.run_sequence(wx[:, i, j : j + step].reshape(t, -1, g)))
+        return torch.cat(pieces, 0)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """One step from a raw input ``x`` (B, input_size); returns the new state (B, state_size)."""

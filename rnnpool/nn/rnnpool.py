@@ -72,8 +72,8 @@ class RNNPool2d(nn.Module):
         padding: zeros added on each side (int or pair (ph, pw)).
         cell: "fastgrnn" (default), "gru" or "lstm"; both RNNs use this cell.
         cell_kwargs: extra options for both cells (e.g. ``{"w_rank": 4, "gate_nonlinearity": "quant_sigmoid"}``).
-        chunk_size: sequences per recurrent batch: -1 (default) picks 8192 on CPU (cache-sized) and all at
-            once on GPU; 0 means all at once. It changes speed, never the result.
+        chunk_size: sequences per recurrent batch: -1 (default) picks about 2^18 state values' worth on CPU
+            (cache-sized) and all at once on GPU; 0 means all at once. It changes speed, never the result.
 
     ``H' = floor((H + 2 * ph - r) / stride_h) + 1``, likewise W' (see :func:`rnnpool_output_size`).
     Initial hidden states are zeros, so inference is deterministic.
@@ -136,7 +136,9 @@ class RNNPool2d(nn.Module):
         n = x.shape[0]
         out_h, out_w = self.output_size(x.shape[2], x.shape[3])
         num_patches = n * out_h * out_w
-        chunk = self.chunk_size if self.chunk_size >= 0 else (0 if x.is_cuda else 8192)
+        # Sequences per recurrent batch: on CPU about 2^18 state values (1 MiB fp32), so a piece's
+        # temporaries stay in cache; on GPU everything at once.
+        chunk = self.chunk_size if self.chunk_size >= 0 else (0 if x.is_cuda else 262144 // self.rnn1.state_size)
         # W1 x once per pixel, channels-last so each pixel's features are contiguous; zero padding
         # commutes with the bias-free projection.
         proj = F.linear(x.permute(0, 2, 3, 1), self.rnn1.input_weight())  # (N, H, W, G1)
@@ -147,9 +149,12 @@ class RNNPool2d(nn.Module):
         rows, row_step = _patch_lines(proj, 1, r, sr, out_h)  # (N, HR, Wp, G1)
         cols, col_step = _patch_lines(proj, 2, c, sc, out_w)  # (N, Hp, WC, G1)
         g1 = proj.shape[3]
-        row_seq = rows.unfold(2, c, sc).permute(4, 0, 1, 2, 3).reshape(c, -1, g1)  # (c, N*HR*W', G1)
-        col_seq = cols.unfold(1, r, sr).permute(4, 0, 1, 2, 3).reshape(r, -1, g1)  # (r, N*H'*WC, G1)
-        row_sum, col_sum = self.rnn1.run_sequences([row_seq, col_seq], chunk)
+        row_grid = rows.unfold(2, c, sc).permute(4, 0, 1, 2, 3)  # (c steps, N, HR, W', G1) view
+        col_grid = cols.unfold(1, r, sr).permute(4, 0, 1, 2, 3)  # (r steps, N, H', WC, G1) view
+        if chunk == 0:
+            row_sum, col_sum = self.rnn1.run_sequences([row_grid.reshape(c, -1, g1), col_grid.reshape(r, -1, g1)])
+        else:
+            row_sum, col_sum = self.rnn1.run_grid(row_grid, chunk), self.rnn1.run_grid(col_grid, chunk)
         # RNN2's input projection, once per unique summary, then each patch's r rows / c columns.
         w2 = self.rnn2.input_weight()
         row_wx = F.linear(row_sum.reshape(n, -1, out_w, self.hidden_row), w2)  # (N, HR, W', G2)
@@ -157,8 +162,14 @@ class RNNPool2d(nn.Module):
         g2 = w2.shape[0]
         row_wx = row_wx.unfold(1, r, row_step).permute(4, 0, 1, 2, 3).reshape(r, num_patches, g2)  # (r, P, G2)
         col_wx = col_wx.unfold(2, c, col_step).permute(4, 0, 1, 2, 3).reshape(c, num_patches, g2)  # (c, P, G2)
-        finals = self.rnn2.run_sequences([row_wx, row_wx.flip(0), col_wx, col_wx.flip(0)], chunk)
-        out = torch.stack(finals, 0).reshape(4, n, out_h, out_w, self.hidden_summary)
+        rows_fb = torch.stack((row_wx, row_wx.flip(0)), 1)  # (r, 2 directions, P, G2)
+        cols_fb = torch.stack((col_wx, col_wx.flip(0)), 1)  # (c, 2 directions, P, G2)
+        if chunk == 0:
+            final_rows, final_cols = self.rnn2.run_sequences([rows_fb.reshape(r, -1, g2), cols_fb.reshape(c, -1, g2)])
+        else:
+            final_rows = self.rnn2.run_grid(rows_fb[:, :, None], chunk)
+            final_cols = self.rnn2.run_grid(cols_fb[:, :, None], chunk)
+        out = torch.cat((final_rows, final_cols), 0).reshape(4, n, out_h, out_w, self.hidden_summary)
         return out.permute(1, 0, 4, 2, 3).reshape(n, self.out_channels, out_h, out_w)  # (N, 4*h2, H', W')
 
     def extra_repr(self) -> str:

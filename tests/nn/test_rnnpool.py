@@ -29,15 +29,16 @@ CELL_OPTIONS = [
     padding=st.tuples(st.integers(0, 2), st.integers(0, 2)),
     hidden=st.tuples(st.integers(1, 5), st.integers(1, 5)),
     square=st.booleans(),
+    chunk=st.sampled_from([-1, 0, 1, 7]),
     seed=st.integers(0, 2**16),
 )
-def test_fast_matches_reference(cell, n, channels, height, width, patch, stride, padding, hidden, square, seed):
+def test_fast_matches_reference(cell, n, channels, height, width, patch, stride, padding, hidden, square, chunk, seed):
     if square:
         patch = (patch[0], patch[0])
     if height + 2 * padding[0] < patch[0] or width + 2 * padding[1] < patch[1]:
         return
     torch.manual_seed(seed)
-    layer = RNNPool2d(channels, patch, stride, hidden[0], hidden[1], padding=padding, cell=cell[0], cell_kwargs=cell[1])
+    layer = RNNPool2d(channels, patch, stride, hidden[0], hidden[1], padding=padding, cell=cell[0], cell_kwargs=cell[1], chunk_size=chunk)
     layer = layer.double()
     x = torch.randn(n, channels, height, width, dtype=torch.float64)
     out = layer(x)
@@ -140,5 +141,7 @@ def test_bad_input_errors():
         RNNPool2d(3, 6, 4, 0, 4)
     with pytest.raises(ValueError, match="in_channels must be a positive int"):
         RNNPool2d(-3, 6, 4, 4, 4)
+    with pytest.raises(ValueError, match="chunk_size must be -1"):
+        RNNPool2d(3, 6, 4, 4, 4, chunk_size=-2)
     with pytest.raises(ValueError, match="unknown cell 'lstn'"):
         RNNPool2d(3, 6, 4, 4, 4, cell="lstn")
