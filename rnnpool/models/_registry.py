@@ -1,0 +1,60 @@
+"""Model registry: ``@register_model`` on every variant, ``create_model(name, **kw)``, ``list_models(pattern)``.
+
+The CLI, the profiler's zoo table, the benchmarks and the parametrised tests all iterate this registry, so a
+registered model shows up everywhere.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Tuple
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a variant is: its builder, default input shape (C, H, W), task and a one-line description."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    input_shape: Tuple[int, int, int]
+    task: str
+    description: str
+    defaults: Dict[str, Any] = field(default_factory=dict)
+
+
+_MODELS: Dict[str, ModelInfo] = {}
+
+
+def register_model(input_shape: Tuple[int, int, int], task: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering a constructor under its function name; its docstring's first line describes it."""
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if fn.__name__ in _MODELS:
+            raise ValueError(f"model {fn.__name__!r} is registered twice")
+        doc = (fn.__doc__ or "").strip().splitlines()
+        _MODELS[fn.__name__] = ModelInfo(fn.__name__, fn, tuple(input_shape), task, doc[0] if doc else "")
+        return fn
+
+    return wrap
+
+
+def list_models(pattern: str = "*", task: str = "") -> List[str]:
+    """Registered names matching the glob ``pattern`` (and ``task`` if given), sorted."""
+    return sorted(n for n, info in _MODELS.items() if fnmatch.fnmatch(n, pattern) and (not task or info.task == task))
+
+
+def model_info(name: str) -> ModelInfo:
+    """The :class:`ModelInfo` of ``name``; unknown names raise a KeyError suggesting the closest one."""
+    if name not in _MODELS:
+        close = difflib.get_close_matches(name, list(_MODELS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise KeyError(f"unknown model {name!r}{hint} (see rnnpool.models.list_models())")
+    return _MODELS[name]
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build the registered model ``name``; ``kwargs`` go to its constructor (e.g. ``num_classes=10``)."""
+    return model_info(name).builder(**kwargs)
