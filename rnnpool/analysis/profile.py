@@ -1,0 +1,140 @@
+"""Per-layer activation size, held RAM, MAdds and parameters of any model, and its peak RAM."""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from .madds import op_madds
+from .memory import CONVENTIONS, layer_convention, peak, tensor_convention
+from .trace import trace_model
+
+DTYPE_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
+
+
+@dataclass
+class LayerStats:
+    """One layer or block: ``held_bytes`` is the RAM it needs under the profile's convention."""
+
+    name: str
+    kind: str
+    output_shape: Tuple[int, ...]
+    output_bytes: int
+    held_bytes: int
+    madds: int
+    params: int
+
+
+@dataclass
+class Profile:
+    """A model's analysis. Sizes in bytes (KiB = 1024 B, MiB = 1024 KiB), compute in MAdds."""
+
+    model: str
+    input: Tuple[int, ...]
+    dtype: str
+    convention: str
+    peak_bytes: int
+    peak_layer: str
+    madds: int
+    params: int
+    layers: List[LayerStats]
+    uncounted_ops: List[str] = field(default_factory=list)
+
+    def to_dict(self) -> Dict[str, object]:
+        return asdict(self)
+
+    def save_json(self, path: Union[str, Path]) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+
+    def save_csv(self, path: Union[str, Path]) -> None:
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["name", "kind", "output_shape", "output_bytes", "held_bytes", "madds", "params"])
+            for l in self.layers:
+                writer.writerow([l.name, l.kind, "x".join(map(str, l.output_shape)), l.output_bytes, l.held_bytes, l.madds, l.params])
+
+    def table(self) -> str:
+        """A text table, one row per layer, the peak marked with '*'."""
+        lines = [f"{self.model}  input {'x'.join(map(str, self.input))}  dtype {self.dtype}  convention '{self.convention}'",
+                 f"{'layer':44s} {'kind':8s} {'output':>16s} {'out KiB':>9s} {'held KiB':>9s} {'MAdds':>12s} {'params':>9s}"]
+        for l in self.layers:
+            mark = "*" if l.name == self.peak_layer and l.held_bytes == self.peak_bytes else " "
+            lines.append(f"{l.name[:43]:44s} {l.kind:8s} {'x'.join(map(str, l.output_shape)):>16s} {l.output_bytes / 1024:9.1f} "
+                         f"{l.held_bytes / 1024:8.1f}{mark} {l.madds:12,d} {l.params:9,d}")
+        lines.append(f"total: params {self.params:,d}, MAdds {self.madds:,d} ({self.madds / 1e6:.1f} M), "
+                     f"peak RAM {format_bytes(self.peak_bytes)} at {self.peak_layer}")
+        if self.uncounted_ops:
+            lines.append(f"MAdds not counted for: {', '.join(self.uncounted_ops)}")
+        return "\n".join(lines)
+
+
+def format_bytes(n: int) -> str:
+    """'588.0 KiB' / '2.30 MiB' (binary units)."""
+    return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
+
+
+def _unit_params(unit) -> int:
+    modules = [unit.module] if unit.module is not None else []
+    if not modules:
+        seen = []
+        for op in unit.ops:
+            if op.stack and not list(op.stack[-1][1].children()) and op.stack[-1][1] not in seen:
+                seen.append(op.stack[-1][1])
+        modules = seen
+    return sum(p.numel() for m in modules for p in m.parameters())
+
+
+def profile_model(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    dtype: str = "fp32",
+    convention: str = "layer",
+    name: Optional[str] = None,
+) -> Profile:
+    """Analyse ``model`` on a random input of ``input_shape`` ((C, H, W) or (N, C, H, W)).
+
+    Args:
+        dtype: element type of the activations: "fp32" (4 bytes), "fp16" (2) or "int8" (1).
+        convention: "layer" (the RNNPool paper's) or "tensor" (TFLM/MCUNet); see :mod:`rnnpool.analysis.memory`.
+    """
+    if dtype not in DTYPE_BYTES:
+        raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPE_BYTES)}")
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown convention {convention!r}; expected one of {', '.join(CONVENTIONS)}")
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) == 3:
+        shape = (1,) + shape
+    if len(shape) != 4 or min(shape) <= 0:
+        raise ValueError(f"input shape must be (C, H, W) or (N, C, H, W) with positive sizes, got {tuple(input_shape)}")
+    param = next(model.parameters(), None)
+    example = torch.randn(shape, device=param.device if param is not None else "cpu")
+    trace = trace_model(model, example)
+    elem = DTYPE_BYTES[dtype]
+    units = (layer_convention if convention == "layer" else tensor_convention)(trace, elem)
+    madds = {op.index: op_madds(op) for op in trace.ops}
+    uncounted = sorted({op.name for op in trace.ops if madds[op.index] is None})
+    layers = []
+    for unit in units:
+        last = unit.ops[-1]
+        out_shape = last.output_shapes[0]
+        layers.append(LayerStats(unit.name, unit.kind, out_shape, int(torch.Size(out_shape).numel()) * elem, unit.held_bytes,
+                                 sum(madds[op.index] or 0 for op in unit.ops), _unit_params(unit)))
+    top = peak(units)
+    return Profile(name or type(model).__name__, shape, dtype, convention, top.held_bytes, top.name,
+                   sum(v or 0 for v in madds.values()), sum(p.numel() for p in model.parameters()), layers, uncounted)
+
+
+def compare_table(profiles: Sequence[Profile]) -> str:
+    """Side-by-side totals of several profiles, with ratios to the first."""
+    base = profiles[0]
+    lines = [f"{'model':28s} {'params':>11s} {'MAdds (M)':>10s} {'peak RAM':>11s} {'peak layer':30s} {'RAM vs first':>12s}"]
+    for p in profiles:
+        lines.append(f"{p.model:28s} {p.params:11,d} {p.madds / 1e6:10.1f} {format_bytes(p.peak_bytes):>11s} {p.peak_layer[:29]:30s} "
+                     f"{p.peak_bytes / base.peak_bytes:11.2f}x")
+    lines.append(f"(dtype {base.dtype}, convention '{base.convention}')")
+    return "\n".join(lines)

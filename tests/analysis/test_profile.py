@@ -1,0 +1,128 @@
+import json
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from rnnpool.analysis import compare_table, profile_model
+from rnnpool.analysis.plot import plot_memory
+from rnnpool.models import create_model
+from rnnpool.nn import RNNPool2d
+
+F32 = 4
+
+
+def unit(profile, name):
+    return next(l for l in profile.layers if l.name == name)
+
+
+@pytest.mark.parametrize("name,madds,params", [("mobilenet_v2", 300e6, 3.50e6), ("densenet121", 2.83e9, 7.98e6)])
+def test_torchvision_documented_figures(name, madds, params):
+    p = profile_model(torchvision.models.get_model(name), (3, 224, 224))
+    assert p.madds == pytest.approx(madds, rel=0.01)
+    assert p.params == pytest.approx(params, rel=0.005)
+    assert p.uncounted_ops == []
+
+
+def test_paper_worked_example_mobilenetv2():
+    """First MBConv holds 112x112x32 in + 112x112x16 out = 602,112 floats (2.29 MB) and decides the peak."""
+    p = profile_model(torchvision.models.mobilenet_v2(), (3, 224, 224))
+    assert p.convention == "layer" and p.peak_layer == "features.1"
+    assert p.peak_bytes == 602_112 * F32
+    assert profile_model(torchvision.models.mobilenet_v2(), (3, 224, 224), dtype="int8").peak_bytes == 602_112
+
+
+def test_rnnpool_streams_the_stem():
+    """The stem conv and the image are computed per patch; the peak is then the first MBConv after RNNPool."""
+    p = profile_model(create_model("mobilenetv2_rnnpool"), (3, 224, 224))
+    assert unit(p, "features.0.0").held_bytes == 0
+    pool = unit(p, "features.1.0")
+    assert pool.kind == "rnnpool" and pool.held_bytes == (28 * 28 * 64 + 32 * 6 * 6) * F32
+    assert p.peak_bytes == (28 * 28 * 64 + 14 * 14 * 64) * F32 and p.peak_layer == "features.2.0"
+    assert pool.madds == 28 * 28 * (2 * 36 * (16 * 32 + 16 * 16) + 2 * 12 * (16 * 16 + 16 * 16))
+
+
+def test_block_rules_residual_dense_inception():
+    r18 = profile_model(torchvision.models.resnet18(), (3, 64, 64))
+    block = unit(r18, "layer2.0")
+    assert block.kind == "residual" and block.held_bytes == max(64 * 16 * 16, 128 * 8 * 8) * F32
+    dn = profile_model(create_model("densenet121"), (3, 64, 64))
+    block = unit(dn, "features.4")
+    assert block.kind == "dense" and block.held_bytes == 256 * 16 * 16 * F32
+    g = profile_model(torchvision.models.googlenet(init_weights=False, aux_logits=False), (3, 224, 224))
+    block = unit(g, "inception3a")
+    branches = sorted([64, 128, 32, 32])[:3]
+    assert block.kind == "inception" and block.held_bytes == (192 + sum(branches)) * 28 * 28 * F32
+
+
+def test_pointwise_into_depthwise_is_on_the_fly():
+    model = nn.Sequential(nn.Conv2d(8, 48, 1), nn.BatchNorm2d(48), nn.ReLU(inplace=True), nn.Conv2d(48, 48, 3, 2, 1, groups=48))
+    p = profile_model(model, (8, 16, 16))
+    assert unit(p, "0").held_bytes == 8 * 16 * 16 * F32  # its output is never materialised
+    assert unit(p, "3").held_bytes == (8 * 16 * 16 + 48 * 8 * 8) * F32
+    t = profile_model(model, (8, 16, 16), convention="tensor")  # no on-the-fly in the tensor convention
+    assert t.peak_bytes == 2 * 48 * 16 * 16 * F32 and t.peak_layer == "1"  # conv out + BN out (not in place)
+
+
+def test_tensor_convention_live_ranges():
+    class Skip(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(2, 4, 1), nn.Conv2d(4, 2, 1)
+
+        def forward(self, x):
+            return self.b(self.a(x)) + x  # x lives until the add
+
+    p = profile_model(Skip(), (2, 4, 4), convention="tensor")
+    hw = 16
+    assert unit(p, "a").held_bytes == (2 + 4) * hw * F32
+    assert unit(p, "b").held_bytes == (2 + 4 + 2) * hw * F32
+    assert p.peak_bytes == 8 * hw * F32
+
+
+def test_uncounted_ops_are_named():
+    class Odd(nn.Module):
+        def forward(self, x):
+            return torch.einsum("nchw,nchw->n", x, x)
+
+    assert profile_model(Odd(), (2, 4, 4)).uncounted_ops == ["einsum"]
+
+
+def test_rnn_modules_are_counted():
+    p = profile_model(create_model("mobilenetv2_rnnpool", downsample="renet"), (3, 224, 224))
+    assert p.uncounted_ops == []
+    renet = unit(p, "features.1.horizontal")
+    assert renet.madds == 28 * 28 * 2 * 3 * 32 * (32 * 4 * 4 + 32)  # 28x28 patches of 4x4x32, 2 directions, 3 gates
+
+
+def test_outputs_json_csv_plot(tmp_path):
+    a = profile_model(create_model("mobilenetv2_035_rnnpool"), (3, 224, 224))
+    b = profile_model(create_model("mobilenetv2_035"), (3, 224, 224))
+    a.save_json(tmp_path / "p.json")
+    data = json.loads((tmp_path / "p.json").read_text())
+    assert {"model", "input", "dtype", "convention", "peak_bytes", "peak_layer", "madds", "params", "layers"} <= set(data)
+    assert data["peak_bytes"] == max(l["held_bytes"] for l in data["layers"])
+    a.save_csv(tmp_path / "p.csv")
+    assert len((tmp_path / "p.csv").read_text().splitlines()) == len(a.layers) + 1
+    plot_memory([a, b], tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    assert "0.12x" in compare_table([b, a]) or b.peak_bytes / a.peak_bytes > 5
+
+
+def test_bad_arguments():
+    model = nn.Conv2d(3, 4, 3)
+    with pytest.raises(ValueError, match="unknown dtype 'int4'"):
+        profile_model(model, (3, 8, 8), dtype="int4")
+    with pytest.raises(ValueError, match="unknown convention 'row'"):
+        profile_model(model, (3, 8, 8), convention="row")
+    with pytest.raises(ValueError, match="input shape must be"):
+        profile_model(model, (8, 8))
+
+
+def test_rnnpool_layer_in_the_middle_holds_its_input():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), RNNPool2d(8, 4, 4, 4, 4))
+    p = profile_model(model, (3, 16, 16))
+    # the first RNNPool streams everything before it: its input is never held
+    assert unit(p, "3").held_bytes == (16 * 4 * 4 + 8 * 16) * F32
+    assert unit(p, "0").held_bytes == 0

@@ -1,0 +1,25 @@
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated.*")
+
+
+@pytest.fixture(scope="session")
+def readme_zoo_table():
+    """Rows of the README's generated zoo table, keyed by model name."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- zoo-table:start -->(.*?)<!-- zoo-table:end -->", text, re.S)
+    assert block, "README.md has no zoo table between <!-- zoo-table:start/end --> markers"
+    lines = [l for l in block.group(1).strip().splitlines() if l.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {}
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = dict(zip(header, cells))
+    return rows
