@@ -84,7 +84,7 @@ class RecurrentCell(nn.Module):
             for i in range(n):
                 for j in range(0, lines, step):
                     pieces.append(self.run_sequence(wx[:, i, j : j + step].reshape(t, -1, g)))
-        return torch.cat(pieces, 0)
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 0)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """One step from a raw input ``x`` (B, input_size); returns the new state (B, state_size)."""
