@@ -5,6 +5,9 @@ Examples:
   rnnpool profile mobilenetv2_rnnpool --input 3x224x224 --compare mobilenetv2 --plot mem.png
   rnnpool profile torchvision:resnet18 --dtype int8 --convention tensor --json r18.json --csv r18.csv
   rnnpool profile --zoo [--markdown]
+  rnnpool train classify --model mobilenetv2_rnnpool --data DATA --input-size 224 --epochs 300
+  torchrun --nproc_per_node 4 -m rnnpool.cli train classify --model mobilenetv2_rnnpool --data DATA
+  rnnpool eval classify --model mobilenetv2_rnnpool --weights runs/classify/exp/weights/best.pt --data DATA
 """
 from __future__ import annotations
 
@@ -92,6 +95,35 @@ def cmd_profile(args: argparse.Namespace) -> None:
         plot_memory(profiles, args.plot)
 
 
+def cmd_train_classify(args: argparse.Namespace) -> None:
+    from .engine import ClassifyConfig, train_classifier
+
+    fields = {f: getattr(args, f) for f in ClassifyConfig.__dataclass_fields__ if f != "model_kwargs" and hasattr(args, f)}
+    train_classifier(ClassifyConfig(**fields))
+
+
+def cmd_eval_classify(args: argparse.Namespace) -> None:
+    from .engine import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.model, args.weights, args.data, args.layout, args.input_size, args.batch_size,
+                                 args.workers, args.device, args.skip_bad)
+    print(f"top-1 {result['top1']:.4f} on {result['samples']} images (loss {result['loss']:.4f})")
+    for name, acc in zip(result["classes"], result["per_class"]):
+        print(f"  {name:20s} {acc:.4f}")
+
+
+def _data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="zoo classifier name (see 'rnnpool list')")
+    p.add_argument("--data", required=True, help="folder with train/ and val/ (or test/) subfolders")
+    p.add_argument("--layout", choices=["imagefolder", "vww"], default="imagefolder",
+                   help="one folder per class, or Visual Wake Words person/ + no_person/")
+    p.add_argument("--input-size", dest="input_size", type=int, default=224)
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=64, help="per process")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--skip-bad", dest="skip_bad", action="store_true", help="skip unreadable images and count them")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rnnpool", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -111,6 +143,37 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--zoo", action="store_true", help="every zoo model: params, MAdds, peak RAM (both conventions, fp32/int8)")
     p.add_argument("--markdown", action="store_true", help="with --zoo: a Markdown table")
     p.set_defaults(func=cmd_profile)
+
+    train = sub.add_parser("train", help="train a model").add_subparsers(dest="task", required=True)
+    p = train.add_parser("classify", help="train a classifier (single process or under torchrun)")
+    _data_arguments(p)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", dest="weight_decay", type=float, default=4e-5)
+    p.add_argument("--schedule", choices=["cosine", "step"], default="cosine")
+    p.add_argument("--step-size", dest="step_size", type=int, default=30, help="epochs per 10x decay (step schedule)")
+    p.add_argument("--warmup-epochs", dest="warmup_epochs", type=int, default=0)
+    p.add_argument("--label-smoothing", dest="label_smoothing", type=float, default=0.0)
+    p.add_argument("--rnn-clip", dest="rnn_clip", type=float, default=5.0, help="max grad norm of the RNNPool parameters")
+    p.add_argument("--no-amp", dest="amp", action="store_false", help="no mixed precision on CUDA")
+    p.add_argument("--min-scale", dest="min_scale", type=float, default=0.08, help="random-resized-crop scale (VWW: 0.2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--project", default="runs/classify")
+    p.add_argument("--name", default="exp")
+    p.add_argument("--exist-ok", dest="exist_ok", action="store_true")
+    p.add_argument("--resume", metavar="CKPT", help="continue from a run's weights/last.pt")
+    p.add_argument("--max-steps", dest="max_steps", type=int, default=0, help="cap on steps per epoch (0: all)")
+    p.add_argument("--stop-epoch", dest="stop_epoch", type=int, default=0,
+                   help="stop after this epoch, to --resume later (the schedule still spans --epochs)")
+    p.set_defaults(func=cmd_train_classify)
+
+    evaluate = sub.add_parser("eval", help="evaluate a model").add_subparsers(dest="task", required=True)
+    p = evaluate.add_parser("classify", help="top-1 and per-class accuracy on the val split")
+    _data_arguments(p)
+    p.add_argument("--weights", help="checkpoint (weights/best.pt); none: the initial weights")
+    p.set_defaults(func=cmd_eval_classify)
     return parser
 
 

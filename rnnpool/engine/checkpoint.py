@@ -1,0 +1,50 @@
+"""Checkpoints that resume a run bit for bit: weights, optimizer, schedule, scaler, epoch and RNG states."""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any, Dict, Union
+
+import numpy as np
+import torch
+
+
+def rng_state() -> Dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Union[str, Path], payload: Dict[str, Any]) -> None:
+    """Write atomically (temporary file, then rename), so a killed process never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({**payload, "rng": rng_state()}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Union[str, Path], map_location: str = "cpu") -> Dict[str, Any]:
+    """Load a checkpoint; a missing or corrupt file raises an error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # torch raises several types for truncated / foreign files
+        raise RuntimeError(f"checkpoint {path} is corrupt or not a checkpoint: {err}") from None
+
+
+def model_state(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
+    """The model weights of a training checkpoint, or the dict itself if it is a bare state_dict."""
+    return checkpoint["model"] if "model" in checkpoint else checkpoint

@@ -1,0 +1,72 @@
+"""A run folder ``runs/<task>/<name>/``: config.yaml, metrics.csv (a row per epoch), weights/, curves.png."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Dict, List, Sequence, Union
+
+import yaml
+
+
+def new_run_dir(project: Union[str, Path], name: str, exist_ok: bool) -> Path:
+    """``project/name``, or ``project/name2``, ``name3``... when it exists and ``exist_ok`` is False."""
+    base = Path(project) / name
+    path, i = base, 2
+    while path.exists() and not exist_ok:
+        path, i = Path(f"{base}{i}"), i + 1
+    (path / "weights").mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_config(run: Path, config: Dict[str, Any]) -> None:
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def append_metrics(run: Path, row: Dict[str, Any]) -> None:
+    path = run / "metrics.csv"
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def read_metrics(run: Path) -> List[Dict[str, str]]:
+    path = run / "metrics.csv"
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def truncate_metrics(run: Path, epochs: int) -> None:
+    """Keep the first ``epochs`` rows (a resumed run rewrites what came after its checkpoint)."""
+    rows = read_metrics(run)[:epochs]
+    path = run / "metrics.csv"
+    if path.exists():
+        path.unlink()
+    for row in rows:
+        append_metrics(run, row)
+
+
+def plot_curves(run: Path, pairs: Sequence[Sequence[str]]) -> None:
+    """``curves.png``: one panel per group of metrics.csv columns (e.g. [("train_loss", "val_loss"), ...])."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(run)
+    if not rows:
+        return
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 3.5))
+    for ax, keys in zip(axes if len(pairs) > 1 else [axes], pairs):
+        for key in keys:
+            ax.plot([int(r["epoch"]) for r in rows], [float(r[key]) for r in rows], marker="o", label=key)
+        ax.set_xlabel("epoch")
+        ax.legend()
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(run / "curves.png", dpi=100)
+    plt.close(fig)

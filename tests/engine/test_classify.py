@@ -1,0 +1,110 @@
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from rnnpool.cli import main
+from rnnpool.data import BadSampleError
+from rnnpool.engine import ClassifyConfig, evaluate_checkpoint, train_classifier
+from rnnpool.engine.checkpoint import load_checkpoint
+
+from ..conftest import SHARED_DATA
+
+SMALL = dict(model="mobilenetv2_035_rnnpool", input_size=32, batch_size=6, workers=0, lr=0.05, device="cpu")
+
+
+def test_loss_falls_and_outputs_run_folder(color_data, tmp_path):
+    cfg = ClassifyConfig(data=str(color_data), epochs=4, project=str(tmp_path / "runs"), name="toy", optimizer="adamw", lr=0.005,
+                         **{k: v for k, v in SMALL.items() if k != "lr"})
+    result = train_classifier(cfg)
+    run = tmp_path / "runs" / "toy"
+    for name in ("config.yaml", "metrics.csv", "curves.png", "weights/last.pt", "weights/best.pt"):
+        assert (run / name).exists(), name
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 5 and rows[0].startswith("epoch,lr,train_loss")
+    losses = [float(r.split(",")[2]) for r in rows[1:]]
+    assert losses[-1] < losses[0]
+    assert result["final"]["samples"] == 18 and len(result["final"]["per_class"]) == 3
+    again = evaluate_checkpoint("mobilenetv2_035_rnnpool", str(run / "weights" / "last.pt"), str(color_data), input_size=32, workers=0, device="cpu")
+    assert again["top1"] == pytest.approx(result["final"]["top1"])
+
+
+def test_resume_is_bit_exact(color_data, tmp_path):
+    common = dict(data=str(color_data), epochs=2, project=str(tmp_path), **SMALL)
+    train_classifier(ClassifyConfig(name="straight", **common))
+    train_classifier(ClassifyConfig(name="interrupted", stop_epoch=1, **common))
+    # the same 2-epoch run, picked up from its epoch-1 checkpoint (as after a kill)
+    train_classifier(ClassifyConfig(name="interrupted", resume=str(tmp_path / "interrupted" / "weights" / "last.pt"), **common))
+    a = load_checkpoint(tmp_path / "straight" / "weights" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "interrupted" / "weights" / "last.pt")["model"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert len((tmp_path / "interrupted" / "metrics.csv").read_text().splitlines()) == 3
+
+
+def test_bad_image_is_named_or_skipped(color_data, tmp_path):
+    bad = color_data / "train" / "red" / "zz_broken.png"
+    bad.write_bytes(b"not an image at all")
+    cfg = ClassifyConfig(data=str(color_data), epochs=1, project=str(tmp_path), name="bad", **SMALL)
+    with pytest.raises(BadSampleError, match="zz_broken.png"):
+        train_classifier(cfg)
+    cfg.skip_bad, cfg.name = True, "skip"
+    train_classifier(cfg)
+    assert (tmp_path / "skip" / "metrics.csv").read_text().splitlines()[1].split(",")[6] == "1"
+
+
+def test_bad_configuration_errors(color_data, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no train folder"):
+        train_classifier(ClassifyConfig(data=str(tmp_path), **SMALL))
+    with pytest.raises(ValueError, match="unknown optimizer 'adam'"):
+        train_classifier(ClassifyConfig(data=str(color_data), optimizer="adam", project=str(tmp_path), **SMALL))
+    with pytest.raises(RuntimeError, match="corrupt or not a checkpoint"):
+        (tmp_path / "junk.pt").write_bytes(b"junk")
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_vww_layout(tmp_path):
+    from .conftest import make_color_dataset
+
+    data = make_color_dataset(tmp_path / "vww", classes=("no_person", "person"), per_class=(6, 3))
+    result = train_classifier(ClassifyConfig(data=str(data), layout="vww", epochs=1, project=str(tmp_path), name="vww", **SMALL))
+    assert result["classes"] == ["no_person", "person"]
+
+
+def test_cli_train_and_eval(color_data, tmp_path, capsys):
+    main(["train", "classify", "--model", "mobilenetv2_035", "--data", str(color_data), "--input-size", "32", "--epochs", "1",
+          "--batch-size", "8", "--workers", "0", "--device", "cpu", "--project", str(tmp_path), "--name", "cli"])
+    main(["eval", "classify", "--model", "mobilenetv2_035", "--data", str(color_data), "--input-size", "32", "--workers", "0",
+          "--weights", str(tmp_path / "cli" / "weights" / "last.pt")])
+    out = capsys.readouterr().out
+    assert "top-1" in out and "green" in out
+
+
+def test_torchrun_ddp_two_processes_gloo(color_data, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "-m", "rnnpool.cli",
+           "train", "classify", "--model", "mobilenetv2_035_rnnpool", "--data", str(color_data), "--input-size", "32",
+           "--epochs", "1", "--batch-size", "4", "--workers", "0", "--device", "cpu", "--project", str(tmp_path), "--name", "ddp"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = (tmp_path / "ddp" / "config.yaml").read_text()
+    assert "world_size: 2" in config
+    assert "on 18 images" in proc.stdout  # every val image counted once across the two processes
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "cifar10").is_dir(), reason="../shared/data/cifar10 not present (real-data check)")
+def test_real_cifar10_few_steps(tmp_path):
+    # a 2-class slice of the real CIFAR-10 JPEGs, linked into the ImageFolder layout
+    for split, src in (("train", "train"), ("val", "test")):
+        for name in ("airplane", "frog"):
+            folder = tmp_path / "c10" / split / name
+            folder.mkdir(parents=True)
+            for f in sorted((SHARED_DATA / "cifar10" / src / name).iterdir())[:40]:
+                (folder / f.name).symlink_to(f)
+    result = train_classifier(ClassifyConfig(data=str(tmp_path / "c10"), epochs=2, project=str(tmp_path / "runs"), name="c10",
+                                             optimizer="adamw", **{**SMALL, "lr": 0.003, "batch_size": 16}))
+    assert result["final"]["samples"] == 80
+    rows = (tmp_path / "runs" / "c10" / "metrics.csv").read_text().splitlines()[1:]
+    assert float(rows[-1].split(",")[2]) < float(rows[0].split(",")[2]) * 1.05
