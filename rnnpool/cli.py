@@ -8,6 +8,9 @@ Examples:
   rnnpool train classify --model mobilenetv2_rnnpool --data DATA --input-size 224 --epochs 300
   torchrun --nproc_per_node 4 -m rnnpool.cli train classify --model mobilenetv2_rnnpool --data DATA
   rnnpool eval classify --model mobilenetv2_rnnpool --weights runs/classify/exp/weights/best.pt --data DATA
+  rnnpool train detect --model rnnpool_face_c --train wider_face_train_bbx_gt.txt --val wider_face_val_bbx_gt.txt
+  rnnpool eval detect --model rnnpool_face_c --weights best.pt --val wider_face_val_bbx_gt.txt --gt-dir eval_tools/ground_truth
+  rnnpool detect photo.jpg --model rnnpool_face_c --weights best.pt -o out.png
 """
 from __future__ import annotations
 
@@ -112,6 +115,47 @@ def cmd_eval_classify(args: argparse.Namespace) -> None:
         print(f"  {name:20s} {acc:.4f}")
 
 
+def _scales(text: str) -> List[float]:
+    try:
+        scales = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"scales must be comma-separated numbers like 0.5,1,1.5, got {text!r}") from None
+    if not scales or min(scales) <= 0:
+        raise argparse.ArgumentTypeError(f"scales must be positive, got {text!r}")
+    return scales
+
+
+def cmd_train_detect(args: argparse.Namespace) -> None:
+    from .engine import DetectConfig, train_detector
+
+    fields = {f: getattr(args, f) for f in DetectConfig.__dataclass_fields__ if hasattr(args, f)}
+    train_detector(DetectConfig(**fields))
+
+
+def cmd_eval_detect(args: argparse.Namespace) -> None:
+    from .engine import build_detector, evaluate_detector
+
+    model = build_detector(args.model, args.weights, "cuda" if args.device == "auto" and _cuda() else ("cpu" if args.device == "auto" else args.device))
+    result = evaluate_detector(model, args.val, args.image_root, args.eval_scales, args.gt_dir, args.skip_bad, args.plot)
+    print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
+
+
+def cmd_detect(args: argparse.Namespace) -> None:
+    import json
+
+    from .engine import build_detector, detect_image
+
+    model = build_detector(args.model, args.weights, "cuda" if args.device == "auto" and _cuda() else ("cpu" if args.device == "auto" else args.device))
+    faces = detect_image(model, args.image, args.output, args.scales, args.threshold)
+    print(json.dumps({"image": args.image, "faces": faces}))
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="zoo classifier name (see 'rnnpool list')")
     p.add_argument("--data", required=True, help="folder with train/ and val/ (or test/) subfolders")
@@ -169,11 +213,60 @@ def make_parser() -> argparse.ArgumentParser:
                    help="stop after this epoch, to --resume later (the schedule still spans --epochs)")
     p.set_defaults(func=cmd_train_classify)
 
+    p = train.add_parser("detect", help="train a face detector (S3FD recipe; single process or under torchrun)")
+    p.add_argument("--model", required=True, help="zoo face detector (see 'rnnpool list *face*')")
+    p.add_argument("--train", required=True, help="annotations: WIDER FACE .txt, .json or .csv")
+    p.add_argument("--val", help="validation annotations (AP every --eval-period epochs)")
+    p.add_argument("--image-root", dest="image_root", help="folder the annotation paths are relative to")
+    p.add_argument("--epochs", type=int, default=300)
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=32, help="per process")
+    p.add_argument("--input-size", dest="input_size", type=int, default=640, help="square training crops")
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
+    p.add_argument("--weight-decay", dest="weight_decay", type=float, default=4e-5)
+    p.add_argument("--warmup-epochs", dest="warmup_epochs", type=int, default=5)
+    p.add_argument("--schedule", choices=["cosine", "step"], default="cosine")
+    p.add_argument("--no-amp", dest="amp", action="store_false")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--project", default="runs/detect")
+    p.add_argument("--name", default="exp")
+    p.add_argument("--exist-ok", dest="exist_ok", action="store_true")
+    p.add_argument("--resume", metavar="CKPT")
+    p.add_argument("--skip-bad", dest="skip_bad", action="store_true", help="drop bad boxes/images and count them")
+    p.add_argument("--max-steps", dest="max_steps", type=int, default=0)
+    p.add_argument("--stop-epoch", dest="stop_epoch", type=int, default=0)
+    p.add_argument("--eval-period", dest="eval_period", type=int, default=10)
+    p.add_argument("--eval-scales", dest="eval_scales", type=_scales, default=[1.0], help="e.g. 0.5,1,1.5 (multi-scale test)")
+    p.set_defaults(func=cmd_train_detect)
+
     evaluate = sub.add_parser("eval", help="evaluate a model").add_subparsers(dest="task", required=True)
     p = evaluate.add_parser("classify", help="top-1 and per-class accuracy on the val split")
     _data_arguments(p)
     p.add_argument("--weights", help="checkpoint (weights/best.pt); none: the initial weights")
     p.set_defaults(func=cmd_eval_classify)
+    p = evaluate.add_parser("detect", help="WIDER FACE AP (all, <= 3 faces; easy/medium/hard with --gt-dir)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--weights", help="checkpoint; none: the initial weights")
+    p.add_argument("--val", required=True, help="annotations of the images to evaluate")
+    p.add_argument("--image-root", dest="image_root")
+    p.add_argument("--gt-dir", dest="gt_dir", help="official WIDER FACE ground truth (wider_*_val.mat)")
+    p.add_argument("--eval-scales", dest="eval_scales", type=_scales, default=[1.0])
+    p.add_argument("--plot", help="precision-recall PNG")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--skip-bad", dest="skip_bad", action="store_true")
+    p.set_defaults(func=cmd_eval_detect)
+
+    p = sub.add_parser("detect", help="find faces in one image and draw them")
+    p.add_argument("image")
+    p.add_argument("--model", required=True)
+    p.add_argument("--weights")
+    p.add_argument("-o", "--output", help="PNG/JPEG with the boxes drawn")
+    p.add_argument("--scales", type=_scales, default=[1.0])
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_detect)
     return parser
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -22,8 +22,8 @@ from ..data import build_classification_data, collate_skipping_bad
 from ..models import create_model
 from ..nn import RNNPool2d
 from . import distributed as dist
-from .checkpoint import load_checkpoint, model_state, save_checkpoint, set_rng_state
-from .run_dir import append_metrics, new_run_dir, plot_curves, truncate_metrics, write_config
+from .checkpoint import load_checkpoint, model_state
+from .loop import RunBook
 
 
 @dataclass
@@ -64,10 +64,6 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def _seed_epoch(seed: int, epoch: int) -> None:
-    torch.manual_seed(seed * 100_003 + epoch)
 
 
 def make_optimizer(cfg: ClassifyConfig, model: nn.Module, steps_per_epoch: int):
@@ -140,28 +136,15 @@ def train_classifier(cfg: ClassifyConfig) -> Dict[str, Any]:
     optimizer, scheduler = make_optimizer(cfg, model, steps_per_epoch)
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    start_epoch, best = 0, -1.0
-    run = new_run_dir(cfg.project, cfg.name, exist_ok=cfg.exist_ok or cfg.resume is not None) if dist.is_main() else None
-    if cfg.resume:
-        ckpt = load_checkpoint(cfg.resume)
-        model.load_state_dict(model_state(ckpt))
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        start_epoch, best = ckpt["epoch"], ckpt["best_top1"]
-        set_rng_state(ckpt["rng"])
-        if run is not None:
-            truncate_metrics(run, start_epoch)
-    if run is not None:
-        write_config(run, {**asdict(cfg), "classes": train_set.classes, "world_size": dist.world_size()})
+    book = RunBook(cfg, {"classes": train_set.classes}, [("train_loss", "val_loss"), ("train_top1", "val_top1")])
+    book.resume(model, optimizer, scheduler, scaler)
     net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if distributed else model
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     rnn_params = _rnn_parameters(model)
     metrics: Dict[str, Any] = {}
     end_epoch = min(cfg.epochs, cfg.stop_epoch) if cfg.stop_epoch > 0 else cfg.epochs
-    for epoch in range(start_epoch, end_epoch):
-        _seed_epoch(cfg.seed, epoch)
-        generator.manual_seed(cfg.seed * 100_003 + epoch)
+    for epoch in range(book.start_epoch, end_epoch):
+        book.seed_epoch(cfg.seed, epoch, generator)
         sampler.set_epoch(epoch)
         net.train()
         totals = torch.zeros(4, dtype=torch.float64)  # loss sum, correct, seen, skipped (unreadable + lone samples)
@@ -194,25 +177,13 @@ def train_classifier(cfg: ClassifyConfig) -> Dict[str, Any]:
         metrics = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": totals[0].item() / max(totals[2].item(), 1),
                    "train_top1": totals[1].item() / max(totals[2].item(), 1), "val_loss": val["loss"], "val_top1": val["top1"],
                    "skipped": int(totals[3].item()), "seconds": round(time.time() - start, 2)}
-        if run is not None:
-            is_best = val["top1"] > best
-            best = max(best, val["top1"])
-            payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                       "scaler": scaler.state_dict(), "epoch": epoch + 1, "best_top1": best, "config": asdict(cfg),
-                       "classes": train_set.classes}
-            save_checkpoint(run / "weights" / "last.pt", payload)
-            if is_best:
-                save_checkpoint(run / "weights" / "best.pt", payload)
-            append_metrics(run, metrics)
-            plot_curves(run, [("train_loss", "val_loss"), ("train_top1", "val_top1")])
-            print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()), flush=True)
-        else:
-            best = max(best, val["top1"])
+        book.end_epoch(epoch, metrics, val["top1"], model, optimizer, scheduler, scaler, {"classes": train_set.classes})
     final = evaluate_classifier(model, val_loader, num_classes, device)
-    if run is not None:
+    if book.run is not None:
         print(f"top-1 {final['top1']:.4f} on {final['samples']} images; per class: "
               + ", ".join(f"{c} {a:.3f}" for c, a in zip(train_set.classes, final["per_class"])), flush=True)
-    return {"run": str(run) if run else None, "final": final, "last_epoch": metrics, "best_top1": best, "classes": train_set.classes}
+    return {"run": str(book.run) if book.run else None, "final": final, "last_epoch": metrics, "best_top1": book.best,
+            "classes": train_set.classes}
 
 
 def evaluate_checkpoint(model_name: str, weights: Optional[str], data: str, layout: str = "imagefolder", input_size: int = 224,

@@ -1,0 +1,188 @@
+"""Train and evaluate the RNNPool-Face detectors (S3FD recipe: SGD 0.9, lr 0.01, 5 warm-up epochs, cosine).
+
+Evaluation runs each val image at its own size (optionally several scales), then the WIDER FACE protocol:
+AP over all faces (invalid-flagged ones ignored), AP on images with at most 3 faces, and, given the official
+ground-truth folder, easy / medium / hard AP.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+from torchvision.transforms.functional import pil_to_tensor
+from tqdm import tqdm
+
+from ..data import FaceDataset, collate_detection, detection_transforms, load_face_annotations
+from ..models import create_model, model_info
+from . import distributed as dist
+from .checkpoint import load_checkpoint, model_state
+from .classify import make_optimizer
+from .loop import RunBook
+from .s3fd import S3FD
+from .widerface_eval import evaluate_widerface, load_widerface_mat, plot_pr, truth_from_boxes
+
+
+@dataclass
+class DetectConfig:
+    """Everything a detection run depends on (saved as the run's config.yaml)."""
+
+    model: str
+    train: str
+    val: Optional[str] = None
+    image_root: Optional[str] = None
+    epochs: int = 300
+    batch_size: int = 32
+    lr: float = 0.01
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    schedule: str = "cosine"
+    step_size: int = 100
+    warmup_epochs: int = 5
+    amp: bool = True
+    input_size: int = 640
+    workers: int = 2
+    seed: int = 0
+    device: str = "auto"
+    project: str = "runs/detect"
+    name: str = "exp"
+    exist_ok: bool = False
+    resume: Optional[str] = None
+    skip_bad: bool = False
+    max_steps: int = 0
+    stop_epoch: int = 0
+    eval_period: int = 10
+    eval_scales: Sequence[float] = (1.0,)
+
+
+def build_detector(model_name: str, weights: Optional[str] = None, device: str = "cpu") -> S3FD:
+    """A zoo face model inside :class:`S3FD`, with a checkpoint's weights if given."""
+    if model_info(model_name).task != "detection":
+        raise ValueError(f"{model_name!r} is not a face detector; see 'rnnpool list *face*'")
+    model = S3FD(create_model(model_name)).to(device)
+    if weights:
+        model.load_state_dict(model_state(load_checkpoint(weights, map_location=str(device))))
+    return model
+
+
+def _load_image(path: Path, in_channels: int, device: torch.device) -> torch.Tensor:
+    with Image.open(path) as img:
+        img = img.convert("L" if in_channels == 1 else "RGB")
+        return pil_to_tensor(img).float().div_(255).to(device)
+
+
+@torch.no_grad()
+def evaluate_detector(model: S3FD, annotations: str, image_root: Optional[str] = None, scales: Sequence[float] = (1.0,),
+                      gt_dir: Optional[str] = None, skip_bad: bool = False, pr_plot: Optional[str] = None) -> Dict[str, Any]:
+    """AP of ``model`` on the images of ``annotations`` (see module doc). Keys: ``ap``, ``ap_le3``, settings."""
+    data = load_face_annotations(annotations, image_root, skip_bad)
+    device = next(model.parameters()).device
+    predictions: Dict[str, np.ndarray] = {}
+    for record in tqdm(data.records, desc="detect", leave=False, disable=not dist.is_main()):
+        det = model.detect(_load_image(record.path, model.detector.in_channels, device), scales)
+        boxes = det["boxes"].cpu().numpy()
+        predictions[record.name] = np.c_[boxes[:, :2], boxes[:, 2:] - boxes[:, :2], det["scores"].cpu().numpy()]
+    truth = truth_from_boxes({r.name: r.boxes for r in data.records}, {r.name: r.invalid for r in data.records})
+    overall = evaluate_widerface(predictions, truth)
+    result = {"ap": overall["all"]["ap"], "ap_le3": evaluate_widerface(predictions, truth, max_faces=3)["all"]["ap"],
+              "images": len(data.records), "faces": overall["all"]["faces"], "skipped_boxes": len(data.problems)}
+    curves = {"all": overall["all"]}
+    if gt_dir:
+        official = load_widerface_mat(gt_dir)
+        by_stem = {Path(name).stem: p for name, p in predictions.items()}
+        settings = evaluate_widerface(by_stem, official)
+        result.update({f"ap_{s}": r["ap"] for s, r in settings.items()})
+        curves = settings
+    if pr_plot:
+        plot_pr(curves, pr_plot)
+    return result
+
+
+def train_detector(cfg: DetectConfig) -> Dict[str, Any]:
+    """Train a face detector; returns the last metrics and the run folder."""
+    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device))
+    distributed = dist.init_distributed(device.type)
+    if distributed and device.type == "cuda":
+        device = torch.device("cuda", dist.rank() % torch.cuda.device_count())
+    torch.manual_seed(cfg.seed)
+    model = build_detector(cfg.model, device=device)
+    annotations = load_face_annotations(cfg.train, cfg.image_root, cfg.skip_bad)
+    train_set = FaceDataset(annotations, detection_transforms(cfg.input_size, True, model.detector.in_channels))
+    sampler = DistributedSampler(train_set, num_replicas=dist.world_size(), rank=dist.rank(), shuffle=True, seed=cfg.seed)
+    generator = torch.Generator()
+    loader = DataLoader(train_set, cfg.batch_size, sampler=sampler, num_workers=cfg.workers, collate_fn=collate_detection,
+                        generator=generator, drop_last=len(sampler) > cfg.batch_size, pin_memory=device.type == "cuda")
+    steps_per_epoch = len(loader) if not cfg.max_steps else min(len(loader), cfg.max_steps)
+    optimizer, scheduler = make_optimizer(cfg, model, steps_per_epoch)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    book = RunBook(cfg, {"skipped_boxes": annotations.problems}, [("loss_conf", "loss_loc"), ("val_ap", "val_ap_le3")])
+    book.resume(model, optimizer, scheduler, scaler)
+    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if distributed else model
+    end_epoch = min(cfg.epochs, cfg.stop_epoch) if cfg.stop_epoch > 0 else cfg.epochs
+    metrics: Dict[str, Any] = {}
+    for epoch in range(book.start_epoch, end_epoch):
+        book.seed_epoch(cfg.seed, epoch, generator)
+        sampler.set_epoch(epoch)
+        net.train()
+        totals = torch.zeros(3, dtype=torch.float64)  # conf loss, loc loss, batches
+        start = time.time()
+        bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not dist.is_main(), leave=False)
+        for step, (images, targets) in enumerate(bar):
+            if step >= steps_per_epoch:
+                break
+            images = images.to(device, non_blocking=True)
+            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+            with torch.autocast(device.type, enabled=use_amp):
+                losses = net(images, targets)
+            loss = losses["loss_conf"] + losses["loss_loc"]
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            totals += torch.tensor([losses["loss_conf"].item(), losses["loss_loc"].item(), 1.0], dtype=torch.float64)
+            bar.set_postfix(conf=f"{totals[0] / totals[2]:.3f}", loc=f"{totals[1] / totals[2]:.3f}")
+        totals = dist.all_reduce_sum(totals)
+        metrics = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "loss_conf": totals[0].item() / max(totals[2].item(), 1),
+                   "loss_loc": totals[1].item() / max(totals[2].item(), 1), "val_ap": float("nan"), "val_ap_le3": float("nan"),
+                   "seconds": 0.0}
+        last = epoch + 1 == end_epoch
+        if cfg.val and dist.is_main() and ((epoch + 1) % cfg.eval_period == 0 or last):
+            model.eval()
+            pr = str(book.run / "pr.png") if book.run is not None else None
+            val = evaluate_detector(model, cfg.val, cfg.image_root, cfg.eval_scales, skip_bad=cfg.skip_bad, pr_plot=pr)
+            metrics["val_ap"], metrics["val_ap_le3"] = val["ap"], val["ap_le3"]
+        metrics["seconds"] = round(time.time() - start, 2)
+        score = metrics["val_ap"] if metrics["val_ap"] == metrics["val_ap"] else -metrics["loss_conf"] - metrics["loss_loc"]
+        book.end_epoch(epoch, metrics, score, model, optimizer, scheduler, scaler, {"model_name": cfg.model})
+    return {"run": str(book.run) if book.run else None, "last_epoch": metrics, "best": book.best}
+
+
+def detect_image(model: S3FD, image_path: str, output: Optional[str] = None, scales: Sequence[float] = (1.0,),
+                 threshold: float = 0.5) -> List[Dict[str, Any]]:
+    """Faces in one image (boxes xyxy in its pixels, scores >= threshold); draws them into ``output`` if given."""
+    from torchvision.utils import draw_bounding_boxes
+
+    path = Path(image_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image {path} does not exist")
+    device = next(model.parameters()).device
+    image = _load_image(path, model.detector.in_channels, device)
+    det = model.detect(image, scales)
+    keep = det["scores"] >= threshold
+    boxes, scores = det["boxes"][keep].cpu(), det["scores"][keep].cpu()
+    if output:
+        canvas = (image.cpu() * 255).to(torch.uint8)
+        if canvas.shape[0] == 1:
+            canvas = canvas.expand(3, -1, -1)
+        drawn = draw_bounding_boxes(canvas, boxes, [f"{s:.2f}" for s in scores.tolist()], colors="lime", width=2)
+        Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(output)
+    return [{"box": [round(v, 1) for v in b.tolist()], "score": round(s, 4)} for b, s in zip(boxes, scores.tolist())]

@@ -1,0 +1,155 @@
+"""S3FD's detection machinery (Zhang et al. 2017) around a zoo face model.
+
+Anchors: one square anchor per head location, centred on the stride grid, sized by the head
+(16, 32, ..., 512). Matching: anchors with IoU >= 0.35 to a face, each face's best anchor, then scale
+compensation (faces with fewer than N matches, N the mean match count, take their next best anchors with
+IoU >= 0.1). Loss: cross-entropy with 3:1 hard negative mining + smooth-L1 on SSD-encoded offsets.
+Inference: decode, score threshold, NMS (torchvision.ops), optionally over several input scales.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
+
+from ..models.face import FaceDetector
+
+VARIANCES = (0.1, 0.2)
+
+
+def make_anchors(feature_sizes: Sequence[Tuple[int, int]], strides: Sequence[int], sizes: Sequence[int],
+                 device: torch.device) -> torch.Tensor:
+    """(A, 4) anchors as cx, cy, w, h in pixels, head by head, row-major within a head."""
+    out = []
+    for (h, w), stride, size in zip(feature_sizes, strides, sizes):
+        ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+        centres = torch.stack(((xs.reshape(-1) + 0.5) * stride, (ys.reshape(-1) + 0.5) * stride), 1).float()
+        out.append(torch.cat((centres, torch.full_like(centres, float(size))), 1))
+    return torch.cat(out, 0)
+
+
+def cxcywh_to_xyxy(b: torch.Tensor) -> torch.Tensor:
+    return torch.cat((b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2), 1)
+
+
+def encode(boxes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """xyxy boxes -> SSD offsets relative to cx, cy, w, h anchors."""
+    wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=1e-3)
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    return torch.cat(((centre - anchors[:, :2]) / (VARIANCES[0] * anchors[:, 2:]), torch.log(wh / anchors[:, 2:]) / VARIANCES[1]), 1)
+
+
+def decode(offsets: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """SSD offsets (..., A, 4) -> xyxy boxes."""
+    centre = anchors[:, :2] + offsets[..., :2] * VARIANCES[0] * anchors[:, 2:]
+    wh = anchors[:, 2:] * torch.exp(offsets[..., 2:] * VARIANCES[1])
+    return torch.cat((centre - wh / 2, centre + wh / 2), -1)
+
+
+def match(anchors: torch.Tensor, boxes: torch.Tensor, threshold: float = 0.35, compensate_min_iou: float = 0.1) -> torch.Tensor:
+    """Index of the face each anchor detects, or -1 (background). S3FD's scale-compensation matching."""
+    matched = torch.full((len(anchors),), -1, dtype=torch.long, device=anchors.device)
+    if len(boxes) == 0:
+        return matched
+    iou = box_iou(cxcywh_to_xyxy(anchors), boxes)  # (A, G)
+    best_iou, best_face = iou.max(1)
+    positive = best_iou >= threshold
+    matched[positive] = best_face[positive]
+    matched[iou.argmax(0)] = torch.arange(len(boxes), device=anchors.device)  # every face gets its best anchor
+    counts = torch.bincount(matched[matched >= 0], minlength=len(boxes))
+    n = max(1, int(round(counts.float().mean().item())))
+    for face in torch.nonzero(counts < n).flatten().tolist():
+        candidates = (iou[:, face] >= compensate_min_iou) & (matched < 0)
+        order = torch.argsort(iou[:, face].masked_fill(~candidates, -1), descending=True)[: n - int(counts[face])]
+        matched[order[candidates[order]]] = face
+    return matched
+
+
+def multibox_loss(conf: torch.Tensor, loc: torch.Tensor, anchors: torch.Tensor, targets: List[Dict[str, torch.Tensor]],
+                  neg_pos_ratio: int = 3) -> Dict[str, torch.Tensor]:
+    """conf (N, A, 2), loc (N, A, 4) -> {"loss_conf", "loss_loc"}, both normalised by the positive count."""
+    labels, loc_targets = [], []
+    for t in targets:
+        m = match(anchors, t["boxes"])
+        labels.append((m >= 0).long())
+        loc_targets.append(encode(t["boxes"][m.clamp(min=0)], anchors) if len(t["boxes"]) else torch.zeros_like(anchors))
+    labels_t, loc_t = torch.stack(labels), torch.stack(loc_targets)
+    pos = labels_t > 0
+    num_pos = pos.sum().clamp(min=1).float()
+    loss_loc = F.smooth_l1_loss(loc[pos], loc_t[pos], reduction="sum") / num_pos
+    ce = F.cross_entropy(conf.reshape(-1, 2), labels_t.reshape(-1), reduction="none").reshape(labels_t.shape)
+    # hard negatives: the background anchors with the highest loss, 3 per positive, per image
+    neg_loss = ce.detach().masked_fill(pos, 0)
+    rank = neg_loss.argsort(1, descending=True).argsort(1)
+    num_neg = (neg_pos_ratio * pos.sum(1, keepdim=True)).clamp(min=neg_pos_ratio, max=pos.shape[1] - 1)
+    neg = rank < num_neg
+    loss_conf = ce[pos | neg].sum() / num_pos
+    return {"loss_conf": loss_conf, "loss_loc": loss_loc}
+
+
+class S3FD(nn.Module):
+    """A :class:`FaceDetector` with S3FD anchors, loss and post-processing (torchvision's detection contract).
+
+    ``forward(images (N, C, H, W), targets)`` returns the loss dict in training; in eval it returns one dict
+    per image with ``boxes`` (K, 4, xyxy pixels of the input), ``scores`` and ``labels`` (1 = face).
+    """
+
+    def __init__(self, detector: FaceDetector, score_threshold: float = 0.05, nms_threshold: float = 0.3, max_detections: int = 750) -> None:
+        super().__init__()
+        self.detector = detector
+        self.score_threshold = score_threshold
+        self.nms_threshold = nms_threshold
+        self.max_detections = max_detections
+
+    def raw(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """conf (N, A, 2), loc (N, A, 4) and anchors (A, 4) for a batch."""
+        out = self.detector(images)
+        n = images.shape[0]
+        conf = torch.cat([c.permute(0, 2, 3, 1).reshape(n, -1, 2) for c in out["conf"]], 1)
+        loc = torch.cat([l.permute(0, 2, 3, 1).reshape(n, -1, 4) for l in out["loc"]], 1)
+        sizes = [tuple(c.shape[2:]) for c in out["conf"]]
+        anchors = make_anchors(sizes, self.detector.head_strides, self.detector.anchor_sizes, images.device)
+        return conf, loc, anchors
+
+    def forward(self, images: torch.Tensor, targets: Optional[List[Dict[str, torch.Tensor]]] = None):
+        conf, loc, anchors = self.raw(images)
+        if self.training:
+            if targets is None:
+                raise ValueError("S3FD in training mode needs targets (a list of {'boxes': (K, 4) xyxy})")
+            return multibox_loss(conf.float(), loc.float(), anchors, targets)
+        return self.postprocess(conf, loc, anchors)
+
+    def postprocess(self, conf: torch.Tensor, loc: torch.Tensor, anchors: torch.Tensor) -> List[Dict[str, torch.Tensor]]:
+        scores = conf.float().softmax(-1)[..., 1]
+        boxes = decode(loc.float(), anchors)
+        results = []
+        for s, b in zip(scores, boxes):
+            keep = s > self.score_threshold
+            s, b = s[keep], b[keep]
+            order = s.argsort(descending=True)[: 5000]
+            s, b = s[order], b[order]
+            kept = batched_nms(b, s, torch.zeros_like(s, dtype=torch.long), self.nms_threshold)[: self.max_detections]
+            results.append({"boxes": b[kept], "scores": s[kept], "labels": torch.ones_like(kept)})
+        return results
+
+    @torch.no_grad()
+    def detect(self, image: torch.Tensor, scales: Sequence[float] = (1.0,)) -> Dict[str, torch.Tensor]:
+        """Detections on one (C, H, W) image at several scales, merged by NMS; boxes in the image's pixels."""
+        was_training = self.training
+        self.eval()
+        boxes, scores = [], []
+        _, h, w = image.shape
+        for scale in scales:
+            size = (max(32, int(round(h * scale / 32)) * 32), max(32, int(round(w * scale / 32)) * 32))
+            resized = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)
+            det = self(resized)[0]
+            factor = torch.tensor([w / size[1], h / size[0], w / size[1], h / size[0]], device=image.device)
+            boxes.append(det["boxes"] * factor)
+            scores.append(det["scores"])
+        self.train(was_training)
+        b, s = clip_boxes_to_image(torch.cat(boxes), (h, w)), torch.cat(scores)
+        kept = batched_nms(b, s, torch.zeros_like(s, dtype=torch.long), self.nms_threshold)[: self.max_detections]
+        return {"boxes": b[kept], "scores": s[kept], "labels": torch.ones_like(kept)}

@@ -1,0 +1,113 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rnnpool.cli import main
+from rnnpool.engine import DetectConfig, build_detector, evaluate_detector, train_detector
+from rnnpool.engine.s3fd import decode, encode, make_anchors, match, multibox_loss
+
+from ..conftest import SHARED_DATA
+
+
+def test_anchors_sit_on_the_stride_grid():
+    a = make_anchors([(2, 3), (1, 1)], [4, 8], [16, 32], torch.device("cpu"))
+    assert a.shape == (7, 4)
+    assert a[:3].tolist() == [[2, 2, 16, 16], [6, 2, 16, 16], [10, 2, 16, 16]]
+    assert a[-1].tolist() == [4, 4, 32, 32]
+
+
+def test_encode_decode_round_trip():
+    anchors = torch.tensor([[16.0, 20.0, 32.0, 32.0], [50.0, 50.0, 64.0, 64.0]])
+    boxes = torch.tensor([[1.0, 2.0, 30.0, 40.0], [30.0, 35.0, 80.0, 70.0]])
+    torch.testing.assert_close(decode(encode(boxes, anchors), anchors), boxes)
+
+
+def test_matching_threshold_best_anchor_and_compensation():
+    anchors = make_anchors([(8, 8)], [8], [16], torch.device("cpu"))  # centres 4, 12, 20, ...
+    face = torch.tensor([[8.0, 8.0, 24.0, 24.0]])  # IoU 144/368 = 0.39 with the four anchors around (16, 16)
+    assert torch.nonzero(match(anchors, face) == 0).flatten().tolist() == [9, 10, 17, 18]
+    tiny = torch.tensor([[30.0, 30.0, 34.0, 34.0]])  # IoU < 0.35 everywhere: it still gets its best anchor
+    assert (match(anchors, tiny) == 0).sum() == 1
+    # scale compensation: a face with fewer matches than the mean takes its next best anchors (IoU >= 0.1)
+    m = match(anchors, torch.cat((face, torch.tensor([[41.0, 41.0, 52.0, 52.0]]))))
+    counts = torch.bincount(m[m >= 0], minlength=2).tolist()
+    assert counts[0] == 4 and counts[1] >= 2
+    assert (match(anchors, torch.zeros(0, 4)) == -1).all()
+
+
+def test_loss_prefers_correct_predictions():
+    anchors = make_anchors([(4, 4)], [8], [16], torch.device("cpu"))
+    target = [{"boxes": torch.tensor([[8.0, 8.0, 24.0, 24.0]])}]
+    m = match(anchors, target[0]["boxes"])
+    good_conf = torch.tensor([5.0, -5.0]).repeat(1, 16, 1)
+    good_conf[0, m >= 0, 0], good_conf[0, m >= 0, 1] = -5.0, 5.0
+    good_loc = encode(target[0]["boxes"][m.clamp(min=0)], anchors)[None]
+    good = multibox_loss(good_conf, good_loc, anchors, target)
+    bad = multibox_loss(-good_conf, good_loc + 1, anchors, target)
+    assert good["loss_conf"] < 0.01 and good["loss_loc"] < 1e-6
+    assert bad["loss_conf"] > 1 and bad["loss_loc"] > 0.1
+
+
+def make_square_faces(root, count=12, size=96):
+    """Synthetic 'faces': bright squares on noise, with their boxes in WIDER FACE format."""
+    rng = np.random.default_rng(0)
+    lines = []
+    (root / "images").mkdir(parents=True)
+    for i in range(count):
+        img = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+        boxes = []
+        for _ in range(2):
+            s = int(rng.integers(16, 32))
+            x, y = (int(v) for v in rng.integers(0, size - s, 2))
+            img[y : y + s, x : x + s] = 220
+            boxes.append(f"{x} {y} {s} {s} 0 0 0 0 0 0")
+        Image.fromarray(img).save(root / "images" / f"{i}.jpg")
+        lines += [f"{i}.jpg", "2", *boxes]
+    (root / "gt.txt").write_text("\n".join(lines) + "\n")
+    return root / "gt.txt"
+
+
+def test_train_detect_loss_falls_and_evaluates(tmp_path):
+    gt = make_square_faces(tmp_path / "faces")
+    cfg = DetectConfig(model="rnnpool_face_a", train=str(gt), val=str(gt), epochs=4, batch_size=4, input_size=96, workers=0,
+                       device="cpu", project=str(tmp_path / "runs"), name="sq", warmup_epochs=1, eval_period=4, lr=0.005, optimizer="adamw")
+    result = train_detector(cfg)
+    run = tmp_path / "runs" / "sq"
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,lr,loss_conf,loss_loc,val_ap")
+    first, last = rows[1].split(","), rows[-1].split(",")
+    assert float(last[2]) + float(last[3]) < float(first[2]) + float(first[3])
+    assert 0.0 <= result["last_epoch"]["val_ap"] <= 1.0
+    for name in ("weights/last.pt", "weights/best.pt", "curves.png", "pr.png", "config.yaml"):
+        assert (run / name).exists(), name
+    model = build_detector("rnnpool_face_a", str(run / "weights" / "last.pt"))
+    again = evaluate_detector(model, str(gt))
+    assert again["ap"] == pytest.approx(result["last_epoch"]["val_ap"], abs=1e-9) and again["faces"] == 24
+
+
+def test_cli_detect_draws(tmp_path, capsys):
+    gt = make_square_faces(tmp_path / "faces", count=1)
+    main(["detect", str(gt.parent / "images" / "0.jpg"), "--model", "rnnpool_face_m4", "-o", str(tmp_path / "out.png"),
+          "--threshold", "0", "--scales", "1,1.5", "--device", "cpu"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["faces"] and all(0 <= v <= 96 for f in out["faces"] for v in f["box"])
+    with Image.open(tmp_path / "out.png") as img:
+        assert img.size == (96, 96)
+    with pytest.raises(ValueError, match="not a face detector"):
+        build_detector("mobilenetv2")
+    with pytest.raises(FileNotFoundError, match="image .*missing.jpg does not exist"):
+        main(["detect", str(tmp_path / "missing.jpg"), "--model", "rnnpool_face_a", "--device", "cpu"])
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "faces").is_dir(), reason="../shared/data/faces not present (real-data check)")
+def test_real_faces_few_steps(tmp_path):
+    faces = SHARED_DATA / "faces"
+    cfg = DetectConfig(model="rnnpool_face_quant", train=str(faces / "train_bbx_gt.txt"), epochs=2, batch_size=8, input_size=128,
+                       workers=0, device="cpu", project=str(tmp_path), name="real", max_steps=6, warmup_epochs=1)
+    result = train_detector(cfg)
+    rows = (tmp_path / "real" / "metrics.csv").read_text().splitlines()[1:]
+    assert float(rows[-1].split(",")[2]) < float(rows[0].split(",")[2])
+    assert result["run"]
