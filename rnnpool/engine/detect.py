@@ -14,8 +14,6 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
-from torch.utils.data.distributed import DistributedSampler
 from torchvision.transforms.functional import pil_to_tensor
 from tqdm import tqdm
 
@@ -23,41 +21,25 @@ from ..data import FaceDataset, collate_detection, detection_transforms, load_fa
 from ..models import create_model, model_info
 from . import distributed as dist
 from .checkpoint import load_checkpoint, model_state
-from .classify import make_optimizer
-from .loop import RunBook
+from .loop import RunBook, TrainConfig, prepare_training, setup_device
 from .s3fd import S3FD
 from .widerface_eval import evaluate_widerface, load_widerface_mat, plot_pr, truth_from_boxes
 
 
-@dataclass
-class DetectConfig:
-    """Everything a detection run depends on (saved as the run's config.yaml)."""
+@dataclass(kw_only=True)
+class DetectConfig(TrainConfig):
+    """A detection run: the shared :class:`TrainConfig` plus annotations and evaluation settings."""
 
-    model: str
     train: str
     val: Optional[str] = None
     image_root: Optional[str] = None
     epochs: int = 300
     batch_size: int = 32
     lr: float = 0.01
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 4e-5
-    schedule: str = "cosine"
     step_size: int = 100
     warmup_epochs: int = 5
-    amp: bool = True
     input_size: int = 640
-    workers: int = 2
-    seed: int = 0
-    device: str = "auto"
     project: str = "runs/detect"
-    name: str = "exp"
-    exist_ok: bool = False
-    resume: Optional[str] = None
-    skip_bad: bool = False
-    max_steps: int = 0
-    stop_epoch: int = 0
     eval_period: int = 10
     eval_scales: Sequence[float] = (1.0,)
 
@@ -107,51 +89,40 @@ def evaluate_detector(model: S3FD, annotations: str, image_root: Optional[str] =
 
 def train_detector(cfg: DetectConfig) -> Dict[str, Any]:
     """Train a face detector; returns the last metrics and the run folder."""
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device))
-    distributed = dist.init_distributed(device.type)
-    if distributed and device.type == "cuda":
-        device = torch.device("cuda", dist.rank() % torch.cuda.device_count())
+    device, distributed = setup_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = build_detector(cfg.model, device=device)
     annotations = load_face_annotations(cfg.train, cfg.image_root, cfg.skip_bad)
     train_set = FaceDataset(annotations, detection_transforms(cfg.input_size, True, model.detector.in_channels))
-    sampler = DistributedSampler(train_set, num_replicas=dist.world_size(), rank=dist.rank(), shuffle=True, seed=cfg.seed)
-    generator = torch.Generator()
-    loader = DataLoader(train_set, cfg.batch_size, sampler=sampler, num_workers=cfg.workers, collate_fn=collate_detection,
-                        generator=generator, drop_last=len(sampler) > cfg.batch_size, pin_memory=device.type == "cuda")
-    steps_per_epoch = len(loader) if not cfg.max_steps else min(len(loader), cfg.max_steps)
-    optimizer, scheduler = make_optimizer(cfg, model, steps_per_epoch)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    parts = prepare_training(cfg, model, train_set, collate_detection, device, distributed)
     book = RunBook(cfg, {"skipped_boxes": annotations.problems}, [("loss_conf", "loss_loc"), ("val_ap", "val_ap_le3")])
-    book.resume(model, optimizer, scheduler, scaler)
-    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) if distributed else model
-    end_epoch = min(cfg.epochs, cfg.stop_epoch) if cfg.stop_epoch > 0 else cfg.epochs
+    book.resume(model, parts.optimizer, parts.scheduler, parts.scaler)
+    end_epoch = cfg.end_epoch()
     metrics: Dict[str, Any] = {}
     for epoch in range(book.start_epoch, end_epoch):
-        book.seed_epoch(cfg.seed, epoch, generator)
-        sampler.set_epoch(epoch)
-        net.train()
+        book.seed_epoch(cfg.seed, epoch, parts.generator)
+        parts.sampler.set_epoch(epoch)
+        parts.net.train()
         totals = torch.zeros(3, dtype=torch.float64)  # conf loss, loc loss, batches
         start = time.time()
-        bar = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not dist.is_main(), leave=False)
+        bar = tqdm(parts.loader, total=parts.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not dist.is_main(), leave=False)
         for step, (images, targets) in enumerate(bar):
-            if step >= steps_per_epoch:
+            if step >= parts.steps_per_epoch:
                 break
             images = images.to(device, non_blocking=True)
             targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-            with torch.autocast(device.type, enabled=use_amp):
-                losses = net(images, targets)
+            with torch.autocast(device.type, enabled=parts.use_amp):
+                losses = parts.net(images, targets)
             loss = losses["loss_conf"] + losses["loss_loc"]
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            parts.optimizer.zero_grad(set_to_none=True)
+            parts.scaler.scale(loss).backward()
+            parts.scaler.step(parts.optimizer)
+            parts.scaler.update()
+            parts.scheduler.step()
             totals += torch.tensor([losses["loss_conf"].item(), losses["loss_loc"].item(), 1.0], dtype=torch.float64)
             bar.set_postfix(conf=f"{totals[0] / totals[2]:.3f}", loc=f"{totals[1] / totals[2]:.3f}")
         totals = dist.all_reduce_sum(totals)
-        metrics = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "loss_conf": totals[0].item() / max(totals[2].item(), 1),
+        metrics = {"epoch": epoch + 1, "lr": parts.optimizer.param_groups[0]["lr"], "loss_conf": totals[0].item() / max(totals[2].item(), 1),
                    "loss_loc": totals[1].item() / max(totals[2].item(), 1), "val_ap": float("nan"), "val_ap_le3": float("nan"),
                    "seconds": 0.0}
         last = epoch + 1 == end_epoch
@@ -162,7 +133,7 @@ def train_detector(cfg: DetectConfig) -> Dict[str, Any]:
             metrics["val_ap"], metrics["val_ap_le3"] = val["ap"], val["ap_le3"]
         metrics["seconds"] = round(time.time() - start, 2)
         score = metrics["val_ap"] if metrics["val_ap"] == metrics["val_ap"] else -metrics["loss_conf"] - metrics["loss_loc"]
-        book.end_epoch(epoch, metrics, score, model, optimizer, scheduler, scaler, {"model_name": cfg.model})
+        book.end_epoch(epoch, metrics, score, model, parts.optimizer, parts.scheduler, parts.scaler, {"model_name": cfg.model})
     return {"run": str(book.run) if book.run else None, "last_epoch": metrics, "best": book.best}
 
 

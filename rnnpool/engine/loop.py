@@ -1,16 +1,113 @@
-"""What every training run shares: the run folder, resuming, and the end-of-epoch bookkeeping."""
+"""What every training run shares: its settings, optimizer and schedule, device, run folder, resuming and
+end-of-epoch bookkeeping."""
 from __future__ import annotations
 
-from dataclasses import asdict
+import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
 
 from . import distributed as dist
 from .checkpoint import load_checkpoint, model_state, save_checkpoint, set_rng_state
 from .run_dir import append_metrics, new_run_dir, plot_curves, truncate_metrics, write_config
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """Settings every training run has (each task adds its own; all are saved as the run's config.yaml)."""
+
+    model: str
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    schedule: str = "cosine"
+    step_size: int = 30  # epochs per 10x decay with schedule="step"
+    warmup_epochs: int = 0
+    amp: bool = True
+    input_size: int = 224
+    workers: int = 2
+    seed: int = 0
+    device: str = "auto"
+    project: str = "runs"
+    name: str = "exp"
+    exist_ok: bool = False
+    resume: Optional[str] = None
+    skip_bad: bool = False
+    max_steps: int = 0  # cap on steps per epoch (0: all)
+    stop_epoch: int = 0  # stop after this epoch (0: at ``epochs``); the schedule still spans ``epochs``
+
+    def end_epoch(self) -> int:
+        return min(self.epochs, self.stop_epoch) if self.stop_epoch > 0 else self.epochs
+
+
+def setup_device(name: str) -> Tuple[torch.device, bool]:
+    """The device to train on ("auto": CUDA if present) and whether torchrun launched several processes."""
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    distributed = dist.init_distributed(device.type)
+    if distributed and device.type == "cuda":
+        device = torch.device("cuda", dist.rank() % torch.cuda.device_count())
+    return device, distributed
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int):
+    """Optimizer (SGD or AdamW) and a per-step schedule: linear warm-up, then cosine or step decay."""
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; expected 'sgd' or 'adamw'")
+    if cfg.schedule not in ("cosine", "step"):
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; expected 'cosine' or 'step'")
+    warm, total = cfg.warmup_epochs * steps_per_epoch, max(1, cfg.epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+        return 0.1 ** (step // (cfg.step_size * steps_per_epoch))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+@dataclass
+class TrainingParts:
+    """The objects a training loop drives, built the same way for every task by :func:`prepare_training`."""
+
+    loader: DataLoader
+    sampler: DistributedSampler
+    generator: torch.Generator
+    steps_per_epoch: int
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    net: nn.Module  # the model, wrapped in DistributedDataParallel under torchrun
+
+
+def prepare_training(cfg: TrainConfig, model: nn.Module, train_set, collate: Callable, device: torch.device,
+                     distributed: bool) -> TrainingParts:
+    """Sharded, epoch-seeded loader; optimizer and schedule; AMP scaler (CUDA only); DDP wrapper."""
+    sampler = DistributedSampler(train_set, num_replicas=dist.world_size(), rank=dist.rank(), shuffle=True, seed=cfg.seed)
+    generator = torch.Generator()
+    # drop the ragged last batch (BN cannot train on a single sample) unless it is the only one
+    loader = DataLoader(train_set, cfg.batch_size, sampler=sampler, num_workers=cfg.workers, collate_fn=collate,
+                        generator=generator, drop_last=len(sampler) > cfg.batch_size, pin_memory=device.type == "cuda")
+    steps = len(loader) if not cfg.max_steps else min(len(loader), cfg.max_steps)
+    optimizer, scheduler = make_optimizer(cfg, model, steps)
+    use_amp = cfg.amp and device.type == "cuda"
+    ids = [device.index] if device.type == "cuda" else None
+    net = nn.parallel.DistributedDataParallel(model, device_ids=ids) if distributed else model
+    return TrainingParts(loader, sampler, generator, steps, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=use_amp), use_amp, net)
 
 
 class RunBook:

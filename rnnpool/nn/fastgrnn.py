@@ -12,7 +12,6 @@ from typing import Optional
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .activations import apply_nonlinearity, check_nonlinearity
 from .recurrent import RecurrentCell
