@@ -8,7 +8,7 @@ W and U are shared by the gate and the candidate, so a step costs one ``W x`` an
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from torch import nn
@@ -95,21 +95,30 @@ class FastGRNNCell(RecurrentCell):
             return self.u1
         return torch.mm(self.u1, u2)
 
-    def step(self, wx: torch.Tensor, state: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        pre = torch.addmm(wx, state, u.t())  # W x + U h, shared by gate and candidate
-        zeta = torch.sigmoid(self.zeta)
-        nu = torch.sigmoid(self.nu)
-        z = apply_nonlinearity(pre + self.bias_gate, self.gate_nonlinearity)
-        if self.update_nonlinearity == "tanh":
-            # h~ = tanh(a) = 2 s - 1 with s = sigmoid(2 a): aten's sigmoid is much faster than its tanh on
-            # CPUs, and the 2s and -1 fold into the update below, which is then three fused passes:
-            # (zeta (1 - z) + nu) h~ + z h = (zeta + nu)(2 s - 1) + z (h + zeta - 2 zeta s).
-            s = torch.sigmoid(torch.add(pre, self.bias_update).mul_(2.0))
-            keep = torch.addcmul(state + zeta, s, -2.0 * zeta)
-            return torch.addcmul(torch.addcmul(-(zeta + nu), s, 2.0 * (zeta + nu)), z, keep)
-        candidate = apply_nonlinearity(pre + self.bias_update, self.update_nonlinearity)
-        # (zeta (1 - z) + nu) h~ + z h, rearranged into fused ops: (zeta + nu) h~ + z (h - zeta h~)
-        return torch.addcmul(candidate * (zeta + nu), z, state - zeta * candidate)
+    def input_offset(self) -> torch.Tensor:
+        return self.bias_gate
+
+    def prepare(self) -> List[torch.Tensor]:
+        zeta, nu = torch.sigmoid(self.zeta), torch.sigmoid(self.nu)
+        if self.update_nonlinearity == "tanh":  # see step: the candidate's input is doubled
+            return [self.recurrent_weight(), 2.0 * (self.bias_update - self.bias_gate), zeta, -(zeta + nu), 2.0 * (zeta + nu), -2.0 * zeta]
+        return [self.recurrent_weight(), self.bias_update - self.bias_gate, zeta, zeta + nu]
+
+    def step(self, wx: torch.Tensor, state: torch.Tensor, params: List[torch.Tensor]) -> torch.Tensor:
+        pre = torch.addmm(wx, state, params[0].t())  # W x + U h + b_z (b_z came with wx)
+        zeta = params[2]
+        if self.gate_nonlinearity == "sigmoid" and self.update_nonlinearity == "tanh":
+            z = torch.sigmoid(pre)
+            # h~ = tanh(a) = 2 s - 1 with s = sigmoid(2 a) (aten's sigmoid is much faster than its tanh on
+            # CPUs); a = pre + b_h - b_z. Then (zeta (1 - z) + nu) h~ + z h
+            #   = (zeta + nu)(2 s - 1) + z (h + zeta - 2 zeta s): three fused passes.
+            s = torch.sigmoid(torch.add(params[1], pre, alpha=2.0))
+            keep = torch.addcmul(state + zeta, s, params[5])
+            return torch.addcmul(torch.addcmul(params[3], s, params[4]), z, keep)
+        z = apply_nonlinearity(pre, self.gate_nonlinearity)
+        candidate = apply_nonlinearity(pre + params[1], self.update_nonlinearity)
+        # (zeta (1 - z) + nu) h~ + z h = (zeta + nu) h~ + z (h - zeta h~)
+        return torch.addcmul(candidate * params[3], z, state - zeta * candidate)
 
     def madds_per_step(self) -> int:
         h, d = self.hidden_size, self.input_size

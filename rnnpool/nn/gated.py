@@ -6,6 +6,7 @@ weights can be copied between them (the tests do exactly that).
 from __future__ import annotations
 
 import math
+from typing import List
 
 import torch
 from torch import nn
@@ -51,9 +52,12 @@ class GRUCell(_GatedCell):
         super().__init__(input_size, hidden_size, num_gates=3)
         self.state_size = self.hidden_size
 
-    def step(self, wx: torch.Tensor, state: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        gi = (wx + self.bias_ih).chunk(3, 1)
-        gh = F.linear(state, u, self.bias_hh).chunk(3, 1)
+    def input_offset(self) -> torch.Tensor:
+        return self.bias_ih
+
+    def step(self, wx: torch.Tensor, state: torch.Tensor, params: List[torch.Tensor]) -> torch.Tensor:
+        gi = wx.chunk(3, 1)
+        gh = F.linear(state, params[0], self.bias_hh).chunk(3, 1)
         r = torch.sigmoid(gi[0] + gh[0])
         z = torch.sigmoid(gi[1] + gh[1])
         n = torch.tanh(gi[2] + r * gh[2])
@@ -67,9 +71,12 @@ class LSTMCell(_GatedCell):
         super().__init__(input_size, hidden_size, num_gates=4)
         self.state_size = 2 * self.hidden_size
 
-    def step(self, wx: torch.Tensor, state: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    def input_offset(self) -> torch.Tensor:
+        return self.bias_ih + self.bias_hh
+
+    def step(self, wx: torch.Tensor, state: torch.Tensor, params: List[torch.Tensor]) -> torch.Tensor:
         h, c = state[:, : self.hidden_size], state[:, self.hidden_size :]
-        gates = (wx + self.bias_ih + F.linear(h, u, self.bias_hh)).chunk(4, 1)
+        gates = torch.addmm(wx, h, params[0].t()).chunk(4, 1)
         c = torch.sigmoid(gates[1]) * c + torch.sigmoid(gates[0]) * torch.tanh(gates[2])
         h = torch.sigmoid(gates[3]) * torch.tanh(c)
         return torch.cat((h, c), 1)

@@ -1,8 +1,10 @@
 """The interface every recurrent cell of RNNPool implements.
 
-A cell splits its update into an input projection ``W x`` (no bias) and a recurrent step. RNNPool computes
-the projection of every pixel once, with one 1x1 convolution over the whole map, and then only runs the
-cheap recurrent steps per patch; :meth:`RecurrentCell.run_sequence` is that loop.
+A cell splits its update into an input projection ``W x + offset`` and a recurrent step. RNNPool computes
+``W x`` of every pixel once over the whole map, adds the offset (the input-side biases) while it copies
+each chunk of sequences anyway, and then only runs the cheap recurrent steps per patch;
+:meth:`RecurrentCell.run_sequence` is that loop. Constants a step needs (U, bias differences, gating
+scalars) are computed once per sequence batch by :meth:`RecurrentCell.prepare`.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import List
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 class RecurrentCell(nn.Module):
@@ -26,12 +29,25 @@ class RecurrentCell(nn.Module):
         """The effective input matrix W, shape (num_gates * hidden_size, input_size)."""
         raise NotImplementedError
 
+    def input_offset(self) -> torch.Tensor:
+        """The constant added to ``W x`` (num_gates * hidden_size,): the input-side biases."""
+        raise NotImplementedError
+
     def recurrent_weight(self) -> torch.Tensor:
         """The effective recurrent matrix U, shape (num_gates * hidden_size, hidden_size)."""
         raise NotImplementedError
 
-    def step(self, wx: torch.Tensor, state: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """One update from the projected input ``wx`` (B, num_gates * hidden) and ``state`` (B, state_size)."""
+    def prepare(self) -> List[torch.Tensor]:
+        """Per-batch constants for :meth:`step` (default: just U)."""
+        return [self.recurrent_weight()]
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """``W x + offset`` for raw inputs (..., input_size) -> (..., num_gates * hidden_size)."""
+        return F.linear(x, self.input_weight(), self.input_offset())
+
+    def step(self, wx: torch.Tensor, state: torch.Tensor, params: List[torch.Tensor]) -> torch.Tensor:
+        """One update from ``wx`` = W x + offset (B, num_gates * hidden), ``state`` (B, state_size) and the
+        constants of :meth:`prepare`."""
         raise NotImplementedError
 
     def hidden(self, state: torch.Tensor) -> torch.Tensor:
@@ -47,46 +63,47 @@ class RecurrentCell(nn.Module):
         raise NotImplementedError
 
     def run_sequence(self, wx: torch.Tensor) -> torch.Tensor:
-        """Run the cell over projected inputs ``wx`` (T, B, num_gates * hidden) from a zero state.
+        """Run the cell over projected inputs ``wx`` = W x + offset (T, B, num_gates * hidden) from a zero state.
 
         Returns the final hidden vector (B, hidden_size).
         """
-        u = self.recurrent_weight()
+        params = self.prepare()
         state = self.init_state(wx.shape[1], wx)
         for t in range(wx.shape[0]):
-            state = self.step(wx[t], state, u)
+            state = self.step(wx[t], state, params)
         return self.hidden(state)
 
     def run_sequences(self, seqs: List[torch.Tensor]) -> List[torch.Tensor]:
-        """Final hidden states over each (T_i, B_i, G) in ``seqs``: one joint batch (fewer kernel launches)
-        when all T_i are equal, else one run each."""
+        """Final hidden states over each (T_i, B_i, G) of ``W x`` in ``seqs`` (offset not yet added): one joint
+        batch (fewer kernel launches) when all T_i are equal, else one run each."""
+        offset = self.input_offset()
         if all(s.shape[0] == seqs[0].shape[0] for s in seqs):
             sizes = [s.shape[1] for s in seqs]
-            return list(self.run_sequence(torch.cat(seqs, 1)).split(sizes, 0))
-        return [self.run_sequence(s) for s in seqs]
+            return list(self.run_sequence(torch.cat(seqs, 1) + offset).split(sizes, 0))
+        return [self.run_sequence(s + offset) for s in seqs]
 
     def run_grid(self, wx: torch.Tensor, chunk_size: int) -> torch.Tensor:
-        """Final hidden states (N*L*M, hidden) over a grid of sequences ``wx`` (T, N, L, M, G), any strides.
+        """Final hidden states (N*L*M, hidden) over a grid of ``W x`` sequences ``wx`` (T, N, L, M, G), any strides.
 
         The grid is cut into pieces of about ``chunk_size`` sequences (whole images, or bands of lines); each piece is copied
         into a step-major batch just before it runs, so the copies stay small and in cache instead of
-        materialising the whole (usually overlapping, strided) grid.
+        materialising the whole (usually overlapping, strided) grid. The offset is added by that same copy.
         """
         t, n, lines, m, g = wx.shape
+        offset = self.input_offset()
         pieces: List[torch.Tensor] = []
         per_image = lines * m
         if per_image <= chunk_size:  # whole images per piece
             images = max(1, chunk_size // max(per_image, 1))
             for i in range(0, n, images):
-                pieces.append(self.run_sequence(wx[:, i : i + images].reshape(t, -1, g)))
+                pieces.append(self.run_sequence(torch.add(wx[:, i : i + images], offset).reshape(t, -1, g)))
         else:  # bands of lines within each image
             step = max(1, chunk_size // max(m, 1))
             for i in range(n):
                 for j in range(0, lines, step):
-                    pieces.append(self.run_sequence(wx[:, i, j : j + step].reshape(t, -1, g)))
+                    pieces.append(self.run_sequence(torch.add(wx[:, i, j : j + step], offset).reshape(t, -1, g)))
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 0)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """One step from a raw input ``x`` (B, input_size); returns the new state (B, state_size)."""
-        wx = torch.nn.functional.linear(x, self.input_weight())
-        return self.step(wx, state, self.recurrent_weight())
+        return self.step(self.project(x), state, self.prepare())

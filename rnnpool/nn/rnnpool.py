@@ -140,7 +140,7 @@ class RNNPool2d(nn.Module):
         # temporaries stay in cache; on GPU everything at once.
         chunk = self.chunk_size if self.chunk_size >= 0 else (0 if x.is_cuda else 262144 // self.rnn1.state_size)
         # W1 x once per pixel, channels-last so each pixel's features are contiguous; zero padding
-        # commutes with the bias-free projection.
+        # commutes with this bias-free product (the cell's offset is added per chunk, see run_grid).
         proj = F.linear(x.permute(0, 2, 3, 1), self.rnn1.input_weight())  # (N, H, W, G1)
         if pr > 0 or pc > 0:
             proj = F.pad(proj, (0, 0, pc, pc, pr, pr))  # (N, Hp, Wp, G1)
@@ -155,7 +155,7 @@ class RNNPool2d(nn.Module):
             row_sum, col_sum = self.rnn1.run_sequences([row_grid.reshape(c, -1, g1), col_grid.reshape(r, -1, g1)])
         else:
             row_sum, col_sum = self.rnn1.run_grid(row_grid, chunk), self.rnn1.run_grid(col_grid, chunk)
-        # RNN2's input projection, once per unique summary, then each patch's r rows / c columns.
+        # RNN2's W2 x, once per unique summary, then each patch's r rows / c columns.
         w2 = self.rnn2.input_weight()
         row_wx = F.linear(row_sum.reshape(n, -1, out_w, self.hidden_row), w2)  # (N, HR, W', G2)
         col_wx = F.linear(col_sum.reshape(n, out_h, -1, self.hidden_row), w2)  # (N, H', WC, G2)
