@@ -41,6 +41,8 @@ class FaceRecord:
 
 @dataclass
 class FaceAnnotations:
+    """The usable images, and what ``skip_bad`` dropped (one message per box or image, file and line named)."""
+
     records: List[FaceRecord]
     problems: List[str] = field(default_factory=list)
 
@@ -52,13 +54,18 @@ def _resolve(root: Path, name: str) -> Path:
     return root / name
 
 
-def _check_boxes(record: FaceRecord, where: List[str], skip_bad: bool, problems: List[str]) -> FaceRecord:
-    """Drop (skip_bad) or reject zero-area boxes and boxes outside the image."""
+def _check_boxes(record: FaceRecord, where: List[str], skip_bad: bool, problems: List[str]) -> Optional[FaceRecord]:
+    """Drop (skip_bad) or reject an unreadable image, zero-area boxes and boxes outside the image."""
     try:
         with Image.open(record.path) as img:
             width, height = img.size
-    except (OSError, UnidentifiedImageError) as err:
-        raise BadSampleError(f"cannot read image {record.path}: {err}") from None
+            img.verify()
+    except (OSError, UnidentifiedImageError, SyntaxError) as err:
+        message = f"cannot read image {record.path}: {err}"
+        if not skip_bad:
+            raise BadSampleError(message + " (use --skip-bad to skip such images)") from None
+        problems.append(message)
+        return None
     keep = np.ones(len(record.boxes), bool)
     for i, (x, y, w, h) in enumerate(record.boxes):
         reason = None
@@ -102,7 +109,9 @@ def read_widerface_txt(path: Path, root: Path, skip_bad: bool) -> FaceAnnotation
                 where.append(f"{path}:{line_no}")
         arr = np.array(rows, dtype=np.float64).reshape(-1, 5)
         record = FaceRecord(_resolve(root, name), arr[:, :4], arr[:, 4] > 0, name)
-        records.append(_check_boxes(record, where, skip_bad, problems))
+        checked = _check_boxes(record, where, skip_bad, problems)
+        if checked is not None:
+            records.append(checked)
         i += 2 + max(count, 1)
     return FaceAnnotations(records, problems)
 
@@ -112,7 +121,9 @@ def _from_rows(rows: Dict[str, List[Tuple[List[float], str]]], root: Path, skip_
     for name, faces in rows.items():
         boxes = np.array([f[0] for f in faces], dtype=np.float64).reshape(-1, 4)
         record = FaceRecord(_resolve(root, name), boxes, np.zeros(len(boxes), bool), name)
-        records.append(_check_boxes(record, [f[1] for f in faces], skip_bad, problems))
+        checked = _check_boxes(record, [f[1] for f in faces], skip_bad, problems)
+        if checked is not None:
+            records.append(checked)
     return FaceAnnotations(records, problems)
 
 

@@ -93,6 +93,8 @@ def train_detector(cfg: DetectConfig) -> Dict[str, Any]:
     torch.manual_seed(cfg.seed)
     model = build_detector(cfg.model, device=device)
     annotations = load_face_annotations(cfg.train, cfg.image_root, cfg.skip_bad)
+    if annotations.problems and dist.is_main():
+        print(f"--skip-bad dropped {len(annotations.problems)} boxes/images (listed in config.yaml):", *annotations.problems[:5], sep="\n  ")
     train_set = FaceDataset(annotations, detection_transforms(cfg.input_size, True, model.detector.in_channels))
     parts = prepare_training(cfg, model, train_set, collate_detection, device, distributed)
     book = RunBook(cfg, {"skipped_boxes": annotations.problems}, [("loss_conf", "loss_loc"), ("val_ap", "val_ap_le3")])

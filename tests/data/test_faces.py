@@ -46,10 +46,13 @@ def test_skip_bad_drops_and_counts(images):
     assert len(ann.records[0].boxes) == 1 and len(ann.problems) == 1 and "gt.txt:3" in ann.problems[0]
 
 
-def test_unreadable_image_is_named(images):
+def test_unreadable_image_is_named_or_skipped(images):
     (images / "a.jpg").write_bytes(b"broken")
+    gt = write(images / "gt.txt", "a.jpg\n1\n1 2 10 12\nb.jpg\n1\n1 2 10 12\n")
     with pytest.raises(BadSampleError, match="a.jpg"):
-        load_face_annotations(write(images / "gt.txt", "a.jpg\n1\n1 2 10 12\n"))
+        load_face_annotations(gt)
+    ann = load_face_annotations(gt, skip_bad=True)
+    assert [r.name for r in ann.records] == ["b.jpg"] and len(ann.problems) == 1 and "a.jpg" in ann.problems[0]
 
 
 def test_json_and_csv(images):

@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -100,6 +103,17 @@ def test_cli_detect_draws(tmp_path, capsys):
         build_detector("mobilenetv2")
     with pytest.raises(FileNotFoundError, match="image .*missing.jpg does not exist"):
         main(["detect", str(tmp_path / "missing.jpg"), "--model", "rnnpool_face_a", "--device", "cpu"])
+
+
+def test_torchrun_ddp_detection(tmp_path):
+    gt = make_square_faces(tmp_path / "faces", count=8)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534", "-m", "rnnpool.cli",
+           "train", "detect", "--model", "rnnpool_face_a", "--train", str(gt), "--val", str(gt), "--epochs", "1", "--batch-size", "2",
+           "--input-size", "64", "--workers", "0", "--device", "cpu", "--project", str(tmp_path), "--name", "ddp", "--warmup-epochs", "0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world_size: 2" in (tmp_path / "ddp" / "config.yaml").read_text()
+    assert len((tmp_path / "ddp" / "metrics.csv").read_text().splitlines()) == 2
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "faces").is_dir(), reason="../shared/data/faces not present (real-data check)")
