@@ -18,7 +18,6 @@ import importlib
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Set, Tuple
 
-import torch
 from torch import nn
 
 from ..nn import RNNPool2d
@@ -209,10 +208,12 @@ def tensor_convention(trace: Trace, elem_bytes: int) -> List[Unit]:
     end = len(trace.ops)
     for sid in trace.outputs:
         death[sid] = end
-    events = [0] * (end + 2)  # difference array over op indices (+1 shifts the input's -1)
+    # difference array over positions op.index + 1 (position 0 is the network input): a storage is live
+    # from born + 1 through death + 1
+    events = [0] * (end + 2)
     for sid, b in born.items():
         events[b + 1] += trace.numel[sid]
-        events[min(death[sid], end) + 2 if death[sid] + 2 <= end + 1 else end + 1] -= trace.numel[sid]
+        events[min(death[sid] + 2, end + 1)] -= trace.numel[sid]
     live, running = [], 0
     for i in range(end + 1):
         running += events[i]
@@ -228,4 +229,4 @@ def peak(units: List[Unit]) -> Unit:
     return max(units, key=lambda u: u.held_bytes)
 
 
-__all__ = ["CONVENTIONS", "Unit", "layer_convention", "peak", "register_block_rule", "tensor_convention", "torch"]
+__all__ = ["CONVENTIONS", "Unit", "layer_convention", "peak", "register_block_rule", "tensor_convention"]

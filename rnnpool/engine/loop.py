@@ -110,6 +110,10 @@ def prepare_training(cfg: TrainConfig, model: nn.Module, train_set, collate: Cal
     return TrainingParts(loader, sampler, generator, steps, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=use_amp), use_amp, net)
 
 
+# Settings that may differ on --resume: where and how the work runs, not what it computes.
+RESUME_MAY_CHANGE = {"resume", "stop_epoch", "name", "project", "exist_ok", "workers", "device"}
+
+
 class RunBook:
     """Run folder (main process only), resume state, and per-epoch checkpoints / metrics / curves.
 
@@ -130,6 +134,12 @@ class RunBook:
         if not self.cfg.resume:
             return
         ckpt = load_checkpoint(self.cfg.resume)
+        saved, now = ckpt.get("config", {}), asdict(self.cfg)
+        changed = sorted(k for k in now if k not in RESUME_MAY_CHANGE and k in saved and saved[k] != now[k])
+        if changed:
+            diffs = ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in changed)
+            raise ValueError(f"--resume {self.cfg.resume}: the run was started with other settings ({diffs}); "
+                             "resume with the same ones, or start a new run")
         model.load_state_dict(model_state(ckpt))
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])

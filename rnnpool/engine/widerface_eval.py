@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -169,4 +169,4 @@ def plot_pr(results: Dict[str, Dict[str, object]], path: Union[str, Path], title
     plt.close(fig)
 
 
-__all__ = ["SETTINGS", "ImageTruth", "evaluate_widerface", "load_widerface_mat", "plot_pr", "truth_from_boxes", "voc_ap", "List"]
+__all__ = ["SETTINGS", "ImageTruth", "evaluate_widerface", "load_widerface_mat", "plot_pr", "truth_from_boxes", "voc_ap"]

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..nn import RNNPool2d
-from ..nn.blocks import ConvBNAct, InvertedResidual, inverted_residual_stage
+from ..nn.blocks import ConvBNAct, inverted_residual_stage
 from ._registry import register_model
 
 Spec = Tuple  # ("rnnpool", hidden) | ("conv", out, kernel, stride) | ("dwpw", out, stride) | ("ir", t, c, n, s) | ("head", stride)
@@ -163,4 +163,4 @@ def rnnpool_face_m4(**kwargs) -> FaceDetector:
     return FaceDetector(FACE_M4, **{"in_channels": 1, "input_size": (240, 320), **kwargs})
 
 
-__all__ = ["ANCHOR_SIZES", "DetectionHead", "FaceDetector", "InvertedResidual"]
+__all__ = ["ANCHOR_SIZES", "DetectionHead", "FaceDetector"]

@@ -42,6 +42,9 @@ def test_resume_is_bit_exact(color_data, tmp_path):
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert len((tmp_path / "interrupted" / "metrics.csv").read_text().splitlines()) == 3
+    with pytest.raises(ValueError, match=r"other settings \(epochs: 2 -> 3, lr: 0.05 -> 0.1\)"):
+        train_classifier(ClassifyConfig(name="interrupted", resume=str(tmp_path / "interrupted" / "weights" / "last.pt"),
+                                        **{**common, "epochs": 3, "lr": 0.1}))
 
 
 def test_bad_image_is_named_or_skipped(color_data, tmp_path):
