@@ -3,7 +3,7 @@
     python benchmarks/operator.py [--device cpu|cuda] [--repeats 5] [--json benchmarks/results/operator.json]
 
 Times are the best of ``--repeats`` runs, baseline and fast interleaved so both see the same machine load;
-peak memory is what the call allocates beyond its input and weights (benchmarks/memory.py).
+peak memory is what the call allocates beyond its input and weights (rnnpool.analysis.measure).
 Target (issue 2): fast forward throughput >= 3x the baseline on CPU at every config, >= 10x on a GPU.
 """
 import argparse
@@ -17,8 +17,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline_rnnpool import UnfoldLoopRNNPool  # noqa: E402
-from memory import peak_allocated_bytes  # noqa: E402
 
+
+from rnnpool.analysis.measure import peak_allocated_bytes  # noqa: E402
 from rnnpool.nn import RNNPool2d  # noqa: E402
 
 # name: (input channels, (H, W), patch, stride, h1 = h2, padding, batch)

@@ -132,9 +132,15 @@ class RNNPool2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        (r, c), (sr, sc), (pr, pc) = self.patch_size, self.stride, self.padding
+        return self.pool(x, self.padding[0], self.padding[1])
+
+    def pool(self, x: torch.Tensor, pr: int, pc: int) -> torch.Tensor:
+        """The operator with explicit zero padding ``pr`` rows / ``pc`` columns per side (``forward`` uses
+        the layer's own); the streaming runner calls it with 0 on strips it has padded itself."""
+        (r, c), (sr, sc) = self.patch_size, self.stride
         n = x.shape[0]
-        out_h, out_w = self.output_size(x.shape[2], x.shape[3])
+        out_h = rnnpool_output_size(x.shape[2], r, sr, pr)
+        out_w = rnnpool_output_size(x.shape[3], c, sc, pc)
         num_patches = n * out_h * out_w
         # Sequences per recurrent batch: on CPU about 2^18 state values (1 MiB fp32), so a piece's
         # temporaries stay in cache; on GPU everything at once.

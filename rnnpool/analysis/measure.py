@@ -1,4 +1,4 @@
-"""Peak memory a call allocates, on CPU or CUDA, for the benchmarks."""
+"""Peak memory a call allocates, measured on CPU (profiler allocation records) or CUDA (allocator stats)."""
 from typing import Callable
 
 import torch
