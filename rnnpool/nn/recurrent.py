@@ -82,6 +82,14 @@ class RecurrentCell(nn.Module):
             return list(self.run_sequence(torch.cat(seqs, 1) + offset).split(sizes, 0))
         return [self.run_sequence(s + offset) for s in seqs]
 
+    def run_grids(self, grids: List[torch.Tensor], chunk_size: int) -> List[torch.Tensor]:
+        """Final hidden states over each grid of ``W x`` sequences (T_i, N, L, M, G): with ``chunk_size`` 0
+        all at once (equal-length grids as one joint batch, see :meth:`run_sequences`), else in chunks of
+        about ``chunk_size`` sequences (:meth:`run_grid`)."""
+        if chunk_size == 0:
+            return self.run_sequences([g.reshape(g.shape[0], -1, g.shape[-1]) for g in grids])
+        return [self.run_grid(g, chunk_size) for g in grids]
+
     def run_grid(self, wx: torch.Tensor, chunk_size: int) -> torch.Tensor:
         """Final hidden states (N*L*M, hidden) over a grid of ``W x`` sequences ``wx`` (T, N, L, M, G), any strides.
 

@@ -154,13 +154,9 @@ class RNNPool2d(nn.Module):
         # patches stacked vertically share rows when stride < patch, so each such row is swept once.
         rows, row_step = _patch_lines(proj, 1, r, sr, out_h)  # (N, HR, Wp, G1)
         cols, col_step = _patch_lines(proj, 2, c, sc, out_w)  # (N, Hp, WC, G1)
-        g1 = proj.shape[3]
         row_grid = rows.unfold(2, c, sc).permute(4, 0, 1, 2, 3)  # (c steps, N, HR, W', G1) view
         col_grid = cols.unfold(1, r, sr).permute(4, 0, 1, 2, 3)  # (r steps, N, H', WC, G1) view
-        if chunk == 0:
-            row_sum, col_sum = self.rnn1.run_sequences([row_grid.reshape(c, -1, g1), col_grid.reshape(r, -1, g1)])
-        else:
-            row_sum, col_sum = self.rnn1.run_grid(row_grid, chunk), self.rnn1.run_grid(col_grid, chunk)
+        row_sum, col_sum = self.rnn1.run_grids([row_grid, col_grid], chunk)
         # RNN2's W2 x, once per unique summary, then each patch's r rows / c columns.
         w2 = self.rnn2.input_weight()
         row_wx = F.linear(row_sum.reshape(n, -1, out_w, self.hidden_row), w2)  # (N, HR, W', G2)
@@ -168,13 +164,9 @@ class RNNPool2d(nn.Module):
         g2 = w2.shape[0]
         row_wx = row_wx.unfold(1, r, row_step).permute(4, 0, 1, 2, 3).reshape(r, num_patches, g2)  # (r, P, G2)
         col_wx = col_wx.unfold(2, c, col_step).permute(4, 0, 1, 2, 3).reshape(c, num_patches, g2)  # (c, P, G2)
-        rows_fb = torch.stack((row_wx, row_wx.flip(0)), 1)  # (r, 2 directions, P, G2)
-        cols_fb = torch.stack((col_wx, col_wx.flip(0)), 1)  # (c, 2 directions, P, G2)
-        if chunk == 0:
-            final_rows, final_cols = self.rnn2.run_sequences([rows_fb.reshape(r, -1, g2), cols_fb.reshape(c, -1, g2)])
-        else:
-            final_rows = self.rnn2.run_grid(rows_fb[:, :, None], chunk)
-            final_cols = self.rnn2.run_grid(cols_fb[:, :, None], chunk)
+        rows_fb = torch.stack((row_wx, row_wx.flip(0)), 1)[:, :, None]  # (r, 2 directions, 1, P, G2)
+        cols_fb = torch.stack((col_wx, col_wx.flip(0)), 1)[:, :, None]  # (c, 2 directions, 1, P, G2)
+        final_rows, final_cols = self.rnn2.run_grids([rows_fb, cols_fb], chunk)
         out = torch.cat((final_rows, final_cols), 0).reshape(4, n, out_h, out_w, self.hidden_summary)
         return out.permute(1, 0, 4, 2, 3).reshape(n, self.out_channels, out_h, out_w)  # (N, 4*h2, H', W')
 
