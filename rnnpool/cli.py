@@ -98,11 +98,15 @@ def cmd_profile(args: argparse.Namespace) -> None:
         plot_memory(profiles, args.plot)
 
 
+def _config(cls, args: argparse.Namespace):
+    """A run config (dataclass ``cls``) from the parsed options of the same names; the rest keep defaults."""
+    return cls(**{f: getattr(args, f) for f in cls.__dataclass_fields__ if hasattr(args, f)})
+
+
 def cmd_train_classify(args: argparse.Namespace) -> None:
     from .engine import ClassifyConfig, train_classifier
 
-    fields = {f: getattr(args, f) for f in ClassifyConfig.__dataclass_fields__ if f != "model_kwargs" and hasattr(args, f)}
-    train_classifier(ClassifyConfig(**fields))
+    train_classifier(_config(ClassifyConfig, args))
 
 
 def cmd_eval_classify(args: argparse.Namespace) -> None:
@@ -128,14 +132,13 @@ def _scales(text: str) -> List[float]:
 def cmd_train_detect(args: argparse.Namespace) -> None:
     from .engine import DetectConfig, train_detector
 
-    fields = {f: getattr(args, f) for f in DetectConfig.__dataclass_fields__ if hasattr(args, f)}
-    train_detector(DetectConfig(**fields))
+    train_detector(_config(DetectConfig, args))
 
 
 def cmd_eval_detect(args: argparse.Namespace) -> None:
     from .engine import build_detector, evaluate_detector
 
-    model = build_detector(args.model, args.weights, "cuda" if args.device == "auto" and _cuda() else ("cpu" if args.device == "auto" else args.device))
+    model = build_detector(args.model, args.weights, args.device)
     result = evaluate_detector(model, args.val, args.image_root, args.eval_scales, args.gt_dir, args.skip_bad, args.plot)
     print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
 
@@ -145,15 +148,9 @@ def cmd_detect(args: argparse.Namespace) -> None:
 
     from .engine import build_detector, detect_image
 
-    model = build_detector(args.model, args.weights, "cuda" if args.device == "auto" and _cuda() else ("cpu" if args.device == "auto" else args.device))
+    model = build_detector(args.model, args.weights, args.device)
     faces = detect_image(model, args.image, args.output, args.scales, args.threshold)
     print(json.dumps({"image": args.image, "faces": faces}))
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _data_arguments(p: argparse.ArgumentParser) -> None:

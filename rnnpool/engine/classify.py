@@ -13,7 +13,6 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from ..data import build_classification_data, collate_skipping_bad
 from ..models import create_model
@@ -82,15 +81,10 @@ def train_classifier(cfg: ClassifyConfig) -> Dict[str, Any]:
     rnn_params = _rnn_parameters(model)
     metrics: Dict[str, Any] = {}
     for epoch in range(book.start_epoch, cfg.end_epoch()):
-        book.seed_epoch(cfg.seed, epoch, parts.generator)
-        parts.sampler.set_epoch(epoch)
-        parts.net.train()
         totals = torch.zeros(4, dtype=torch.float64)  # loss sum, correct, seen, skipped (unreadable + lone samples)
         start = time.time()
-        bar = tqdm(parts.loader, total=parts.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not dist.is_main(), leave=False)
-        for step, (images, labels, skipped) in enumerate(bar):
-            if step >= parts.steps_per_epoch:
-                break
+        bar = parts.epoch_batches(cfg, epoch)
+        for images, labels, skipped in bar:
             totals[3] += skipped
             if images is None or images.shape[0] < 2:  # all unreadable, or one sample left: BN cannot train on it
                 totals[3] += 0 if images is None else 1
@@ -99,14 +93,7 @@ def train_classifier(cfg: ClassifyConfig) -> Dict[str, Any]:
             with torch.autocast(device.type, enabled=parts.use_amp):
                 logits = parts.net(images)
                 loss = criterion(logits, labels)
-            parts.optimizer.zero_grad(set_to_none=True)
-            parts.scaler.scale(loss).backward()
-            if cfg.rnn_clip and rnn_params:
-                parts.scaler.unscale_(parts.optimizer)
-                nn.utils.clip_grad_norm_(rnn_params, cfg.rnn_clip)
-            parts.scaler.step(parts.optimizer)
-            parts.scaler.update()
-            parts.scheduler.step()
+            parts.optimize(loss, rnn_params, cfg.rnn_clip)
             totals += torch.tensor([loss.item() * labels.numel(), (logits.argmax(1) == labels).sum().item(), labels.numel(), 0.0], dtype=torch.float64)
             mem = f"{torch.cuda.memory_allocated(device) / 2**30:.2f}G" if device.type == "cuda" else "cpu"
             bar.set_postfix(loss=f"{totals[0] / max(totals[2], 1):.4f}", acc=f"{totals[1] / max(totals[2], 1):.3f}", mem=mem)

@@ -6,10 +6,11 @@ ground-truth folder, easy / medium / hard AP.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from ..data import FaceDataset, collate_detection, detection_transforms, load_fa
 from ..models import create_model, model_info
 from . import distributed as dist
 from .checkpoint import load_checkpoint, model_state
-from .loop import RunBook, TrainConfig, prepare_training, setup_device
+from .loop import RunBook, TrainConfig, prepare_training, resolve_device, setup_device
 from .s3fd import S3FD
 from .widerface_eval import evaluate_widerface, load_widerface_mat, plot_pr, truth_from_boxes
 
@@ -44,10 +45,11 @@ class DetectConfig(TrainConfig):
     eval_scales: Sequence[float] = (1.0,)
 
 
-def build_detector(model_name: str, weights: Optional[str] = None, device: str = "cpu") -> S3FD:
-    """A zoo face model inside :class:`S3FD`, with a checkpoint's weights if given."""
+def build_detector(model_name: str, weights: Optional[str] = None, device: Union[str, torch.device] = "cpu") -> S3FD:
+    """A zoo face model inside :class:`S3FD`, with a checkpoint's weights if given; ``device`` may be "auto"."""
     if model_info(model_name).task != "detection":
         raise ValueError(f"{model_name!r} is not a face detector; see 'rnnpool list *face*'")
+    device = resolve_device(device) if isinstance(device, str) else device
     model = S3FD(create_model(model_name)).to(device)
     if weights:
         model.load_state_dict(model_state(load_checkpoint(weights, map_location=str(device))))
@@ -102,25 +104,15 @@ def train_detector(cfg: DetectConfig) -> Dict[str, Any]:
     end_epoch = cfg.end_epoch()
     metrics: Dict[str, Any] = {}
     for epoch in range(book.start_epoch, end_epoch):
-        book.seed_epoch(cfg.seed, epoch, parts.generator)
-        parts.sampler.set_epoch(epoch)
-        parts.net.train()
         totals = torch.zeros(3, dtype=torch.float64)  # conf loss, loc loss, batches
         start = time.time()
-        bar = tqdm(parts.loader, total=parts.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not dist.is_main(), leave=False)
-        for step, (images, targets) in enumerate(bar):
-            if step >= parts.steps_per_epoch:
-                break
+        bar = parts.epoch_batches(cfg, epoch)
+        for images, targets in bar:
             images = images.to(device, non_blocking=True)
             targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
             with torch.autocast(device.type, enabled=parts.use_amp):
                 losses = parts.net(images, targets)
-            loss = losses["loss_conf"] + losses["loss_loc"]
-            parts.optimizer.zero_grad(set_to_none=True)
-            parts.scaler.scale(loss).backward()
-            parts.scaler.step(parts.optimizer)
-            parts.scaler.update()
-            parts.scheduler.step()
+            parts.optimize(losses["loss_conf"] + losses["loss_loc"])
             totals += torch.tensor([losses["loss_conf"].item(), losses["loss_loc"].item(), 1.0], dtype=torch.float64)
             bar.set_postfix(conf=f"{totals[0] / totals[2]:.3f}", loc=f"{totals[1] / totals[2]:.3f}")
         totals = dist.all_reduce_sum(totals)
@@ -134,7 +126,7 @@ def train_detector(cfg: DetectConfig) -> Dict[str, Any]:
             val = evaluate_detector(model, cfg.val, cfg.image_root, cfg.eval_scales, skip_bad=cfg.skip_bad, pr_plot=pr)
             metrics["val_ap"], metrics["val_ap_le3"] = val["ap"], val["ap_le3"]
         metrics["seconds"] = round(time.time() - start, 2)
-        score = metrics["val_ap"] if metrics["val_ap"] == metrics["val_ap"] else -metrics["loss_conf"] - metrics["loss_loc"]
+        score = -metrics["loss_conf"] - metrics["loss_loc"] if math.isnan(metrics["val_ap"]) else metrics["val_ap"]
         book.end_epoch(epoch, metrics, score, model, parts.optimizer, parts.scheduler, parts.scaler, {"model_name": cfg.model})
     return {"run": str(book.run) if book.run else None, "last_epoch": metrics, "best": book.best}
 

@@ -2,6 +2,7 @@
 end-of-epoch bookkeeping."""
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
 
 from . import distributed as dist
 from .checkpoint import load_checkpoint, model_state, save_checkpoint, set_rng_state
@@ -48,9 +50,14 @@ class TrainConfig:
         return min(self.epochs, self.stop_epoch) if self.stop_epoch > 0 else self.epochs
 
 
+def resolve_device(name: str) -> torch.device:
+    """``torch.device(name)``, with "auto" meaning CUDA if present, else CPU."""
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+
+
 def setup_device(name: str) -> Tuple[torch.device, bool]:
-    """The device to train on ("auto": CUDA if present) and whether torchrun launched several processes."""
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    """The device to train on (see :func:`resolve_device`) and whether torchrun launched several processes."""
+    device = resolve_device(name)
     distributed = dist.init_distributed(device.type)
     if distributed and device.type == "cuda":
         device = torch.device("cuda", dist.rank() % torch.cuda.device_count())
@@ -92,6 +99,27 @@ class TrainingParts:
     scaler: torch.amp.GradScaler
     use_amp: bool
     net: nn.Module  # the model, wrapped in DistributedDataParallel under torchrun
+
+    def epoch_batches(self, cfg: TrainConfig, epoch: int) -> tqdm:
+        """The epoch's batches (at most ``steps_per_epoch``) behind a progress bar, the model in training
+        mode and the epoch's randomness (shuffle, augmentation, dropout) a function of (seed, epoch) alone."""
+        torch.manual_seed(cfg.seed * 100_003 + epoch)
+        self.generator.manual_seed(cfg.seed * 100_003 + epoch)
+        self.sampler.set_epoch(epoch)
+        self.net.train()
+        return tqdm(itertools.islice(self.loader, self.steps_per_epoch), total=self.steps_per_epoch,
+                    desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not dist.is_main(), leave=False)
+
+    def optimize(self, loss: torch.Tensor, clip: Sequence[nn.Parameter] = (), max_norm: Optional[float] = None) -> None:
+        """One optimizer step on ``loss`` (AMP-scaled), clipping the gradient norm of ``clip`` to ``max_norm``."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if max_norm and clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(clip, max_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
 
 
 def prepare_training(cfg: TrainConfig, model: nn.Module, train_set, collate: Callable, device: torch.device,
@@ -148,12 +176,6 @@ class RunBook:
         set_rng_state(ckpt["rng"])
         if self.run is not None:
             truncate_metrics(self.run, self.start_epoch)
-
-    @staticmethod
-    def seed_epoch(seed: int, epoch: int, generator: torch.Generator) -> None:
-        """Make the epoch's randomness (shuffle, augmentation, dropout) a function of (seed, epoch) alone."""
-        torch.manual_seed(seed * 100_003 + epoch)
-        generator.manual_seed(seed * 100_003 + epoch)
 
     def end_epoch(self, epoch: int, metrics: Dict[str, Any], score: float, model: nn.Module, optimizer, scheduler, scaler,
                   extra: Optional[Dict[str, Any]] = None) -> None:
