@@ -57,9 +57,6 @@ class ImageClassFolder(Dataset):
             raise BadSampleError(f"cannot read image {path}: {err} (use --skip-bad to skip such files)") from None
         return (self.transform(img) if self.transform else img), label
 
-    def targets(self) -> List[int]:
-        return [label for _, label in self.samples]
-
 
 def collate_skipping_bad(batch):
     """Default collation of the readable samples; returns (images, labels, number skipped)."""

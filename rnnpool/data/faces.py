@@ -193,10 +193,9 @@ class FaceDataset(Dataset):
     Invalid-flagged faces are left out of training targets (they stay in evaluation as ignored faces).
     """
 
-    def __init__(self, annotations: FaceAnnotations, transform: Callable, in_channels: int = 3) -> None:
+    def __init__(self, annotations: FaceAnnotations, transform: Callable) -> None:
         self.records = annotations.records
         self.transform = transform
-        self.in_channels = in_channels
 
     def __len__(self) -> int:
         return len(self.records)

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
+from torchvision.ops import batched_nms, box_convert, box_iou, clip_boxes_to_image
 
 from ..models.face import FaceDetector
 
@@ -29,10 +29,6 @@ def make_anchors(feature_sizes: Sequence[Tuple[int, int]], strides: Sequence[int
         centres = torch.stack(((xs.reshape(-1) + 0.5) * stride, (ys.reshape(-1) + 0.5) * stride), 1).float()
         out.append(torch.cat((centres, torch.full_like(centres, float(size))), 1))
     return torch.cat(out, 0)
-
-
-def cxcywh_to_xyxy(b: torch.Tensor) -> torch.Tensor:
-    return torch.cat((b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2), 1)
 
 
 def encode(boxes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
@@ -54,7 +50,7 @@ def match(anchors: torch.Tensor, boxes: torch.Tensor, threshold: float = 0.35, c
     matched = torch.full((len(anchors),), -1, dtype=torch.long, device=anchors.device)
     if len(boxes) == 0:
         return matched
-    iou = box_iou(cxcywh_to_xyxy(anchors), boxes)  # (A, G)
+    iou = box_iou(box_convert(anchors, "cxcywh", "xyxy"), boxes)  # (A, G)
     best_iou, best_face = iou.max(1)
     positive = best_iou >= threshold
     matched[positive] = best_face[positive]
