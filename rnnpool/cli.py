@@ -11,6 +11,7 @@ Examples:
   rnnpool train detect --model rnnpool_face_c --train wider_face_train_bbx_gt.txt --val wider_face_val_bbx_gt.txt
   rnnpool eval detect --model rnnpool_face_c --weights best.pt --val wider_face_val_bbx_gt.txt --gt-dir eval_tools/ground_truth
   rnnpool detect photo.jpg --model rnnpool_face_c --weights best.pt -o out.png
+  rnnpool export c rnnpool_face_quant --calib images/ -o out/ --target cortex-m4 --run photo.jpg --json report.json
 """
 from __future__ import annotations
 
@@ -153,6 +154,27 @@ def cmd_detect(args: argparse.Namespace) -> None:
     print(json.dumps({"image": args.image, "faces": faces}))
 
 
+def cmd_export_c(args: argparse.Namespace) -> None:
+    import json
+
+    from .deploy.export import ExportError, export_c, write_report
+    from .deploy.int8_reference import DetectionSettings
+
+    settings = DetectionSettings(score_threshold=args.threshold)
+    try:
+        report = export_c(args.model, args.output, args.weights, args.calib, args.target, args.run, args.ram_kib * 1024, settings)
+    except (ExportError, ValueError, FileNotFoundError, NotImplementedError) as err:
+        raise SystemExit(f"error: {err}") from None
+    if args.json:
+        write_report(report, args.json)
+    print(report["plan"])
+    summary = {k: report[k] for k in ("bit_exact", "ram_bytes", "static_ram_bytes", "stack_bytes", "flash_bytes",
+                                      "instructions", "arena_bytes") if k in report}
+    print(json.dumps(summary))
+    if report.get("bit_exact") is False:
+        raise SystemExit("error: the C program's output differs from the int8 reference: " + "; ".join(report["mismatches"]))
+
+
 def _data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="zoo classifier name (see 'rnnpool list')")
     p.add_argument("--data", required=True, help="folder with train/ and val/ (or test/) subfolders")
@@ -264,6 +286,19 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_detect)
+
+    export = sub.add_parser("export", help="deploy a model").add_subparsers(dest="format", required=True)
+    p = export.add_parser("c", help="int8 C99 code (host or Cortex-M4 in QEMU), checked against the int8 reference")
+    p.add_argument("model", help="zoo face model (rnnpool_face_quant, rnnpool_face_m4, ...)")
+    p.add_argument("--weights", help="checkpoint from 'rnnpool train detect' (default: the model's initial weights)")
+    p.add_argument("--calib", help="calibration image or folder of images (default: the --run image)")
+    p.add_argument("-o", "--output", required=True, help="folder for the C sources, Makefile and memory report")
+    p.add_argument("--target", choices=["host", "cortex-m4"], default="host")
+    p.add_argument("--run", help="image to run the built program on and compare with the int8 reference")
+    p.add_argument("--json", help="write the report (RAM, flash, instructions, bit_exact, detections) here")
+    p.add_argument("--ram-kib", dest="ram_kib", type=int, default=256, help="RAM of the Cortex-M4 linker script")
+    p.add_argument("--threshold", type=float, default=0.5, help="detection score threshold")
+    p.set_defaults(func=cmd_export_c)
     return parser
 
 

@@ -1,0 +1,60 @@
+"""Accuracy of the int8 reference against the float model on annotated face images.
+
+Both run at the model's fixed input size (the deployed program has one); their head outputs go through the
+same S3FD post-processing, and AP is computed with the WIDER FACE protocol of
+:mod:`rnnpool.engine.widerface_eval` against the annotations (boxes scaled back to each image's pixels).
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..data.faces import load_face_annotations
+from ..engine.s3fd import S3FD
+from ..engine.widerface_eval import evaluate_widerface, truth_from_boxes
+from .export import load_image
+from .int8_reference import dequantize, run_int8
+from .quantize import QuantizedGraph
+
+
+def _flatten(maps, channels: int) -> torch.Tensor:
+    """Per-head (H, W, k) arrays -> (1, A, k), the layout of :meth:`S3FD.raw`."""
+    return torch.cat([torch.from_numpy(np.ascontiguousarray(m)).reshape(-1, channels) for m in maps]).float()[None]
+
+
+@torch.no_grad()
+def int8_accuracy(model: S3FD, graph: QuantizedGraph, annotations: str, image_root: Optional[str] = None,
+                  limit: Optional[int] = None) -> Dict[str, float]:
+    """AP of the float model and of the int8 reference, their difference, and the mean head-output SQNR (dB)."""
+    model.eval()
+    data = load_face_annotations(annotations, image_root)
+    records = data.records[:limit] if limit else data.records
+    c, h, w = graph.input_shape
+    predictions: Dict[str, Dict[str, np.ndarray]] = {"fp32": {}, "int8": {}}
+    sqnr = []
+    for record in records:
+        with Image.open(record.path) as img:
+            width, height = img.size
+        image = load_image(record.path, c, (h, w))
+        x = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 255
+        conf, loc, anchors = model.raw(x)
+        values = run_int8(graph, image)
+        q_conf = _flatten([dequantize(graph, hd.conf, values[hd.conf]) for hd in graph.heads], 2)
+        q_loc = _flatten([dequantize(graph, hd.loc, values[hd.loc]) for hd in graph.heads], 4)
+        for f, q in ((conf, q_conf), (loc, q_loc)):
+            sqnr.append(10 * np.log10(float((f**2).mean()) / max(float(((f - q) ** 2).mean()), 1e-20)))
+        factor = torch.tensor([width / w, height / h, width / w, height / h])
+        for key, (cf, lc) in (("fp32", (conf, loc)), ("int8", (q_conf, q_loc))):
+            det = model.postprocess(cf, lc, anchors)[0]
+            boxes = (det["boxes"] * factor).numpy()
+            predictions[key][record.name] = np.c_[boxes[:, :2], boxes[:, 2:] - boxes[:, :2], det["scores"].numpy()]
+    truth = truth_from_boxes({r.name: r.boxes for r in records}, {r.name: r.invalid for r in records})
+    ap = {key: evaluate_widerface(p, truth)["all"]["ap"] for key, p in predictions.items()}
+    return {"images": len(records), "ap_fp32": ap["fp32"], "ap_int8": ap["int8"], "ap_drop": ap["fp32"] - ap["int8"],
+            "head_sqnr_db": float(np.mean(sqnr))}
+
+
+__all__ = ["int8_accuracy"]
