@@ -2,11 +2,15 @@
 
     python benchmarks/operator.py [--device cpu|cuda] [--repeats 5] [--json benchmarks/results/operator.json]
 
-Times are the best of ``--repeats`` runs, baseline and fast interleaved so both see the same machine load;
-peak memory is what the call allocates beyond its input and weights (rnnpool.analysis.measure).
-Target (issue 2): fast forward throughput >= 3x the baseline on CPU at every config, >= 10x on a GPU.
+Implementations: ``baseline`` (benchmarks/baseline_rnnpool.py), ``fast`` (RNNPool2d, eager) and
+``compiled`` (RNNPool2d with rnnpool.nn.compile_recurrence: each recurrent step fused by torch.compile;
+compile time is excluded, it happens in the warm-up call). Times are the best of ``--repeats`` runs, the
+implementations interleaved so all see the same machine load; peak memory is what the call allocates
+beyond its input and weights (rnnpool.analysis.measure).
+Target (issue 2): forward throughput >= 3x the baseline on CPU at every config, >= 10x on a GPU.
 """
 import argparse
+import copy
 import json
 import sys
 import time
@@ -20,7 +24,7 @@ from baseline_rnnpool import UnfoldLoopRNNPool  # noqa: E402
 
 
 from rnnpool.analysis.measure import peak_allocated_bytes  # noqa: E402
-from rnnpool.nn import RNNPool2d  # noqa: E402
+from rnnpool.nn import RNNPool2d, compile_recurrence  # noqa: E402
 
 # name: (input channels, (H, W), patch, stride, h1 = h2, padding, batch)
 CONFIGS = {
@@ -43,22 +47,26 @@ def _timed(fn: Callable[[], object], device: str) -> float:
     return time.perf_counter() - start
 
 
-def bench_config(config: str, device: str, repeats: int) -> Dict[str, dict]:
-    """Both implementations on one config: best time and peak memory, forward and forward+backward."""
+def bench_config(config: str, device: str, repeats: int, compiled: bool = True) -> Dict[str, dict]:
+    """The implementations on one config: best time and peak memory, forward and forward+backward."""
     channels, (h, w), patch, stride, hidden, padding, batch = CONFIGS[config]
     torch.manual_seed(0)
     layer = RNNPool2d(channels, patch, stride, hidden, hidden, padding=padding).to(device)
     impls = {"baseline": UnfoldLoopRNNPool(layer), "fast": layer}
+    if compiled:
+        impls["compiled"] = compile_recurrence(copy.deepcopy(layer))
     x = torch.randn(batch, channels, h, w, device=device)
     with torch.no_grad():
-        max_diff = (impls["fast"](x) - impls["baseline"](x)).abs().max().item()
+        reference = impls["baseline"](x)
+        diffs = {name: (module(x) - reference).abs().max().item() for name, module in impls.items()}
 
     def call(module: torch.nn.Module, mode: str) -> Callable[[], object]:
         if mode == "forward":
             return lambda: torch.no_grad()(module)(x)
         return lambda: module(x).sum().backward()
 
-    results = {name: {"config": config, "impl": name, "device": device, "batch": batch, "max_abs_diff": max_diff} for name in impls}
+    results = {name: {"config": config, "impl": name, "device": device, "batch": batch, "max_abs_diff": diffs[name]}
+               for name in impls}
     for mode in ("forward", "forward_backward"):
         times = {name: [] for name in impls}
         for name, module in impls.items():
@@ -79,6 +87,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--no-compile", dest="compiled", action="store_false", help="skip the compiled variant")
     parser.add_argument("--json", default="benchmarks/results/operator.json")
     args = parser.parse_args()
 
@@ -87,24 +96,28 @@ def main() -> None:
     print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} repeats={args.repeats}")
     print(f"{'config':22s} {'impl':9s} {'fwd ms':>9s} {'fwd img/s':>10s} {'fwd MiB':>8s} {'f+b ms':>9s} {'f+b MiB':>8s}")
     for config in args.configs:
-        results = bench_config(config, args.device, args.repeats)
+        results = bench_config(config, args.device, args.repeats, args.compiled)
         for name, r in results.items():
             rows.append(r)
             print(f"{config:22s} {name:9s} {r['forward_ms']:9.1f} {r['forward_images_per_s']:10.1f} "
                   f"{r['forward_peak_mib']:8.1f} {r['forward_backward_ms']:9.1f} {r['forward_backward_peak_mib']:8.1f}")
-        base, fast = results["baseline"], results["fast"]
-        summary[config] = {
-            "forward_speedup": base["forward_ms"] / fast["forward_ms"],
-            "forward_backward_speedup": base["forward_backward_ms"] / fast["forward_backward_ms"],
-            "forward_memory_ratio": base["forward_peak_mib"] / max(fast["forward_peak_mib"], 1e-9),
-            "max_abs_diff": base["max_abs_diff"],
-        }
-        s = summary[config]
-        print(f"{'':22s} speed-up forward {s['forward_speedup']:.1f}x, forward+backward {s['forward_backward_speedup']:.1f}x, "
-              f"forward memory {s['forward_memory_ratio']:.1f}x less, max |diff| {s['max_abs_diff']:.1e}")
+        base = results["baseline"]
+        summary[config] = {"max_abs_diff": max(r["max_abs_diff"] for r in results.values())}
+        for name in [n for n in results if n != "baseline"]:
+            r = results[name]
+            summary[config].update({
+                f"{name}_forward_speedup": base["forward_ms"] / r["forward_ms"],
+                f"{name}_forward_backward_speedup": base["forward_backward_ms"] / r["forward_backward_ms"],
+                f"{name}_forward_memory_ratio": base["forward_peak_mib"] / max(r["forward_peak_mib"], 1e-9)})
+            s = summary[config]
+            print(f"{'':22s} {name}: speed-up forward {s[f'{name}_forward_speedup']:.1f}x, forward+backward "
+                  f"{s[f'{name}_forward_backward_speedup']:.1f}x, forward memory {s[f'{name}_forward_memory_ratio']:.1f}x less")
     target = 10.0 if args.device == "cuda" else 3.0
-    met = all(s["forward_speedup"] >= target for s in summary.values())
-    print(f"target: forward speed-up >= {target:.0f}x at every config: {'MET' if met else 'NOT MET'}")
+    met = {}
+    for name in ("fast", "compiled"):
+        if all(f"{name}_forward_speedup" in s for s in summary.values()):
+            met[name] = all(s[f"{name}_forward_speedup"] >= target for s in summary.values())
+            print(f"target: {name} forward speed-up >= {target:.0f}x at every config: {'MET' if met[name] else 'NOT MET'}")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),

@@ -163,7 +163,9 @@ def cmd_export_c(args: argparse.Namespace) -> None:
     settings = DetectionSettings(score_threshold=args.threshold)
     try:
         report = export_c(args.model, args.output, args.weights, args.calib, args.target, args.run, args.ram_kib * 1024, settings)
-    except (ExportError, ValueError, FileNotFoundError, NotImplementedError) as err:
+    except KeyError as err:
+        raise SystemExit(f"error: {err.args[0]}") from None
+    except (ExportError, ValueError, OSError, NotImplementedError, RuntimeError) as err:  # bad input, build or run
         raise SystemExit(f"error: {err}") from None
     if args.json:
         write_report(report, args.json)

@@ -3,10 +3,10 @@ from .activations import NONLINEARITIES, quant_sigmoid, quant_tanh
 from .factory import CELLS, create_cell
 from .fastgrnn import FastGRNNCell
 from .gated import GRUCell, LSTMCell
-from .recurrent import RecurrentCell
+from .recurrent import RecurrentCell, compile_recurrence
 from .rnnpool import RNNPool2d, rnnpool_output_size
 
 __all__ = [
     "CELLS", "NONLINEARITIES", "FastGRNNCell", "GRUCell", "LSTMCell", "RNNPool2d", "RecurrentCell",
-    "create_cell", "quant_sigmoid", "quant_tanh", "rnnpool_output_size",
+    "compile_recurrence", "create_cell", "quant_sigmoid", "quant_tanh", "rnnpool_output_size",
 ]

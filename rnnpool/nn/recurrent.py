@@ -8,11 +8,17 @@ scalars) are computed once per sequence batch by :meth:`RecurrentCell.prepare`.
 """
 from __future__ import annotations
 
+import warnings
+import weakref
 from typing import List
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+
+# Compiled step loops, per cell, kept outside the modules so that they stay picklable and copyable.
+_COMPILED: "weakref.WeakKeyDictionary[nn.Module, object]" = weakref.WeakKeyDictionary()
 
 
 class RecurrentCell(nn.Module):
@@ -24,6 +30,10 @@ class RecurrentCell(nn.Module):
         num_gates: the projection ``W x`` has ``num_gates * hidden_size`` features.
         state_size: features of the full state (``2 * hidden_size`` for the LSTM's (h, c), else ``hidden_size``).
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.compiled = False  # run_sequence through torch.compile (see rnnpool.nn.compile_recurrence)
 
     def input_weight(self) -> torch.Tensor:
         """The effective input matrix W, shape (num_gates * hidden_size, input_size)."""
@@ -65,13 +75,32 @@ class RecurrentCell(nn.Module):
     def run_sequence(self, wx: torch.Tensor) -> torch.Tensor:
         """Run the cell over projected inputs ``wx`` = W x + offset (T, B, num_gates * hidden) from a zero state.
 
-        Returns the final hidden vector (B, hidden_size).
+        Returns the final hidden vector (B, hidden_size). With ``compiled`` set (see
+        :func:`rnnpool.nn.compile_recurrence`) the steps run as kernels fused by ``torch.compile``.
         """
-        params = self.prepare()
+        if self.compiled and not torch.jit.is_scripting():
+            return self._run_compiled(wx)
+        return self._run_steps(wx, self.prepare())
+
+    def _run_steps(self, wx: torch.Tensor, params: List[torch.Tensor]) -> torch.Tensor:
         state = self.init_state(wx.shape[1], wx)
         for t in range(wx.shape[0]):
             state = self.step(wx[t], state, params)
         return self.hidden(state)
+
+    @torch.jit.unused
+    def _run_compiled(self, wx: torch.Tensor) -> torch.Tensor:
+        compiled = _COMPILED.get(self)
+        if compiled is None:
+            # dynamic=True: one kernel set serves every batch size; each sequence length is unrolled once.
+            compiled = _COMPILED[self] = torch.compile(self._run_steps, dynamic=True)
+        try:
+            return compiled(wx, self.prepare())
+        except Exception as err:  # no C++ compiler, unsupported platform...: say so once, then run eagerly
+            warnings.warn(f"{type(self).__name__}: torch.compile failed ({type(err).__name__}: {err}); "
+                          "running the recurrence eagerly", RuntimeWarning, stacklevel=2)
+            self.compiled = False
+            return self._run_steps(wx, self.prepare())
 
     def run_sequences(self, seqs: List[torch.Tensor]) -> List[torch.Tensor]:
         """Final hidden states over each (T_i, B_i, G) of ``W x`` in ``seqs`` (offset not yet added): one joint
@@ -115,3 +144,17 @@ class RecurrentCell(nn.Module):
     def forward(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """One step from a raw input ``x`` (B, input_size); returns the new state (B, state_size)."""
         return self.step(self.project(x), state, self.prepare())
+
+
+def compile_recurrence(module: nn.Module, enabled: bool = True) -> nn.Module:
+    """Run the recurrences of every cell in ``module`` through ``torch.compile`` (or back to eager mode).
+
+    Each recurrent step is a handful of elementwise passes around one small matmul; compiled, they fuse
+    into one kernel per step, which matters on CPUs. The first call per cell and sequence length compiles
+    (seconds; needs a C++ compiler on CPU); if compiling fails, a RuntimeWarning says so and the cell runs
+    eagerly. Results equal the eager ones up to float rounding; autograd works. Returns ``module``.
+    """
+    for m in module.modules():
+        if isinstance(m, RecurrentCell):
+            m.compiled = enabled
+    return module

@@ -63,3 +63,11 @@ def test_export_cli_errors_name_the_problem(tmp_path):
         main(["export", "c", "mobilenetv2", "-o", str(tmp_path), "--calib", str(tmp_path)])
     with pytest.raises(SystemExit, match="no images"):
         main(["export", "c", "rnnpool_face_m4", "-o", str(tmp_path / "out"), "--calib", str(tmp_path)])
+    with pytest.raises(SystemExit, match="unknown model"):
+        main(["export", "c", "rnnpool_face_m5", "-o", str(tmp_path), "--calib", str(tmp_path)])
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match="corrupt"):
+        main(["export", "c", "rnnpool_face_m4", "-o", str(tmp_path), "--calib", str(tmp_path), "--weights", str(tmp_path / "bad.pt")])
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    with pytest.raises(SystemExit, match="cannot read image"):
+        main(["export", "c", "rnnpool_face_m4", "-o", str(tmp_path / "out"), "--calib", str(tmp_path)])

@@ -145,3 +145,40 @@ def test_bad_input_errors():
         RNNPool2d(3, 6, 4, 4, 4, chunk_size=-2)
     with pytest.raises(ValueError, match="unknown cell 'lstn'"):
         RNNPool2d(3, 6, 4, 4, 4, cell="lstn")
+
+
+def test_compiled_recurrence_matches_eager_with_gradients():
+    from rnnpool.nn import compile_recurrence
+
+    torch.manual_seed(0)
+    layer = RNNPool2d(3, 4, 2, 4, 5, padding=1).double()
+    x = torch.randn(2, 3, 9, 10, dtype=torch.float64, requires_grad=True)
+    eager = layer(x)
+    (grad_eager,) = torch.autograd.grad(eager.square().sum(), x)
+    compiled_layer = compile_recurrence(layer)
+    assert all(m.compiled for m in (layer.rnn1, layer.rnn2))
+    compiled = compiled_layer(x)
+    (grad_compiled,) = torch.autograd.grad(compiled.square().sum(), x)
+    torch.testing.assert_close(compiled, eager, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(grad_compiled, grad_eager, atol=1e-10, rtol=1e-10)
+    compile_recurrence(layer, enabled=False)
+    assert not layer.rnn1.compiled
+
+
+def test_compile_failure_warns_and_runs_eagerly(monkeypatch):
+    from rnnpool.nn import compile_recurrence
+
+    def broken_compile(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError("no C++ compiler")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    layer = RNNPool2d(3, 4, 2, 4, 4)
+    x = torch.randn(1, 3, 8, 8)
+    expected = layer(x)
+    compile_recurrence(layer)
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
+        out = layer(x)
+    torch.testing.assert_close(out, expected)
+    assert not layer.rnn1.compiled
