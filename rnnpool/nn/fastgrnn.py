@@ -99,20 +99,35 @@ class FastGRNNCell(RecurrentCell):
     def input_offset(self) -> torch.Tensor:
         return self.bias_gate
 
-    def prepare(self) -> List[torch.Tensor]:
+    def prepare(self, compiling: bool = False) -> List[torch.Tensor]:
         zeta, nu = torch.sigmoid(self.zeta), torch.sigmoid(self.nu)
         u = self.recurrent_weight()
+        packed = u.new_zeros(0)
         if self.hidden_size < 16:
-            # CPU GEMMs with fewer than 16 output columns take a path ~3x slower than 16; multiply by U
-            # padded with zero rows to 16 and keep the first hidden_size columns.
+            # CPU GEMMs with fewer than 16 output columns take a path ~3x slower than 16. Preferred: view
+            # k = 16 // h states as one row and multiply by k copies of U on a block diagonal (the result
+            # is already laid out as (B, h)); when B is not a multiple of k, U padded with zero rows to 16.
+            copies = 16 // self.hidden_size
+            if copies > 1 and not compiling:  # the compiled loop fuses the slice instead
+                packed = torch.kron(torch.eye(copies, dtype=u.dtype, device=u.device), u)
             u = F.pad(u, (0, 0, 0, 16 - self.hidden_size))
         if self.update_nonlinearity == "tanh":  # see step: the candidate's input is doubled
-            return [u, 2.0 * (self.bias_update - self.bias_gate), zeta, -(zeta + nu), 2.0 * (zeta + nu), -2.0 * zeta]
-        return [u, self.bias_update - self.bias_gate, zeta, zeta + nu]
+            return [u, 2.0 * (self.bias_update - self.bias_gate), zeta, -(zeta + nu), 2.0 * (zeta + nu), -2.0 * zeta, packed]
+        return [u, self.bias_update - self.bias_gate, zeta, zeta + nu, packed]
+
+    def batch_multiple(self) -> int:
+        if self.hidden_size < 16 and not self.compiled:  # the block-diagonal U of prepare() packs 16 // h states
+            return max(1, 16 // self.hidden_size)
+        return 1
 
     def step(self, wx: torch.Tensor, state: torch.Tensor, params: List[torch.Tensor]) -> torch.Tensor:
+        packed = params[-1]
         if self.hidden_size < 16:
-            pre = wx + torch.mm(state, params[0].t())[:, : self.hidden_size]  # W x + U h + b_z (b_z came with wx)
+            width = packed.shape[0]
+            if width > 0 and (state.shape[0] * self.hidden_size) % width == 0 and wx.is_contiguous():
+                pre = torch.addmm(wx.reshape(-1, width), state.reshape(-1, width), packed.t()).reshape(-1, self.hidden_size)
+            else:
+                pre = wx + torch.mm(state, params[0].t())[:, : self.hidden_size]  # W x + U h + b_z (b_z came with wx)
         else:
             pre = torch.addmm(wx, state, params[0].t())
         zeta = params[2]

@@ -8,6 +8,7 @@ scalars) are computed once per sequence batch by :meth:`RecurrentCell.prepare`.
 """
 from __future__ import annotations
 
+import types
 import warnings
 import weakref
 from typing import List
@@ -16,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+
+COMPILE_MIN_HIDDEN = 8  # smaller cells run faster eagerly (see compile_recurrence)
 
 # Compiled step loops, per cell, kept outside the modules so that they stay picklable and copyable.
 _COMPILED: "weakref.WeakKeyDictionary[nn.Module, object]" = weakref.WeakKeyDictionary()
@@ -47,8 +50,9 @@ class RecurrentCell(nn.Module):
         """The effective recurrent matrix U, shape (num_gates * hidden_size, hidden_size)."""
         raise NotImplementedError
 
-    def prepare(self) -> List[torch.Tensor]:
-        """Per-batch constants for :meth:`step` (default: just U)."""
+    def prepare(self, compiling: bool = False) -> List[torch.Tensor]:
+        """Per-batch constants for :meth:`step` (default: just U); ``compiling``: for a step loop that
+        ``torch.compile`` fuses (eager-only layout tricks are left out)."""
         return [self.recurrent_weight()]
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,10 +96,14 @@ class RecurrentCell(nn.Module):
     def _run_compiled(self, wx: torch.Tensor) -> torch.Tensor:
         compiled = _COMPILED.get(self)
         if compiled is None:
-            # dynamic=True: one kernel set serves every batch size; each sequence length is unrolled once.
-            compiled = _COMPILED[self] = torch.compile(self._run_steps, dynamic=True)
+            # torch.compile caches compiled graphs per code object, with a cap on how many: give each cell
+            # its own copy of the step loop so that cells and models do not evict each other. dynamic=True:
+            # one kernel set serves every batch size; each sequence length is unrolled once.
+            loop = type(self)._run_steps
+            own = types.FunctionType(loop.__code__.replace(), loop.__globals__, loop.__name__, loop.__defaults__, loop.__closure__)
+            compiled = _COMPILED[self] = torch.compile(own, dynamic=True)
         try:
-            return compiled(wx, self.prepare())
+            return compiled(self, wx, self.prepare(compiling=True))
         except Exception as err:  # no C++ compiler, unsupported platform...: say so once, then run eagerly
             warnings.warn(f"{type(self).__name__}: torch.compile failed ({type(err).__name__}: {err}); "
                           "running the recurrence eagerly", RuntimeWarning, stacklevel=2)
@@ -133,13 +141,34 @@ class RecurrentCell(nn.Module):
         if per_image <= chunk_size:  # whole images per piece
             images = max(1, chunk_size // max(per_image, 1))
             for i in range(0, n, images):
-                pieces.append(self.run_sequence(torch.add(wx[:, i : i + images], offset).reshape(t, -1, g)))
+                pieces.append(self._run_piece(wx[:, i : i + images], offset))
         else:  # bands of lines within each image
             step = max(1, chunk_size // max(m, 1))
             for i in range(n):
                 for j in range(0, lines, step):
-                    pieces.append(self.run_sequence(torch.add(wx[:, i, j : j + step], offset).reshape(t, -1, g)))
+                    pieces.append(self._run_piece(wx[:, i, j : j + step], offset))
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 0)
+
+    def batch_multiple(self) -> int:
+        """Batch sizes :meth:`step` runs fastest at are multiples of this (run_grid pads its pieces)."""
+        return 1
+
+    def _run_piece(self, piece: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
+        """Copy a strided piece (T, ..., G) of the grid with the offset added and run it; final states of its
+        sequences. Cells with a :meth:`batch_multiple` get the copy step-major, padded with zero sequences."""
+        t, g = piece.shape[0], piece.shape[-1]
+        batch = piece[0].numel() // g
+        multiple = self.batch_multiple()
+        if multiple == 1:  # any layout will do (the copy keeps the piece's memory order)
+            return self.run_sequence(torch.add(piece, offset).reshape(t, -1, g))
+        padded = -(-batch // multiple) * multiple
+        if torch.is_grad_enabled() and (piece.requires_grad or offset.requires_grad):
+            seq = F.pad(torch.add(piece, offset).reshape(t, -1, g), (0, 0, 0, padded - batch)).contiguous()
+        else:  # no autograd: write the copy straight into a step-major padded buffer
+            seq = piece.new_empty(t, padded, g)
+            seq[:, batch:].zero_()
+            torch.add(piece, offset, out=seq[:, :batch].view(piece.shape))
+        return self.run_sequence(seq)[:batch]
 
     def forward(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """One step from a raw input ``x`` (B, input_size); returns the new state (B, state_size)."""
@@ -152,9 +181,11 @@ def compile_recurrence(module: nn.Module, enabled: bool = True) -> nn.Module:
     Each recurrent step is a handful of elementwise passes around one small matmul; compiled, they fuse
     into one kernel per step, which matters on CPUs. The first call per cell and sequence length compiles
     (seconds; needs a C++ compiler on CPU); if compiling fails, a RuntimeWarning says so and the cell runs
-    eagerly. Results equal the eager ones up to float rounding; autograd works. Returns ``module``.
+    eagerly. Results equal the eager ones up to float rounding; autograd works. Cells with fewer than
+    ``COMPILE_MIN_HIDDEN`` hidden units stay eager: their block-diagonal eager step measured faster
+    (benchmarks/operator.py). Returns ``module``.
     """
     for m in module.modules():
         if isinstance(m, RecurrentCell):
-            m.compiled = enabled
+            m.compiled = enabled and m.hidden_size >= COMPILE_MIN_HIDDEN
     return module

@@ -1,7 +1,6 @@
 """Generated C built with the host gcc must be bit-exact with the NumPy int8 reference."""
 import json
 
-import numpy as np
 import pytest
 
 from rnnpool.deploy import DetectionSettings, generate_c, quantize_model

@@ -151,7 +151,7 @@ def test_compiled_recurrence_matches_eager_with_gradients():
     from rnnpool.nn import compile_recurrence
 
     torch.manual_seed(0)
-    layer = RNNPool2d(3, 4, 2, 4, 5, padding=1).double()
+    layer = RNNPool2d(3, 4, 2, 8, 9, padding=1).double()
     x = torch.randn(2, 3, 9, 10, dtype=torch.float64, requires_grad=True)
     eager = layer(x)
     (grad_eager,) = torch.autograd.grad(eager.square().sum(), x)
@@ -174,9 +174,10 @@ def test_compile_failure_warns_and_runs_eagerly(monkeypatch):
         return run
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    layer = RNNPool2d(3, 4, 2, 4, 4)
+    layer = RNNPool2d(3, 4, 2, 8, 8)
     x = torch.randn(1, 3, 8, 8)
     expected = layer(x)
+    assert not compile_recurrence(RNNPool2d(3, 4, 2, 4, 4)).rnn1.compiled  # small cells stay eager
     compile_recurrence(layer)
     with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
         out = layer(x)
