@@ -107,9 +107,12 @@ class _Generator:
                 raise NotImplementedError(f"{op.output} reads {op.input}, which is not streamed")
             if op.output not in self.head_of and op.output not in self.loc_of:
                 self.streamed.append(op.output)
-        for op in [o for o in ops if isinstance(o, QRNNPool)]:
-            if op.patch[0] > 16:
+        for op in ops:
+            if isinstance(op, QRNNPool) and op.patch[0] > 16:
                 raise NotImplementedError(f"C export supports RNNPool patches of at most 16 rows, got {op.patch}")
+            for conv in ([op] if isinstance(op, QConv) else op.convs() if isinstance(op, QMBConv) else []):
+                if conv.kernel > 7:  # RT_MAX_KERNEL in rnnpool_rt.c
+                    raise NotImplementedError(f"C export supports kernels of at most 7x7, got {conv.kernel} ({conv.output})")
         if self.pool.input not in self.streamed:
             raise NotImplementedError("the first RNNPool must read the image or a streamed map")
         self.steps: List[_Step] = []

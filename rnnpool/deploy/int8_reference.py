@@ -13,10 +13,10 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
+from ..engine.s3fd import VARIANCES
 from .fixedpoint import INT16_MAX, INT16_MIN, STATE_BITS, lut_lookup, requantize, saturate
 from .quantize import INPUT_ZERO_POINT, QAdd, QConv, QFastGRNN, QMBConv, QRNNPool, QuantizedGraph
 
-VARIANCES = (0.1, 0.2)
 SCORE_BITS = 16  # detection keys are logits in Q16
 
 

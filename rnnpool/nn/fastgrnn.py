@@ -107,7 +107,7 @@ class FastGRNNCell(RecurrentCell):
             # CPU GEMMs with fewer than 16 output columns take a path ~3x slower than 16. Preferred: view
             # k = 16 // h states as one row and multiply by k copies of U on a block diagonal (the result
             # is already laid out as (B, h)); when B is not a multiple of k, U padded with zero rows to 16.
-            copies = 16 // self.hidden_size
+            copies = self._pack_copies()
             if copies > 1 and not compiling:  # the compiled loop fuses the slice instead
                 packed = torch.kron(torch.eye(copies, dtype=u.dtype, device=u.device), u)
             u = F.pad(u, (0, 0, 0, 16 - self.hidden_size))
@@ -115,10 +115,12 @@ class FastGRNNCell(RecurrentCell):
             return [u, 2.0 * (self.bias_update - self.bias_gate), zeta, -(zeta + nu), 2.0 * (zeta + nu), -2.0 * zeta, packed]
         return [u, self.bias_update - self.bias_gate, zeta, zeta + nu, packed]
 
+    def _pack_copies(self) -> int:
+        """States packed per row against the block-diagonal U of :meth:`prepare` (1: no packing)."""
+        return 16 // self.hidden_size if self.hidden_size < 16 else 1
+
     def batch_multiple(self) -> int:
-        if self.hidden_size < 16 and not self.compiled:  # the block-diagonal U of prepare() packs 16 // h states
-            return max(1, 16 // self.hidden_size)
-        return 1
+        return 1 if self.compiled else self._pack_copies()
 
     def step(self, wx: torch.Tensor, state: torch.Tensor, params: List[torch.Tensor]) -> torch.Tensor:
         packed = params[-1]

@@ -184,6 +184,14 @@ static void run_sequence(const rt_fastgrnn *c, const int32_t *wx, int n, int ste
     for (int t = 0; t < n; ++t) fastgrnn_step(c, wx + (ptrdiff_t)t * step, h, pre);
 }
 
+/* Padding pixels of an RNNPool output: the output affine of a zero state. */
+static void pad_pixels(const rt_rnnpool *p, int8_t *out, int count) {
+    const int channels = 4 * p->rnn2->hidden;
+    for (int i = 0; i < count; ++i)
+        for (int ch = 0; ch < channels; ++ch)
+            out[(size_t)i * channels + ch] = rt_clamp8(rt_rq(p->out_bias[ch], 1, p->out_shift) + p->out_zp, -128, 127);
+}
+
 void rt_rnnpool_row(const rt_rnnpool *p, const int8_t *const *rows, int8_t *out, int32_t *scratch) {
     const rt_fastgrnn *c1 = p->rnn1, *c2 = p->rnn2;
     const int r = p->r, c = p->c, h1 = c1->hidden, h2 = c2->hidden, channels = 4 * h2;
@@ -216,18 +224,10 @@ void rt_rnnpool_row(const rt_rnnpool *p, const int8_t *const *rows, int8_t *out,
             }
         }
     }
-    for (int ox = p->w_out; ox < p->w_out + p->pad_right; ++ox) {
-        for (int ch = 0; ch < channels; ++ch)
-            out[(size_t)ox * channels + ch] = rt_clamp8(rt_rq(p->out_bias[ch], 1, p->out_shift) + p->out_zp, -128, 127);
-    }
+    pad_pixels(p, out + (size_t)p->w_out * channels, p->pad_right);
 }
 
-void rt_rnnpool_pad_row(const rt_rnnpool *p, int8_t *out) {
-    const int channels = 4 * p->rnn2->hidden;
-    for (int ox = 0; ox < p->w_out + p->pad_right; ++ox)
-        for (int ch = 0; ch < channels; ++ch)
-            out[(size_t)ox * channels + ch] = rt_clamp8(rt_rq(p->out_bias[ch], 1, p->out_shift) + p->out_zp, -128, 127);
-}
+void rt_rnnpool_pad_row(const rt_rnnpool *p, int8_t *out) { pad_pixels(p, out, p->w_out + p->pad_right); }
 
 uint32_t rt_fnv1a(uint32_t hash, const int8_t *data, size_t n) {
     for (size_t i = 0; i < n; ++i) hash = (hash ^ (uint8_t)data[i]) * 16777619u;
