@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import sys
-from typing import List, Optional, Sequence
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Tuple
 
 from torch import nn
 
@@ -42,14 +44,11 @@ def build_model(name: str) -> nn.Module:
         available = torchvision.models.list_models(module=torchvision.models)
         if tv_name not in available:
             close = difflib.get_close_matches(tv_name, available, n=1)
-            raise SystemExit(f"error: unknown torchvision model {tv_name!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+            raise KeyError(f"unknown torchvision model {tv_name!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
         return torchvision.models.get_model(tv_name, weights=None)
     from .models import create_model
 
-    try:
-        return create_model(name)
-    except KeyError as err:
-        raise SystemExit(f"error: {err.args[0]}") from None
+    return create_model(name)
 
 
 def _default_input(name: str) -> List[int]:
@@ -80,7 +79,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
                 print("  ".join(f"{k}={v}" for k, v in row.items()))
         return
     if not args.model:
-        raise SystemExit("error: give a MODEL (see 'rnnpool list') or --zoo")
+        raise ValueError("give a MODEL (see 'rnnpool list') or --zoo")
     names = [args.model] + ([args.compare] if args.compare else [])
     profiles = []
     for name in names:
@@ -91,8 +90,9 @@ def cmd_profile(args: argparse.Namespace) -> None:
         print()
     if len(profiles) > 1:
         print(compare_table(profiles))
-    if args.json:
-        profiles[0].save_json(args.json)
+    if args.json:  # the model's profile; with --compare, the other one under "compare"
+        extra = {"compare": profiles[1].to_dict()} if len(profiles) > 1 else {}
+        Path(args.json).write_text(json.dumps({**profiles[0].to_dict(), **extra}, indent=2))
     if args.csv:
         profiles[0].save_csv(args.csv)
     if args.plot:
@@ -104,9 +104,14 @@ def _config(cls, args: argparse.Namespace):
     return cls(**{f: getattr(args, f) for f in cls.__dataclass_fields__ if hasattr(args, f)})
 
 
+def _model_kwargs(args: argparse.Namespace) -> dict:
+    return dict(args.model_arg) if args.model_arg else {}
+
+
 def cmd_train_classify(args: argparse.Namespace) -> None:
     from .engine import ClassifyConfig, train_classifier
 
+    args.model_kwargs = _model_kwargs(args)
     train_classifier(_config(ClassifyConfig, args))
 
 
@@ -114,10 +119,23 @@ def cmd_eval_classify(args: argparse.Namespace) -> None:
     from .engine import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.model, args.weights, args.data, args.layout, args.input_size, args.batch_size,
-                                 args.workers, args.device, args.skip_bad)
+                                 args.workers, args.device, args.skip_bad, _model_kwargs(args) if args.model_arg else None)
     print(f"top-1 {result['top1']:.4f} on {result['samples']} images (loss {result['loss']:.4f})")
     for name, acc in zip(result["classes"], result["per_class"]):
         print(f"  {name:20s} {acc:.4f}")
+
+
+def _model_arg(text: str) -> Tuple[str, Any]:
+    """KEY=VALUE, the value read as YAML: downsample=avg, width_mult=0.5, block_config=[12,8]."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"model arguments look like KEY=VALUE (e.g. downsample=avg), got {text!r}")
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(f"cannot read the value of {text!r}") from None
 
 
 def _scales(text: str) -> List[float]:
@@ -145,8 +163,6 @@ def cmd_eval_detect(args: argparse.Namespace) -> None:
 
 
 def cmd_detect(args: argparse.Namespace) -> None:
-    import json
-
     from .engine import build_detector, detect_image
 
     model = build_detector(args.model, args.weights, args.device)
@@ -155,18 +171,11 @@ def cmd_detect(args: argparse.Namespace) -> None:
 
 
 def cmd_export_c(args: argparse.Namespace) -> None:
-    import json
-
-    from .deploy.export import ExportError, export_c, write_report
+    from .deploy.export import export_c, write_report
     from .deploy.int8_reference import DetectionSettings
 
     settings = DetectionSettings(score_threshold=args.threshold)
-    try:
-        report = export_c(args.model, args.output, args.weights, args.calib, args.target, args.run, args.ram_kib * 1024, settings)
-    except KeyError as err:
-        raise SystemExit(f"error: {err.args[0]}") from None
-    except (ExportError, ValueError, OSError, NotImplementedError, RuntimeError) as err:  # bad input, build or run
-        raise SystemExit(f"error: {err}") from None
+    report = export_c(args.model, args.output, args.weights, args.calib, args.target, args.run, args.ram_kib * 1024, settings)
     if args.json:
         write_report(report, args.json)
     print(report["plan"])
@@ -187,6 +196,9 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="auto")
     p.add_argument("--skip-bad", dest="skip_bad", action="store_true", help="skip unreadable images and count them")
+    p.add_argument("--model-arg", dest="model_arg", type=_model_arg, action="append", metavar="KEY=VALUE",
+                   help="model option, repeatable: downsample=avg|max|strided_conv|renet, last_pool=rnnpool, width_mult=0.5, "
+                        "intermediate_pool=rnnpool, block_config=[12,8] (eval: default from the checkpoint)")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -304,9 +316,33 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What bad input raises in the library (missing or corrupt files, unknown names, bad settings, a failed
+# build): the CLI prints the message, which names the problem, instead of a traceback.
+USER_ERRORS = (OSError, KeyError, ValueError, RuntimeError, NotImplementedError)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Run the command. A user error exits with status 1 and ``error: <message>``, Ctrl-C with 130;
+    RNNPOOL_TRACEBACK=1 shows the traceback instead."""
     args = make_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        if _want_traceback():
+            raise
+        print("\ninterrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except USER_ERRORS as err:
+        if _want_traceback():
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        raise SystemExit(f"error: {message}") from None
+
+
+def _want_traceback() -> bool:
+    import os
+
+    return os.environ.get("RNNPOOL_TRACEBACK", "") not in ("", "0")
 
 
 if __name__ == "__main__":

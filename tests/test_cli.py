@@ -12,6 +12,7 @@ def test_profile_compare_writes_files(tmp_path, capsys):
     assert "mobilenetv2_035_rnnpool" in out and "RAM vs first" in out
     data = json.loads((tmp_path / "a.json").read_text())
     assert data["model"] == "mobilenetv2_035_rnnpool" and data["dtype"] == "int8" and data["convention"] == "layer"
+    assert data["compare"]["model"] == "mobilenetv2_035" and data["compare"]["peak_bytes"] > 5 * data["peak_bytes"]
     assert (tmp_path / "a.csv").exists() and (tmp_path / "a.png").exists()
 
 
@@ -40,3 +41,36 @@ def test_bad_input_shape(capsys):
     with pytest.raises(SystemExit):
         main(["profile", "mobilenetv2", "--input", "3by224"])
     assert "input shape must look like 3x224x224" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "classify", "--model", "mobilenetv2_035", "--data", "/no/such/folder"], "error: /no/such/folder: no train folder"),
+    (["train", "classify", "--model", "mobilenetv2_03", "--data", "."], "error: unknown model 'mobilenetv2_03'; did you mean"),
+    (["train", "detect", "--model", "rnnpool_face_a", "--train", "/no/gt.txt"], "error: annotation file /no/gt.txt does not exist"),
+    (["eval", "detect", "--model", "mobilenetv2", "--val", "x.txt"], "error: 'mobilenetv2' is not a face detector"),
+])
+def test_training_errors_are_messages_not_tracebacks(argv, message, monkeypatch):
+    monkeypatch.delenv("RNNPOOL_TRACEBACK", raising=False)
+    with pytest.raises(SystemExit, match=message):
+        main(argv)
+
+
+def test_corrupt_checkpoint_and_traceback_switch(tmp_path, monkeypatch):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    argv = ["detect", "photo.jpg", "--model", "rnnpool_face_a", "--weights", str(junk), "--device", "cpu"]
+    with pytest.raises(SystemExit, match=f"error: checkpoint {junk} is corrupt or not a checkpoint"):
+        main(argv)
+    monkeypatch.setenv("RNNPOOL_TRACEBACK", "1")
+    with pytest.raises(RuntimeError, match="corrupt or not a checkpoint"):
+        main(argv)
+
+
+def test_ctrl_c_exits_130(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("rnnpool.cli.cmd_list", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["list"])
+    assert exit_info.value.code == 130 and "interrupted" in capsys.readouterr().err

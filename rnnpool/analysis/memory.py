@@ -107,16 +107,23 @@ def _producers(trace: Trace) -> Dict[int, Op]:
 
 
 def _streamed(trace: Trace, made: Dict[int, Op]) -> Set[int]:
-    """Storages computed band by band for the first RNNPool: the network input and all that feeds it."""
+    """Storages computed band by band for the first RNNPool: the network input and all that feeds it,
+    except a map that is still needed once the RNNPool has run (a later consumer, or a network output),
+    which is held whole."""
     first = next((op for op in trace.ops if isinstance(op.module, RNNPool2d)), None)
     if first is None:
         return set()
-    streamed, todo = set(trace.inputs), list(first.inputs)
+    last_use: Dict[int, int] = {}
+    for op in trace.ops:
+        for sid in op.inputs:
+            last_use[sid] = op.index
+    streamed, todo = set(), list(trace.inputs) + list(first.inputs)
     while todo:
         sid = todo.pop()
         if sid in streamed:
             continue
-        streamed.add(sid)
+        if last_use.get(sid, -1) <= first.index and sid not in trace.outputs:
+            streamed.add(sid)
         if sid in made:
             todo.extend(made[sid].inputs)
     return streamed

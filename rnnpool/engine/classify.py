@@ -80,29 +80,33 @@ def train_classifier(cfg: ClassifyConfig) -> Dict[str, Any]:
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     rnn_params = _rnn_parameters(model)
     metrics: Dict[str, Any] = {}
-    for epoch in range(book.start_epoch, cfg.end_epoch()):
-        totals = torch.zeros(4, dtype=torch.float64)  # loss sum, correct, seen, skipped (unreadable + lone samples)
-        start = time.time()
-        bar = parts.epoch_batches(cfg, epoch)
-        for images, labels, skipped in bar:
-            totals[3] += skipped
-            if images is None or images.shape[0] < 2:  # all unreadable, or one sample left: BN cannot train on it
-                totals[3] += 0 if images is None else 1
-                continue
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            with torch.autocast(device.type, enabled=parts.use_amp):
-                logits = parts.net(images)
-                loss = criterion(logits, labels)
-            parts.optimize(loss, rnn_params, cfg.rnn_clip)
-            totals += torch.tensor([loss.item() * labels.numel(), (logits.argmax(1) == labels).sum().item(), labels.numel(), 0.0], dtype=torch.float64)
-            mem = f"{torch.cuda.memory_allocated(device) / 2**30:.2f}G" if device.type == "cuda" else "cpu"
-            bar.set_postfix(loss=f"{totals[0] / max(totals[2], 1):.4f}", acc=f"{totals[1] / max(totals[2], 1):.3f}", mem=mem)
-        totals = dist.all_reduce_sum(totals)
-        val = evaluate_classifier(model, val_loader, num_classes, device)
-        metrics = {"epoch": epoch + 1, "lr": parts.optimizer.param_groups[0]["lr"], "train_loss": totals[0].item() / max(totals[2].item(), 1),
-                   "train_top1": totals[1].item() / max(totals[2].item(), 1), "val_loss": val["loss"], "val_top1": val["top1"],
-                   "skipped": int(totals[3].item()), "seconds": round(time.time() - start, 2)}
-        book.end_epoch(epoch, metrics, val["top1"], model, parts.optimizer, parts.scheduler, parts.scaler, {"classes": train_set.classes})
+    with book.interruptible():
+        for epoch in range(book.start_epoch, cfg.end_epoch()):
+            totals = torch.zeros(4, dtype=torch.float64)  # loss sum, correct, seen, skipped (unreadable + lone samples)
+            start = time.time()
+            bar = parts.epoch_batches(cfg, epoch)
+            for images, labels, skipped in bar:
+                totals[3] += skipped
+                if images is None or images.shape[0] < 2:  # all unreadable, or one sample left: BN cannot train on it
+                    totals[3] += 0 if images is None else 1
+                    continue
+                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+                with torch.autocast(device.type, enabled=parts.use_amp):
+                    logits = parts.net(images)
+                    loss = criterion(logits, labels)
+                parts.optimize(loss, rnn_params, cfg.rnn_clip)
+                correct = (logits.argmax(1) == labels).sum().item()
+                totals += torch.tensor([loss.item() * labels.numel(), correct, labels.numel(), 0.0], dtype=torch.float64)
+                mem = f"{torch.cuda.memory_allocated(device) / 2**30:.2f}G" if device.type == "cuda" else "cpu"
+                bar.set_postfix(loss=f"{totals[0] / max(totals[2], 1):.4f}", acc=f"{totals[1] / max(totals[2], 1):.3f}", mem=mem)
+            totals = dist.all_reduce_sum(totals)
+            val = evaluate_classifier(model, val_loader, num_classes, device)
+            seen = max(totals[2].item(), 1)
+            metrics = {"epoch": epoch + 1, "lr": parts.optimizer.param_groups[0]["lr"], "train_loss": totals[0].item() / seen,
+                       "train_top1": totals[1].item() / seen, "val_loss": val["loss"], "val_top1": val["top1"],
+                       "skipped": int(totals[3].item()), "seconds": round(time.time() - start, 2)}
+            book.end_epoch(epoch, metrics, val["top1"], model, parts.optimizer, parts.scheduler, parts.scaler,
+                           {"classes": train_set.classes})
     final = evaluate_classifier(model, val_loader, num_classes, device)
     if book.run is not None:
         print(f"top-1 {final['top1']:.4f} on {final['samples']} images; per class: "
@@ -112,13 +116,20 @@ def train_classifier(cfg: ClassifyConfig) -> Dict[str, Any]:
 
 
 def evaluate_checkpoint(model_name: str, weights: Optional[str], data: str, layout: str = "imagefolder", input_size: int = 224,
-                        batch_size: int = 64, workers: int = 2, device: str = "auto", skip_bad: bool = False) -> Dict[str, Any]:
-    """Top-1 and per-class accuracy of ``model_name`` with ``weights`` on ``data``'s val (or test) split."""
+                        batch_size: int = 64, workers: int = 2, device: str = "auto", skip_bad: bool = False,
+                        model_kwargs: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Top-1 and per-class accuracy of ``model_name`` with ``weights`` on ``data``'s val (or test) split.
+
+    ``model_kwargs`` (e.g. ``{"downsample": "avg"}``) default to those the checkpoint's run was trained with.
+    """
     dev, _ = setup_device(device)
     _, val_set = build_classification_data(data, input_size, layout, skip_bad)
-    model = create_model(model_name, num_classes=len(val_set.classes), input_size=input_size).to(dev)
+    checkpoint = load_checkpoint(weights) if weights else {}
+    if model_kwargs is None:
+        model_kwargs = checkpoint.get("config", {}).get("model_kwargs", {})
+    model = create_model(model_name, num_classes=len(val_set.classes), input_size=input_size, **model_kwargs).to(dev)
     if weights:
-        model.load_state_dict(model_state(load_checkpoint(weights)))
+        model.load_state_dict(model_state(checkpoint))
     loader = DataLoader(val_set, batch_size, sampler=dist.ShardSampler(len(val_set)), num_workers=workers, collate_fn=collate_skipping_bad)
     result = evaluate_classifier(model, loader, len(val_set.classes), dev)
     return {**result, "classes": val_set.classes}

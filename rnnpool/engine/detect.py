@@ -103,31 +103,32 @@ def train_detector(cfg: DetectConfig) -> Dict[str, Any]:
     book.resume(model, parts.optimizer, parts.scheduler, parts.scaler)
     end_epoch = cfg.end_epoch()
     metrics: Dict[str, Any] = {}
-    for epoch in range(book.start_epoch, end_epoch):
-        totals = torch.zeros(3, dtype=torch.float64)  # conf loss, loc loss, batches
-        start = time.time()
-        bar = parts.epoch_batches(cfg, epoch)
-        for images, targets in bar:
-            images = images.to(device, non_blocking=True)
-            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-            with torch.autocast(device.type, enabled=parts.use_amp):
-                losses = parts.net(images, targets)
-            parts.optimize(losses["loss_conf"] + losses["loss_loc"])
-            totals += torch.tensor([losses["loss_conf"].item(), losses["loss_loc"].item(), 1.0], dtype=torch.float64)
-            bar.set_postfix(conf=f"{totals[0] / totals[2]:.3f}", loc=f"{totals[1] / totals[2]:.3f}")
-        totals = dist.all_reduce_sum(totals)
-        metrics = {"epoch": epoch + 1, "lr": parts.optimizer.param_groups[0]["lr"], "loss_conf": totals[0].item() / max(totals[2].item(), 1),
-                   "loss_loc": totals[1].item() / max(totals[2].item(), 1), "val_ap": float("nan"), "val_ap_le3": float("nan"),
-                   "seconds": 0.0}
-        last = epoch + 1 == end_epoch
-        if cfg.val and dist.is_main() and ((epoch + 1) % cfg.eval_period == 0 or last):
-            model.eval()
-            pr = str(book.run / "pr.png") if book.run is not None else None
-            val = evaluate_detector(model, cfg.val, cfg.image_root, cfg.eval_scales, skip_bad=cfg.skip_bad, pr_plot=pr)
-            metrics["val_ap"], metrics["val_ap_le3"] = val["ap"], val["ap_le3"]
-        metrics["seconds"] = round(time.time() - start, 2)
-        score = -metrics["loss_conf"] - metrics["loss_loc"] if math.isnan(metrics["val_ap"]) else metrics["val_ap"]
-        book.end_epoch(epoch, metrics, score, model, parts.optimizer, parts.scheduler, parts.scaler, {"model_name": cfg.model})
+    with book.interruptible():
+        for epoch in range(book.start_epoch, end_epoch):
+            totals = torch.zeros(3, dtype=torch.float64)  # conf loss, loc loss, batches
+            start = time.time()
+            bar = parts.epoch_batches(cfg, epoch)
+            for images, targets in bar:
+                images = images.to(device, non_blocking=True)
+                targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+                with torch.autocast(device.type, enabled=parts.use_amp):
+                    losses = parts.net(images, targets)
+                parts.optimize(losses["loss_conf"] + losses["loss_loc"])
+                totals += torch.tensor([losses["loss_conf"].item(), losses["loss_loc"].item(), 1.0], dtype=torch.float64)
+                bar.set_postfix(conf=f"{totals[0] / totals[2]:.3f}", loc=f"{totals[1] / totals[2]:.3f}")
+            totals = dist.all_reduce_sum(totals)
+            metrics = {"epoch": epoch + 1, "lr": parts.optimizer.param_groups[0]["lr"], "loss_conf": totals[0].item() / max(totals[2].item(), 1),
+                       "loss_loc": totals[1].item() / max(totals[2].item(), 1), "val_ap": float("nan"), "val_ap_le3": float("nan"),
+                       "seconds": 0.0}
+            last = epoch + 1 == end_epoch
+            if cfg.val and dist.is_main() and ((epoch + 1) % cfg.eval_period == 0 or last):
+                model.eval()
+                pr = str(book.run / "pr.png") if book.run is not None else None
+                val = evaluate_detector(model, cfg.val, cfg.image_root, cfg.eval_scales, skip_bad=cfg.skip_bad, pr_plot=pr)
+                metrics["val_ap"], metrics["val_ap_le3"] = val["ap"], val["ap_le3"]
+            metrics["seconds"] = round(time.time() - start, 2)
+            score = -metrics["loss_conf"] - metrics["loss_loc"] if math.isnan(metrics["val_ap"]) else metrics["val_ap"]
+            book.end_epoch(epoch, metrics, score, model, parts.optimizer, parts.scheduler, parts.scaler, {"model_name": cfg.model})
     return {"run": str(book.run) if book.run else None, "last_epoch": metrics, "best": book.best}
 
 

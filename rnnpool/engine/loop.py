@@ -2,11 +2,13 @@
 end-of-epoch bookkeeping."""
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -14,6 +16,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
+from ..models import model_info
 from . import distributed as dist
 from .checkpoint import load_checkpoint, model_state, save_checkpoint, set_rng_state
 from .run_dir import append_metrics, new_run_dir, plot_curves, truncate_metrics, write_config
@@ -45,6 +48,15 @@ class TrainConfig:
     skip_bad: bool = False
     max_steps: int = 0  # cap on steps per epoch (0: all)
     stop_epoch: int = 0  # stop after this epoch (0: at ``epochs``); the schedule still spans ``epochs``
+
+    def __post_init__(self) -> None:
+        model_info(self.model)  # an unknown name fails here, naming the closest one, before any data is read
+        for name in ("epochs", "batch_size", "input_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0 or self.warmup_epochs < 0 or self.max_steps < 0 or self.stop_epoch < 0:
+            raise ValueError(f"need lr > 0 and warmup_epochs, max_steps, stop_epoch >= 0; got lr={self.lr}, "
+                             f"warmup_epochs={self.warmup_epochs}, max_steps={self.max_steps}, stop_epoch={self.stop_epoch}")
 
     def end_epoch(self) -> int:
         return min(self.epochs, self.stop_epoch) if self.stop_epoch > 0 else self.epochs
@@ -152,6 +164,7 @@ class RunBook:
         self.cfg = cfg
         self.curves = curves
         self.start_epoch, self.best = 0, float("-inf")
+        self.saved_epoch = 0  # epochs held by weights/last.pt
         self.run: Optional[Path] = None
         if dist.is_main():
             self.run = new_run_dir(cfg.project, cfg.name, exist_ok=cfg.exist_ok or cfg.resume is not None)
@@ -173,9 +186,23 @@ class RunBook:
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
         self.start_epoch, self.best = ckpt["epoch"], ckpt["best"]
+        self.saved_epoch = self.start_epoch
         set_rng_state(ckpt["rng"])
         if self.run is not None:
             truncate_metrics(self.run, self.start_epoch)
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """Around the epoch loop: on Ctrl-C, say which epoch ``weights/last.pt`` holds and how to resume."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            if self.run is not None:
+                last = self.run / "weights" / "last.pt"
+                saved = (f"{last} holds epoch {self.saved_epoch}; continue with --resume {last}" if self.saved_epoch
+                         else "no epoch was finished")
+                print(f"\ninterrupted: {saved}", file=sys.stderr, flush=True)
+            raise
 
     def end_epoch(self, epoch: int, metrics: Dict[str, Any], score: float, model: nn.Module, optimizer, scheduler, scaler,
                   extra: Optional[Dict[str, Any]] = None) -> None:
@@ -186,9 +213,12 @@ class RunBook:
             return
         payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                    "scaler": scaler.state_dict(), "epoch": epoch + 1, "best": self.best, "config": asdict(self.cfg), **(extra or {})}
-        save_checkpoint(self.run / "weights" / "last.pt", payload)
-        if improved:
-            save_checkpoint(self.run / "weights" / "best.pt", payload)
+        # last.pt goes last: it is what --resume continues from, so everything before it is redone if the
+        # process dies in between (the metrics row is then rewritten, not lost)
         append_metrics(self.run, metrics)
         plot_curves(self.run, self.curves)
+        if improved:
+            save_checkpoint(self.run / "weights" / "best.pt", payload)
+        save_checkpoint(self.run / "weights" / "last.pt", payload)
+        self.saved_epoch = epoch + 1
         print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()), flush=True)

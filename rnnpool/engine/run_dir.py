@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Union
 
@@ -22,14 +23,19 @@ def write_config(run: Path, config: Dict[str, Any]) -> None:
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-def append_metrics(run: Path, row: Dict[str, Any]) -> None:
-    path = run / "metrics.csv"
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
+def write_metrics(run: Path, rows: Sequence[Dict[str, Any]]) -> None:
+    """Replace metrics.csv with ``rows`` atomically (a killed process leaves the old file or the new one)."""
+    path, tmp = run / "metrics.csv", run / "metrics.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        if rows:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
-        writer.writerow(row)
+            writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def append_metrics(run: Path, row: Dict[str, Any]) -> None:
+    write_metrics(run, read_metrics(run) + [row])
 
 
 def read_metrics(run: Path) -> List[Dict[str, str]]:
@@ -41,13 +47,8 @@ def read_metrics(run: Path) -> List[Dict[str, str]]:
 
 
 def truncate_metrics(run: Path, epochs: int) -> None:
-    """Keep the first ``epochs`` rows (a resumed run rewrites what came after its checkpoint)."""
-    rows = read_metrics(run)[:epochs]
-    path = run / "metrics.csv"
-    if path.exists():
-        path.unlink()
-    for row in rows:
-        append_metrics(run, row)
+    """Keep the rows of the first ``epochs`` epochs (a resumed run rewrites what came after its checkpoint)."""
+    write_metrics(run, [row for row in read_metrics(run) if int(row["epoch"]) <= epochs])
 
 
 def plot_curves(run: Path, pairs: Sequence[Sequence[str]]) -> None:

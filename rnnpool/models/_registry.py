@@ -57,4 +57,10 @@ def model_info(name: str) -> ModelInfo:
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name``; ``kwargs`` go to its constructor (e.g. ``num_classes=10``)."""
-    return model_info(name).builder(**kwargs)
+    info = model_info(name)
+    try:
+        return info.builder(**kwargs)
+    except TypeError as err:
+        if "unexpected keyword argument" not in str(err):
+            raise
+        raise ValueError(f"model {name!r} has no option {str(err).split('argument ')[-1]}") from None

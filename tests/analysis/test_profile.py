@@ -126,3 +126,20 @@ def test_rnnpool_layer_in_the_middle_holds_its_input():
     # the first RNNPool streams everything before it: its input is never held
     assert unit(p, "3").held_bytes == (16 * 4 * 4 + 8 * 16) * F32
     assert unit(p, "0").held_bytes == 0
+
+
+def test_map_needed_after_the_rnnpool_is_held_whole():
+    """A stem map with a consumer after the RNNPool (here a skip branch) cannot be streamed away."""
+    class SkipAroundPool(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, padding=1)
+            self.pool = RNNPool2d(8, 4, 4, 4, 4)
+
+        def forward(self, x):
+            s = self.stem(x)
+            return self.pool(s), nn.functional.avg_pool2d(s, 4)
+
+    p = profile_model(SkipAroundPool(), (3, 16, 16))
+    assert unit(p, "stem").held_bytes == 8 * 16 * 16 * F32  # the image still streams; the stem map is held
+    assert unit(p, "pool").held_bytes == (8 * 16 * 16 + 16 * 4 * 4 + 8 * 4 * 4) * F32

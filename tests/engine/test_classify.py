@@ -1,6 +1,8 @@
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -47,6 +49,44 @@ def test_resume_is_bit_exact(color_data, tmp_path):
                                         **{**common, "epochs": 3, "lr": 0.1}))
 
 
+def _wait_for(path, proc, timeout=120.0):
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_or_interrupted_run_resumes_exactly(sig, color_data, tmp_path):
+    """A run stopped mid-epoch (SIGKILL, or Ctrl-C) loses at most that epoch; --resume ends where an
+    uninterrupted run ends, weight for weight."""
+    cli = [sys.executable, "-m", "rnnpool.cli", "train", "classify", "--model", "mobilenetv2_035_rnnpool", "--data", str(color_data),
+           "--input-size", "64", "--epochs", "4", "--batch-size", "4", "--workers", "0", "--device", "cpu", "--project", str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    run = lambda *extra: subprocess.run(cli + list(extra), capture_output=True, text=True, env=env, timeout=300)  # noqa: E731
+    assert run("--name", "straight").returncode == 0
+    proc = subprocess.Popen(cli + ["--name", "stopped"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    last = tmp_path / "stopped" / "weights" / "last.pt"
+    _wait_for(last, proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    saved = load_checkpoint(last)["epoch"]
+    assert saved < 4, "the run finished before it could be stopped"
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+        assert f"interrupted: {last} holds epoch {saved}; continue with --resume {last}" in err
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    resumed = run("--name", "stopped", "--resume", str(last))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = load_checkpoint(tmp_path / "straight" / "weights" / "last.pt")["model"]
+    b = load_checkpoint(last)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    losses = lambda name: [row.split(",")[:3] for row in (tmp_path / name / "metrics.csv").read_text().splitlines()]  # noqa: E731
+    assert losses("stopped") == losses("straight")  # one row per epoch, none lost or doubled
+
+
 def test_bad_image_is_named_or_skipped(color_data, tmp_path):
     bad = color_data / "train" / "red" / "zz_broken.png"
     bad.write_bytes(b"not an image at all")
@@ -83,6 +123,24 @@ def test_cli_train_and_eval(color_data, tmp_path, capsys):
           "--weights", str(tmp_path / "cli" / "weights" / "last.pt")])
     out = capsys.readouterr().out
     assert "top-1" in out and "green" in out
+
+
+def test_cli_model_arguments_train_an_ablation_variant(color_data, tmp_path, capsys):
+    """--model-arg builds the pooling-ablation variant; eval rebuilds it from the checkpoint's run settings."""
+    common = ["--data", str(color_data), "--input-size", "32", "--workers", "0", "--device", "cpu"]
+    main(["train", "classify", "--model", "mobilenetv2_rnnpool", *common, "--epochs", "1", "--batch-size", "8",
+          "--project", str(tmp_path), "--name", "avg", "--model-arg", "downsample=avg", "--model-arg", "width_mult=0.35"])
+    ckpt = load_checkpoint(tmp_path / "avg" / "weights" / "last.pt")
+    assert ckpt["config"]["model_kwargs"] == {"downsample": "avg", "width_mult": 0.35}
+    assert not any("rnn" in key for key in ckpt["model"])
+    capsys.readouterr()
+    main(["eval", "classify", "--model", "mobilenetv2_rnnpool", *common, "--weights", str(tmp_path / "avg" / "weights" / "last.pt")])
+    assert "top-1" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="error: model 'mobilenetv2_rnnpool' has no option 'pool'"):
+        main(["train", "classify", "--model", "mobilenetv2_rnnpool", *common, "--project", str(tmp_path), "--model-arg", "pool=avg"])
+    with pytest.raises(SystemExit):
+        main(["train", "classify", "--model", "mobilenetv2_rnnpool", *common, "--model-arg", "downsample"])
+    assert "model arguments look like KEY=VALUE" in capsys.readouterr().err
 
 
 def test_torchrun_ddp_two_processes_gloo(color_data, tmp_path):

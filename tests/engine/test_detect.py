@@ -91,6 +91,17 @@ def test_train_detect_loss_falls_and_evaluates(tmp_path):
     assert again["ap"] == pytest.approx(result["last_epoch"]["val_ap"], abs=1e-9) and again["faces"] == 24
 
 
+def test_detection_resume_is_bit_exact(tmp_path):
+    gt = make_square_faces(tmp_path / "faces", count=6)
+    common = dict(model="rnnpool_face_a", train=str(gt), epochs=2, batch_size=3, input_size=64, workers=0, device="cpu",
+                  project=str(tmp_path), warmup_epochs=1)
+    train_detector(DetectConfig(name="straight", **common))
+    train_detector(DetectConfig(name="resumed", stop_epoch=1, **common))
+    train_detector(DetectConfig(name="resumed", resume=str(tmp_path / "resumed" / "weights" / "last.pt"), **common))
+    a, b = (torch.load(tmp_path / name / "weights" / "last.pt", weights_only=False)["model"] for name in ("straight", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_cli_detect_draws(tmp_path, capsys):
     gt = make_square_faces(tmp_path / "faces", count=1)
     main(["detect", str(gt.parent / "images" / "0.jpg"), "--model", "rnnpool_face_m4", "-o", str(tmp_path / "out.png"),
