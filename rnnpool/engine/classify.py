@@ -67,7 +67,7 @@ def _rnn_parameters(model: nn.Module) -> List[nn.Parameter]:
 
 def train_classifier(cfg: ClassifyConfig) -> Dict[str, Any]:
     """Run training; returns the final metrics and the run folder. Writes only on the main process."""
-    device, distributed = setup_device(cfg.device)
+    device, distributed = setup_device(cfg.device, cfg.deterministic)
     train_set, val_set = build_classification_data(cfg.data, cfg.input_size, cfg.layout, cfg.skip_bad, cfg.min_scale)
     num_classes = len(train_set.classes)
     torch.manual_seed(cfg.seed)

@@ -91,7 +91,7 @@ def evaluate_detector(model: S3FD, annotations: str, image_root: Optional[str] =
 
 def train_detector(cfg: DetectConfig) -> Dict[str, Any]:
     """Train a face detector; returns the last metrics and the run folder."""
-    device, distributed = setup_device(cfg.device)
+    device, distributed = setup_device(cfg.device, cfg.deterministic)
     torch.manual_seed(cfg.seed)
     model = build_detector(cfg.model, device=device)
     annotations = load_face_annotations(cfg.train, cfg.image_root, cfg.skip_bad)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ class TrainConfig:
     skip_bad: bool = False
     max_steps: int = 0  # cap on steps per epoch (0: all)
     stop_epoch: int = 0  # stop after this epoch (0: at ``epochs``); the schedule still spans ``epochs``
+    deterministic: bool = False  # deterministic CUDA kernels (bit-exact reruns and resumes on GPUs; CPU runs are already)
 
     def __post_init__(self) -> None:
         model_info(self.model)  # an unknown name fails here, naming the closest one, before any data is read
@@ -67,9 +69,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
 
-def setup_device(name: str) -> Tuple[torch.device, bool]:
-    """The device to train on (see :func:`resolve_device`) and whether torchrun launched several processes."""
+def setup_device(name: str, deterministic: bool = False) -> Tuple[torch.device, bool]:
+    """The device to train on (see :func:`resolve_device`) and whether torchrun launched several processes.
+
+    ``deterministic`` selects deterministic cuDNN / cuBLAS kernels, so a CUDA run repeats (and resumes) bit
+    for bit, at some speed cost; a warning names any op that has no deterministic kernel.
+    """
     device = resolve_device(name)
+    if deterministic and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True, warn_only=True)
     distributed = dist.init_distributed(device.type)
     if distributed and device.type == "cuda":
         device = torch.device("cuda", dist.rank() % torch.cuda.device_count())

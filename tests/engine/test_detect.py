@@ -112,7 +112,7 @@ def test_cli_detect_draws(tmp_path, capsys):
         assert img.size == (96, 96)
     with pytest.raises(ValueError, match="not a face detector"):
         build_detector("mobilenetv2")
-    with pytest.raises(FileNotFoundError, match="image .*missing.jpg does not exist"):
+    with pytest.raises(SystemExit, match="error: image .*missing.jpg does not exist"):
         main(["detect", str(tmp_path / "missing.jpg"), "--model", "rnnpool_face_a", "--device", "cpu"])
 
 
