@@ -11,7 +11,6 @@ also the AP of the float model and of the int8 reference on those annotations (a
 Target (issue 5): both models within 256 KB of RAM, bit-exact.
 """
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from rnnpool.deploy.export import calibration_images, export_c, toolchain_available
+from _report import write_json  # benchmarks/_report.py, next to this script
 
 SHARED_FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
 MODELS = ("rnnpool_face_quant", "rnnpool_face_m4")
@@ -85,9 +85,7 @@ def main() -> None:
             a = r["accuracy"]
             print(f"  {a['images']} val images: AP fp32 {a['ap_fp32']:.4f}, int8 {a['ap_int8']:.4f}, "
                   f"drop {a['ap_drop']:+.4f}; head-output SQNR {a['head_sqnr_db']:.1f} dB")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"image": image, "limit_bytes": LIMIT, "results": rows}, indent=2))
-    print(f"wrote {args.json}")
+    write_json(args.json, {"image": image, "limit_bytes": LIMIT, "results": rows})
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ Target (issue 2): forward throughput >= 3x the baseline on CPU at every config, 
 """
 import argparse
 import copy
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,8 +19,8 @@ from typing import Callable, Dict
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import write_json  # noqa: E402
 from baseline_rnnpool import UnfoldLoopRNNPool  # noqa: E402
-
 
 from rnnpool.analysis.measure import peak_allocated_bytes  # noqa: E402
 from rnnpool.nn import RNNPool2d, compile_recurrence  # noqa: E402
@@ -118,11 +117,8 @@ def main() -> None:
         if all(f"{name}_forward_speedup" in s for s in summary.values()):
             met[name] = all(s[f"{name}_forward_speedup"] >= target for s in summary.values())
             print(f"target: {name} forward speed-up >= {target:.0f}x at every config: {'MET' if met[name] else 'NOT MET'}")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                               "target_forward_speedup": target, "target_met": met, "runs": rows, "summary": summary}, indent=2))
-    print(f"wrote {out}")
+    write_json(args.json, {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                           "target_forward_speedup": target, "target_met": met, "runs": rows, "summary": summary})
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ FACE protocol over all faces and on images with at most 3 faces, each val image 
 Writes benchmarks/results/train_faces.json.
 """
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from rnnpool.analysis import profile_model
 from rnnpool.engine import DetectConfig, build_detector, evaluate_detector, train_detector
 from rnnpool.models import create_model, model_info
+from _report import write_json  # benchmarks/_report.py, next to this script
 
 
 def main() -> None:
@@ -61,10 +61,7 @@ def main() -> None:
               f"{r['params']:9,d} {r['minutes']:9.1f}")
     print(f"(S3FD recipe, SGD lr {args.lr}, cosine, {args.epochs} epochs, {args.input_size}x{args.input_size} crops; "
           f"MAdds and peak RAM ('layer' convention, int8) at each model's own input size)")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "results": rows}, indent=2))
-    print(f"wrote {out}")
+    write_json(args.json, {"args": vars(args), "results": rows})
 
 
 if __name__ == "__main__":

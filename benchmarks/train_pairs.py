@@ -8,7 +8,6 @@ upsampled to --input-size. --per-class subsamples the training split so a CPU ru
 benchmarks/results/train_pairs.json with each model's top-1, MAdds and peak RAM at that input size.
 """
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 from rnnpool.analysis import profile_model
 from rnnpool.engine import ClassifyConfig, train_classifier
 from rnnpool.models import create_model
+from _report import write_json  # benchmarks/_report.py, next to this script
 
 
 def subsample(data: Path, per_class: int, out: Path) -> Path:
@@ -67,10 +67,7 @@ def main() -> None:
         print(f"{r['model']:28s} {r['top1']:7.4f} {r['madds'] / 1e6:10.1f} {r['peak_int8_kib']:14.1f} {r['params']:10,d}")
     print(f"(recipe: SGD momentum 0.9, lr {args.lr}, cosine, {args.epochs} epochs, input {args.input_size}, "
           f"{args.per_class or 'all'} train images per class; convention 'layer')")
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "results": rows}, indent=2))
-    print(f"wrote {out}")
+    write_json(args.json, {"args": vars(args), "results": rows})
 
 
 if __name__ == "__main__":
