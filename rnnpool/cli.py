@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
@@ -336,8 +337,6 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 def _want_traceback() -> bool:
-    import os
-
     return os.environ.get("RNNPOOL_TRACEBACK", "") not in ("", "0")
 
 

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from ..models import model_info
 from . import distributed as dist
 from .checkpoint import load_checkpoint, model_state, save_checkpoint, set_rng_state
-from .run_dir import append_metrics, new_run_dir, plot_curves, truncate_metrics, write_config
+from .run_dir import append_metrics, new_run_dir, plot_curves, run_dir_of, truncate_metrics, write_config
 
 
 @dataclass(kw_only=True)
@@ -176,15 +176,17 @@ class RunBook:
         self.curves = curves
         self.start_epoch, self.best = 0, float("-inf")
         self.saved_epoch = 0  # epochs held by weights/last.pt
+        # checked before anything is written, so a refused resume leaves its run folder as it was
+        self.checkpoint = self._resume_checkpoint() if cfg.resume else None
         self.run: Optional[Path] = None
         if dist.is_main():
-            self.run = new_run_dir(cfg.project, cfg.name, exist_ok=cfg.exist_ok or cfg.resume is not None)
+            # a resumed run goes on in the folder its checkpoint came from, whatever --name says
+            self.run = (run_dir_of(cfg.resume) if cfg.resume else None) or new_run_dir(
+                cfg.project, cfg.name, exist_ok=cfg.exist_ok or cfg.resume is not None)
             write_config(self.run, {**asdict(cfg), **extra_config, "world_size": dist.world_size()})
 
-    def resume(self, model: nn.Module, optimizer, scheduler, scaler) -> None:
-        """Load ``cfg.resume`` (weights, optimizer, schedule, scaler, epoch, best, RNG) if set."""
-        if not self.cfg.resume:
-            return
+    def _resume_checkpoint(self) -> Dict[str, Any]:
+        """``cfg.resume`` loaded, refused if the run it continues was started with other settings."""
         ckpt = load_checkpoint(self.cfg.resume)
         saved, now = ckpt.get("config", {}), asdict(self.cfg)
         changed = sorted(k for k in now if k not in RESUME_MAY_CHANGE and k in saved and saved[k] != now[k])
@@ -192,6 +194,13 @@ class RunBook:
             diffs = ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in changed)
             raise ValueError(f"--resume {self.cfg.resume}: the run was started with other settings ({diffs}); "
                              "resume with the same ones, or start a new run")
+        return ckpt
+
+    def resume(self, model: nn.Module, optimizer, scheduler, scaler) -> None:
+        """Restore the ``cfg.resume`` checkpoint (weights, optimizer, schedule, scaler, epoch, best, RNG) if set."""
+        ckpt = self.checkpoint
+        if ckpt is None:
+            return
         model.load_state_dict(model_state(ckpt))
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -201,6 +210,7 @@ class RunBook:
         set_rng_state(ckpt["rng"])
         if self.run is not None:
             truncate_metrics(self.run, self.start_epoch)
+        self.checkpoint = None  # restored; let it be freed
 
     @contextlib.contextmanager
     def interruptible(self) -> Iterator[None]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import yaml
 
@@ -17,6 +17,13 @@ def new_run_dir(project: Union[str, Path], name: str, exist_ok: bool) -> Path:
         path, i = Path(f"{base}{i}"), i + 1
     (path / "weights").mkdir(parents=True, exist_ok=True)
     return path
+
+
+def run_dir_of(checkpoint: Union[str, Path]) -> Optional[Path]:
+    """The run folder holding ``checkpoint`` (``<run>/weights/last.pt``), or None if it is not in one."""
+    weights = Path(checkpoint).resolve().parent
+    run = weights.parent
+    return run if weights.name == "weights" and (run / "config.yaml").is_file() else None
 
 
 def write_config(run: Path, config: Dict[str, Any]) -> None:

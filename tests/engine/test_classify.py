@@ -37,16 +37,19 @@ def test_resume_is_bit_exact(color_data, tmp_path):
     common = dict(data=str(color_data), epochs=2, project=str(tmp_path), **SMALL)
     train_classifier(ClassifyConfig(name="straight", **common))
     train_classifier(ClassifyConfig(name="interrupted", stop_epoch=1, **common))
-    # the same 2-epoch run, picked up from its epoch-1 checkpoint (as after a kill)
-    train_classifier(ClassifyConfig(name="interrupted", resume=str(tmp_path / "interrupted" / "weights" / "last.pt"), **common))
+    # the same 2-epoch run, picked up from its epoch-1 checkpoint (as after a kill); it goes on in its own folder
+    train_classifier(ClassifyConfig(name="exp", resume=str(tmp_path / "interrupted" / "weights" / "last.pt"), **common))
+    assert not (tmp_path / "exp").exists()
     a = load_checkpoint(tmp_path / "straight" / "weights" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "interrupted" / "weights" / "last.pt")["model"]
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert len((tmp_path / "interrupted" / "metrics.csv").read_text().splitlines()) == 3
+    config = (tmp_path / "interrupted" / "config.yaml").read_text()
     with pytest.raises(ValueError, match=r"other settings \(epochs: 2 -> 3, lr: 0.05 -> 0.1\)"):
         train_classifier(ClassifyConfig(name="interrupted", resume=str(tmp_path / "interrupted" / "weights" / "last.pt"),
                                         **{**common, "epochs": 3, "lr": 0.1}))
+    assert (tmp_path / "interrupted" / "config.yaml").read_text() == config  # the refused resume wrote nothing
 
 
 def _wait_for(path, proc, timeout=120.0):
