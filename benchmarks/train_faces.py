@@ -55,13 +55,13 @@ def main() -> None:
                          "final_loss": result["last_epoch"]["loss_conf"] + result["last_epoch"]["loss_loc"],
                          "madds": prof.madds, "peak_int8_kib": prof.peak_bytes / 1024, "params": prof.params,
                          "input": "x".join(map(str, model_info(name).input_shape)), "minutes": (time.time() - start) / 60})
+            write_json(args.json, {"args": vars(args), "results": rows})  # after each model: a cut-short run keeps it
     print(f"\n{'model':22s} {'AP':>6s} {'AP<=3':>6s} {'MAdds (M)':>10s} {'peak int8 KiB':>14s} {'params':>9s} {'train min':>9s}")
     for r in rows:
         print(f"{r['model']:22s} {r['ap']:6.3f} {r['ap_le3']:6.3f} {r['madds'] / 1e6:10.1f} {r['peak_int8_kib']:14.1f} "
               f"{r['params']:9,d} {r['minutes']:9.1f}")
     print(f"(S3FD recipe, SGD lr {args.lr}, cosine, {args.epochs} epochs, {args.input_size}x{args.input_size} crops; "
           f"MAdds and peak RAM ('layer' convention, int8) at each model's own input size)")
-    write_json(args.json, {"args": vars(args), "results": rows})
 
 
 if __name__ == "__main__":
