@@ -1,0 +1,37 @@
+import os
+
+import pytest
+import torch
+
+from rnnpool.engine import ClassifyConfig
+from rnnpool.engine import loop
+
+
+def test_deterministic_selects_deterministic_cuda_kernels(monkeypatch):
+    """--deterministic on a CUDA device: deterministic cuDNN, no autotuning, deterministic algorithms (warn only)."""
+    real_resolve = loop.resolve_device
+    monkeypatch.setattr(loop, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    calls = []
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda *a, **k: calls.append((a, k)))
+    assert loop.setup_device("cuda", deterministic=True) == (torch.device("cuda"), False)
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    assert calls == [((True,), {"warn_only": True})] and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    calls.clear()
+    monkeypatch.setattr(loop, "resolve_device", real_resolve)
+    loop.setup_device("cpu", deterministic=True)  # CPU runs are deterministic already: nothing changes
+    assert calls == []
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"model": "mobilenet_v2"}, "unknown model 'mobilenet_v2'; did you mean 'mobilenetv2'"),
+    ({"epochs": 0}, "epochs must be positive, got 0"),
+    ({"batch_size": -4}, "batch_size must be positive, got -4"),
+    ({"lr": 0.0}, "need lr > 0"),
+    ({"warmup_epochs": -1}, "warmup_epochs=-1"),
+])
+def test_bad_settings_are_refused_before_any_work(change, message):
+    with pytest.raises((KeyError, ValueError), match=message):
+        ClassifyConfig(**{"model": "mobilenetv2", "data": "unused", **change})
