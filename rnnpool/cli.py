@@ -105,14 +105,15 @@ def _config(cls, args: argparse.Namespace):
     return cls(**{f: getattr(args, f) for f in cls.__dataclass_fields__ if hasattr(args, f)})
 
 
-def _model_kwargs(args: argparse.Namespace) -> dict:
-    return dict(args.model_arg) if args.model_arg else {}
+def _model_kwargs(args: argparse.Namespace) -> Optional[dict]:
+    """The --model-arg options as a dict, None when there are none."""
+    return dict(args.model_arg) if args.model_arg else None
 
 
 def cmd_train_classify(args: argparse.Namespace) -> None:
     from .engine import ClassifyConfig, train_classifier
 
-    args.model_kwargs = _model_kwargs(args)
+    args.model_kwargs = _model_kwargs(args) or {}
     train_classifier(_config(ClassifyConfig, args))
 
 
@@ -120,7 +121,7 @@ def cmd_eval_classify(args: argparse.Namespace) -> None:
     from .engine import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.model, args.weights, args.data, args.layout, args.input_size, args.batch_size,
-                                 args.workers, args.device, args.skip_bad, _model_kwargs(args) if args.model_arg else None)
+                                 args.workers, args.device, args.skip_bad, _model_kwargs(args))
     print(f"top-1 {result['top1']:.4f} on {result['samples']} images (loss {result['loss']:.4f})")
     for name, acc in zip(result["classes"], result["per_class"]):
         print(f"  {name:20s} {acc:.4f}")

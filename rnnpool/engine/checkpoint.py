@@ -1,13 +1,14 @@
 """Checkpoints that resume a run bit for bit: weights, optimizer, schedule, scaler, epoch and RNG states."""
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any, Dict, Union
 
 import numpy as np
 import torch
+
+from .run_dir import atomic_write
 
 
 def rng_state() -> Dict[str, Any]:
@@ -29,9 +30,8 @@ def save_checkpoint(path: Union[str, Path], payload: Dict[str, Any]) -> None:
     """Write atomically (temporary file, then rename), so a killed process never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({**payload, "rng": rng_state()}, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        torch.save({**payload, "rng": rng_state()}, tmp)
 
 
 def load_checkpoint(path: Union[str, Path], map_location: str = "cpu") -> Dict[str, Any]:

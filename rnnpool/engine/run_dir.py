@@ -1,12 +1,23 @@
 """A run folder ``runs/<task>/<name>/``: config.yaml, metrics.csv (a row per epoch), weights/, curves.png."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import yaml
+
+
+@contextlib.contextmanager
+def atomic_write(path: Union[str, Path]) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; renamed over ``path`` when the block ends without
+    error, so a killed process leaves the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    yield tmp
+    os.replace(tmp, path)
 
 
 def new_run_dir(project: Union[str, Path], name: str, exist_ok: bool) -> Path:
@@ -27,18 +38,17 @@ def run_dir_of(checkpoint: Union[str, Path]) -> Optional[Path]:
 
 
 def write_config(run: Path, config: Dict[str, Any]) -> None:
-    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    with atomic_write(run / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 def write_metrics(run: Path, rows: Sequence[Dict[str, Any]]) -> None:
-    """Replace metrics.csv with ``rows`` atomically (a killed process leaves the old file or the new one)."""
-    path, tmp = run / "metrics.csv", run / "metrics.csv.tmp"
-    with open(tmp, "w", newline="") as f:
+    """Replace metrics.csv with ``rows`` (atomically, see :func:`atomic_write`)."""
+    with atomic_write(run / "metrics.csv") as tmp, open(tmp, "w", newline="") as f:
         if rows:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def append_metrics(run: Path, row: Dict[str, Any]) -> None:
