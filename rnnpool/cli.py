@@ -11,7 +11,7 @@ Examples:
   rnnpool train detect --model rnnpool_face_c --train wider_face_train_bbx_gt.txt --val wider_face_val_bbx_gt.txt
   rnnpool eval detect --model rnnpool_face_c --weights best.pt --val wider_face_val_bbx_gt.txt --gt-dir eval_tools/ground_truth
   rnnpool detect photo.jpg --model rnnpool_face_c --weights best.pt -o out.png
-  rnnpool export c rnnpool_face_quant --calib images/ -o out/ --target cortex-m4 --run photo.jpg --json report.json
+  rnnpool export c rnnpool_face_quant --weights best.pt --calib images/ -o out/ --target cortex-m4 --run photo.jpg
 """
 from __future__ import annotations
 
@@ -177,15 +177,39 @@ def cmd_export_c(args: argparse.Namespace) -> None:
     from .deploy.int8_reference import DetectionSettings
 
     settings = DetectionSettings(score_threshold=args.threshold)
-    report = export_c(args.model, args.output, args.weights, args.calib, args.target, args.run, args.ram_kib * 1024, settings)
+    report = export_c(args.model, args.output, args.weights, args.calib, args.target, args.run, args.ram_kib * 1024, settings,
+                      args.input_size, args.seed, not args.no_row_cache)
     if args.json:
         write_report(report, args.json)
-    print(report["plan"])
-    summary = {k: report[k] for k in ("bit_exact", "ram_bytes", "static_ram_bytes", "stack_bytes", "flash_bytes",
-                                      "instructions", "arena_bytes") if k in report}
-    print(json.dumps(summary))
+    print(format_export(report))
     if report.get("bit_exact") is False:
-        raise SystemExit("error: the C program's output differs from the int8 reference: " + "; ".join(report["mismatches"]))
+        where = report.get("first_differing_map")
+        raise SystemExit("error: the C program's output differs from the int8 reference: " + "; ".join(report["mismatches"][:3])
+                         + (f" (first differing map: {where})" if where else ""))
+
+
+def format_export(report: dict) -> str:
+    """The export report's main numbers as a few lines."""
+    s = report["schedule"]
+    lines = [f"{report['model']} ({report['weights']}), calibrated on {report['calibration']['images']} images of "
+             f"{report['calibration']['source']}",
+             f"arena {s['arena_bytes']:,} B (layer by layer it would be {s['layer_by_layer_bytes']:,} B); largest: "
+             + ", ".join(f"{b['name']} {b['bytes']:,} B" for b in s["largest_buffers"][:3])]
+    m4 = report.get("cortex_m4")
+    if m4:
+        lines.append(f"Cortex-M4: RAM {m4['ram_bytes']:,} B = static {m4['static_ram_bytes']:,} + stack {m4['stack_high_water_bytes']:,} "
+                     f"+ exception frame {m4['exception_frame_bytes']}; flash {m4['flash_bytes']:,} B; {m4['instructions'] / 1e6:.1f} M "
+                     f"instructions ({m4['seconds_at_168mhz_lower_bound']:.2f} s at 168 MHz, a lower bound)")
+        lines.append(f"claimed RAM under interrupts every {m4['claimed_ram_run']['systick_every_ticks']} ticks: "
+                     f"{'same output' if m4['claimed_ram_run']['same_output'] else 'DIFFERENT OUTPUT'}; "
+                     f"with 64 B less: {m4['claimed_minus_64']}")
+    stm = report.get("stm32f439")
+    if stm:
+        lines.append(f"STM32F439: {stm['elf']} and {stm['bin']} ({stm['bin_bytes']:,} B); SRAM {stm['sram_bytes']:,} B, "
+                     f"CCM {stm['ccm_bytes']:,} B, flash {stm['flash_bytes']:,} B")
+    if "bit_exact" in report:
+        lines.append(f"bit-exact with the int8 reference: {report['bit_exact']}")
+    return "\n".join(lines)
 
 
 def _data_arguments(p: argparse.ArgumentParser) -> None:
@@ -300,15 +324,19 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_detect)
 
     export = sub.add_parser("export", help="deploy a model").add_subparsers(dest="format", required=True)
-    p = export.add_parser("c", help="int8 C99 code (host or Cortex-M4 in QEMU), checked against the int8 reference")
-    p.add_argument("model", help="zoo face model (rnnpool_face_quant, rnnpool_face_m4, ...)")
-    p.add_argument("--weights", help="checkpoint from 'rnnpool train detect' (default: the model's initial weights)")
-    p.add_argument("--calib", help="calibration image or folder of images (default: the --run image)")
+    p = export.add_parser("c", help="int8 C99 code (host, Cortex-M4 in QEMU, STM32F439), checked against the int8 reference")
+    p.add_argument("model", help="zoo model (rnnpool_face_quant, rnnpool_face_m4, mobilenetv2_035_rnnpool, ...)")
+    p.add_argument("--weights", help="checkpoint from 'rnnpool train' (default: the model's initialisation under --seed)")
+    p.add_argument("--calib", help="calibration image or folder of images (required: like the images the model will see)")
     p.add_argument("-o", "--output", required=True, help="folder for the C sources, Makefile and memory report")
-    p.add_argument("--target", choices=["host", "cortex-m4"], default="host")
+    p.add_argument("--target", choices=["host", "cortex-m4", "stm32f439"], default="host")
     p.add_argument("--run", help="image to run the built program on and compare with the int8 reference")
-    p.add_argument("--json", help="write the report (RAM, flash, instructions, bit_exact, detections) here")
-    p.add_argument("--ram-kib", dest="ram_kib", type=int, default=256, help="RAM of the Cortex-M4 linker script")
+    p.add_argument("--json", help="write the report (RAM, flash, instructions, bit_exact, outputs) here")
+    p.add_argument("--ram-kib", dest="ram_kib", type=int, default=256, help="RAM of the Cortex-M4 (KiB)")
+    p.add_argument("--input-size", dest="input_size", type=int, help="classifiers: the square input side (default: the model's)")
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed when no --weights are given")
+    p.add_argument("--no-row-cache", dest="no_row_cache", action="store_true",
+                   help="RNNPool recomputes the row sweeps overlapping patches share (less RAM, more instructions)")
     p.add_argument("--threshold", type=float, default=0.5, help="detection score threshold")
     p.set_defaults(func=cmd_export_c)
     return parser

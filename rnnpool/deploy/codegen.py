@@ -1,17 +1,11 @@
-"""C99 code generation for a :class:`~rnnpool.deploy.quantize.QuantizedGraph`.
+"""C99 code generation for a streaming :class:`~rnnpool.deploy.schedule.Schedule`.
 
-The generated ``model.c`` holds the weights as ``const`` arrays (flash) and one static arena for every
-activation, laid out by :mod:`rnnpool.deploy.planner`. The schedule has two parts:
-
-- **streaming**: the image arrives row by row (:c:func:`model_push_row`). Every layer up to and including
-  the first RNNPool runs as soon as its input rows are there, on ring buffers of only as many rows as its
-  kernel spans; heads on those maps turn their rows into detection candidates at once. Only the
-  RNNPool's output map is ever whole.
-- **layer by layer** from there on, MobileNetV2 blocks row by row (only ``k`` expanded rows live), a
-  stride-1 3x3 depthwise convolution in place when its input dies with it.
-
-The runtime kernels (``rnnpool_rt.c``), ``main.c``, the platform files and the Makefile are copied next
-to it; ``memory_report.json`` gives arena bytes under the plan and under layer-by-layer allocation.
+:func:`generate_c` writes ``model.c`` / ``model.h`` from the templates in ``c/templates`` (weights as
+``const`` arrays in flash, one static arena for every ring, state and scratch buffer, one ``run_`` function
+per layer and one ``push_`` function per map), copies the runtime and platform files next to them, and
+writes ``memory_report.json``. Weight rows are packed in the layout the kernels read: padded to whole
+words (RT_PACK) and, where a kernel multiplies int8 weights with int16 data, each four columns stored
+(0, 2, 1, 3) so that SXTB16 pairs them with the data's natural int16 pairs.
 """
 from __future__ import annotations
 
@@ -19,443 +13,416 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Tuple, Union
+from string import Template
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
+from .c_literals import C_TYPES, c_array, c_float, c_ident
 from .int8_reference import DetectionSettings, head_key_params
-from .planner import Buffer, check_plan, layer_by_layer_peak, peak_step, plan_arena
-from .quantize import QConv, QFastGRNN, QMBConv, QRNNPool, QuantizedGraph
+from .quantize import QAvgPool, QConv, QFastGRNN, QL2Norm, QMBConv, QRNNPool, QuantizedGraph
+from .runtime_limits import LIMITS, RUNTIME_DIR, fifo_pixels, padded
+from .schedule import Node, Schedule, ScheduleError, build_schedule, conv_kdim, mbconv_memory, rnnpool_memory, rnnpool_valid_rows
 
-RUNTIME_DIR = Path(__file__).parent / "c"
-RUNTIME_FILES = ("rnnpool_rt.h", "rnnpool_rt.c", "main.c", "platform.h", "platform_host.c", "platform_m4.c", "m4.ld", "Makefile")
-
-
-def _ident(name: str) -> str:
-    return "".join(ch if ch.isalnum() else "_" for ch in name)
-
-
-def _c_array(ctype: str, name: str, values: np.ndarray, per_line: int = 24) -> str:
-    flat = [int(v) for v in np.asarray(values).reshape(-1)]
-    fmt = (lambda v: f"INT64_C({v})") if ctype == "int64_t" else str
-    rows = [", ".join(fmt(v) for v in flat[i : i + per_line]) for i in range(0, len(flat), per_line)]
-    body = ",\n    ".join(rows) if rows else "0"
-    return f"static const {ctype} {name}[{max(1, len(flat))}] = {{\n    {body}\n}};\n"
+RUNTIME_SOURCES = ("rt_conv.c", "rt_mbconv.c", "rt_fastgrnn.c", "rt_rnnpool.c", "rt_pixel.c", "rt_detect.c")
+RUNTIME_FILES = RUNTIME_SOURCES + ("rnnpool_rt.h", "rt_arith.h", "rt_kernels.h", "rt_fastgrnn_steps.inc", "main.c", "platform.h",
+                                   "platform_host.c", "platform_m4.c", "m4.ld", "platform_stm32f4.c", "stm32f439.ld", "Makefile")
+TEMPLATES = RUNTIME_DIR / "templates"
+ALIGN = 8
 
 
-def _float_literal(value: float) -> str:
-    return f"{float(np.float32(value)):.9e}f"
+def _aligned(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def _template(name: str) -> Template:
+    return Template((TEMPLATES / name).read_text())
+
+
+def pack_rows(matrix: np.ndarray, width: int, int16_data: bool = False) -> np.ndarray:
+    """int8 rows zero-padded to ``width`` columns; with ``int16_data`` each four columns stored (0, 2, 1, 3)."""
+    rows = np.zeros((matrix.shape[0], width), dtype=np.int8)
+    rows[:, : matrix.shape[1]] = matrix
+    if int16_data:
+        rows = rows.reshape(matrix.shape[0], -1, 4)[:, :, [0, 2, 1, 3]].reshape(matrix.shape[0], width)
+    return rows
+
+
+def chan_records(op: QConv, terms: int) -> np.ndarray:
+    """rt_chan records (bias, mult, rsh, lsh) of a conv: its shift s as 33 + rsh - lsh, so the kernels need
+    only the high word of the 64-bit product; raises if an accumulator shifted left by lsh overflows."""
+    shift = op.shift.astype(np.int64)
+    rsh, lsh = np.maximum(shift - 33, 0), np.maximum(33 - shift, 0)
+    bound = np.abs(op.bias.astype(np.int64)) + terms * 127 * 255
+    if ((bound << lsh) >= 2**31).any():
+        worst = int(np.argmax(bound << lsh))
+        raise ScheduleError(f"layer {op.output}: channel {worst}'s requantization multiplier "
+                            f"{op.mult[worst] / 2.0 ** op.shift[worst]:.3g} is too large for 32-bit accumulators")
+    return np.stack((op.bias.astype(np.int64), op.mult.astype(np.int64), rsh, lsh), 1)
 
 
 @dataclass
-class _Step:
-    """One layer-by-layer step: a conv, an MBConv block, a (conf, loc) head pair or a later RNNPool."""
+class MemoryPlan:
+    """Where every RAM buffer of the program sits: its region ("ram", or "ccm" for an STM32's core-coupled
+    RAM) and offset in that region's arena."""
 
-    kind: str  # "conv" | "mbconv" | "head" | "rnnpool"
-    ops: List[Union[QConv, QMBConv, QRNNPool]]
-    head: int = -1
-
-
-@dataclass
-class ExportPlan:
-    arena_bytes: int
-    layer_by_layer_bytes: int
-    layer_by_layer_peak_layer: str
-    layer_by_layer_peak_tensors: List[str]
-    plan_peak_buffers: List[str]
-    buffers: List[Buffer] = field(default_factory=list)
-    flash_weight_bytes: int = 0
+    arena_bytes: int  # the main arena
+    offsets: Dict[str, int]
+    sizes: Dict[str, int]
+    kinds: Dict[str, str]
+    layers: Dict[str, str]
+    regions: Dict[str, str] = field(default_factory=dict)
+    ccm_bytes: int = 0  # the CCM arena (0: none)
+    weight_bytes: int = 0
+    scratch_parts: Dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> Dict:
-        return {
-            "arena_bytes": self.arena_bytes,
-            "layer_by_layer_bytes": self.layer_by_layer_bytes,
-            "layer_by_layer_peak_layer": self.layer_by_layer_peak_layer,
-            "layer_by_layer_peak_tensors": self.layer_by_layer_peak_tensors,
-            "plan_peak_buffers": self.plan_peak_buffers,
-            "weight_bytes": self.flash_weight_bytes,
-            "buffers": [{"name": b.name, "bytes": b.size, "offset": b.offset, "steps": [b.first, b.last], "alias": b.alias}
-                        for b in self.buffers],
-        }
+        return {"arena_bytes": self.arena_bytes, "ccm_arena_bytes": self.ccm_bytes, "weight_bytes": self.weight_bytes,
+                "buffers": [{"name": n, "bytes": self.sizes[n], "region": self.regions[n], "offset": self.offsets[n],
+                             "kind": self.kinds[n], "layer": self.layers[n]}
+                            for n in sorted(self.offsets, key=lambda n: (self.regions[n], self.offsets[n]))],
+                "scratch_uses": self.scratch_parts}
 
 
-class _Generator:
-    def __init__(self, graph: QuantizedGraph, settings: DetectionSettings) -> None:
-        self.graph, self.settings = graph, settings
-        self.decl: List[str] = []  # constant arrays and structs
+def plan_memory(schedule: Schedule, ram_capacity: Optional[int] = None, ccm_capacity: int = 0) -> MemoryPlan:
+    """Lay the buffers side by side (every one is live for the whole frame: the rings stream), largest first.
+
+    With ``ram_capacity``, buffers that do not fit it go to the CCM region (up to ``ccm_capacity``), largest
+    first; if they fit neither, the error names the largest buffers."""
+    buffers = sorted(schedule.buffers, key=lambda b: (-b.size, b.name))
+    regions = {b.name: "ram" for b in buffers}
+    if ram_capacity is not None and sum(_aligned(b.size) for b in buffers) > ram_capacity:
+        ram_total, ccm_total = sum(_aligned(b.size) for b in buffers), 0
+        for b in buffers:
+            if ram_total <= ram_capacity:
+                break
+            if ccm_total + _aligned(b.size) <= ccm_capacity:
+                regions[b.name] = "ccm"
+                ram_total -= _aligned(b.size)
+                ccm_total += _aligned(b.size)
+        if ram_total > ram_capacity:
+            largest = ", ".join(f"{b.name} ({b.size:,} B)" for b in buffers[:4])
+            raise ScheduleError(f"the buffers need {ram_total:,} B of RAM beyond {ccm_total:,} B of CCM; the target has "
+                                f"{ram_capacity:,} B (+ {ccm_capacity:,} B CCM); largest: {largest}")
+    offsets, sizes, kinds, layers, ends = {}, {}, {}, {}, {"ram": 0, "ccm": 0}
+    for b in buffers:
+        region = regions[b.name]
+        offsets[b.name], sizes[b.name], kinds[b.name], layers[b.name] = ends[region], b.size, b.kind, b.layer
+        ends[region] += _aligned(b.size)
+    return MemoryPlan(ends["ram"], offsets, sizes, kinds, layers, regions, ends["ccm"], scratch_parts=dict(schedule.scratch))
+
+
+class _Emitter:
+    def __init__(self, schedule: Schedule, settings: DetectionSettings, model_name: str, plan: MemoryPlan) -> None:
+        self.s, self.graph, self.settings, self.model_name = schedule, schedule.graph, settings, model_name
+        self.plan = plan
+        self.constants: List[str] = []
+        self.checks: List[str] = []
         self.weight_bytes = 0
         self.luts: Dict[bytes, str] = {}
-        self.tensors = graph.tensors
-        self.head_of = {h.conf: i for i, h in enumerate(graph.heads)}
-        self.loc_of = {h.loc: i for i, h in enumerate(graph.heads)}
-        self._split()
+        self.names = [c_ident(n.name) for n in schedule.nodes]
+        self.traced = [name for name, m in schedule.maps.items() if m.rows]  # every map the program holds rows of
+        self.map_index = {name: i for i, name in enumerate(self.traced)}
 
-    # ---- schedule -------------------------------------------------------------------------------
-    def _split(self) -> None:
-        ops = self.graph.ops
-        pools = [i for i, op in enumerate(ops) if isinstance(op, QRNNPool)]
-        if not pools:
-            raise NotImplementedError("C export streams the image into the first RNNPool; this graph has none")
-        first = pools[0]
-        self.prefix = ops[:first]
-        self.pool: QRNNPool = ops[first]
-        self.streamed = [self.graph.input]
-        for op in self.prefix:
-            if not isinstance(op, QConv):
-                raise NotImplementedError(f"only convolutions can stream before the first RNNPool, got {type(op).__name__}")
-            if op.input not in self.streamed:
-                raise NotImplementedError(f"{op.output} reads {op.input}, which is not streamed")
-            if op.output not in self.head_of and op.output not in self.loc_of:
-                self.streamed.append(op.output)
-        for op in ops:
-            if isinstance(op, QRNNPool) and op.patch[0] > 16:
-                raise NotImplementedError(f"C export supports RNNPool patches of at most 16 rows, got {op.patch}")
-            for conv in ([op] if isinstance(op, QConv) else op.convs() if isinstance(op, QMBConv) else []):
-                if conv.kernel > 7:  # RT_MAX_KERNEL in rnnpool_rt.c
-                    raise NotImplementedError(f"C export supports kernels of at most 7x7, got {conv.kernel} ({conv.output})")
-        if self.pool.input not in self.streamed:
-            raise NotImplementedError("the first RNNPool must read the image or a streamed map")
-        self.steps: List[_Step] = []
-        rest = ops[first + 1 :]
-        by_output = {op.output: op for op in rest}
-        for op in rest:
-            if op.input in self.streamed:
-                raise NotImplementedError(f"{op.output} reads the streamed map {op.input} after the RNNPool")
-            if op.output in self.loc_of:
-                continue  # emitted with its conf conv
-            if op.output in self.head_of:
-                index = self.head_of[op.output]
-                self.steps.append(_Step("head", [op, by_output[self.graph.heads[index].loc]], index))
-            elif isinstance(op, QMBConv):
-                self.steps.append(_Step("mbconv", [op]))
-            elif isinstance(op, QRNNPool):
-                self.steps.append(_Step("rnnpool", [op]))
-            else:
-                self.steps.append(_Step("conv", [op]))
-        self.consumers: Dict[str, List] = {t: [] for t in self.streamed}
-        for op in self.prefix + [self.pool]:
-            if op.output in self.loc_of:
-                continue
-            self.consumers[op.input].append(op)
-
-    def _shape(self, name: str) -> Tuple[int, int, int]:
-        c, h, w = self.tensors[name].shape
-        return h, w, c
-
-    def _bytes(self, name: str) -> int:
-        h, w, c = self._shape(name)
-        return h * w * c
-
-    def ring_rows(self, name: str) -> int:
-        return max(op.patch[0] if isinstance(op, QRNNPool) else op.kernel for op in self.consumers[name])
-
-    # ---- constants ------------------------------------------------------------------------------
-    def _array(self, ctype: str, name: str, values: np.ndarray) -> str:
-        self.decl.append(_c_array(ctype, name, values))
-        self.weight_bytes += np.asarray(values).size * {"int8_t": 1, "int16_t": 2, "int32_t": 4, "int64_t": 8}[ctype]
+    # ---- constants -------------------------------------------------------------------------------
+    def array(self, ctype: str, name: str, values: np.ndarray) -> str:
+        self.constants.append(c_array(ctype, name, values))
+        self.weight_bytes += max(1, np.asarray(values).size) * C_TYPES[ctype]
         return name
 
     def conv(self, op: QConv) -> str:
-        n = _ident(op.output)
-        w = self._array("int8_t", f"w_{n}", op.weight)
-        b = self._array("int32_t", f"b_{n}", op.bias)
-        m = self._array("int32_t", f"m_{n}", op.mult)
-        s = self._array("int32_t", f"s_{n}", op.shift)
-        cin = op.weight.shape[3] * op.groups
-        self.decl.append(
-            f"static const rt_conv conv_{n} = {{{cin}, {op.out_channels}, {op.kernel}, {op.stride}, {op.padding}, {op.groups}, "
-            f"{op.maxout}, {op.input_zero_point}, {op.output_zero_point}, {op.act_min}, {op.act_max}, {w}, {b}, {m}, {s}}};\n")
+        n = c_ident(op.output)
+        kdim = conv_kdim(op)
+        if op.depthwise:  # [k*k][kdim]: each tap's weights for every channel
+            weight = pack_rows(op.weight.reshape(op.out_channels, -1).T, kdim)
+        else:
+            weight = pack_rows(op.weight.reshape(op.out_channels, -1), kdim)
+        w = self.array("int8_t", f"w_{n}", weight)
+        chan = chan_records(op, conv_kdim(op) if not op.depthwise else op.kernel ** 2)
+        self.constants.append(f"static const rt_chan chan_{n}[{op.out_channels}] = {{\n    "
+                              + ", ".join(f"{{{b}, {m}, {r}, {l}}}" for b, m, r, l in chan.tolist()) + "\n};\n")
+        self.weight_bytes += chan.size * 4
+        pad = self.array("int8_t", f"pad_{n}", op.pad_values) if op.pad_values is not None else "NULL"
+        self.constants.append(
+            f"static const rt_conv conv_{n} = {{{op.in_channels}, {op.out_channels}, {op.kernel}, {op.stride}, {op.padding}, "
+            f"{int(op.depthwise)}, {op.maxout}, {kdim}, {op.input_zero_point}, {op.output_zero_point}, {op.act_min}, "
+            f"{op.act_max}, {w}, chan_{n}, {pad}}};\n")
         return f"conv_{n}"
 
-    def lut(self, table: np.ndarray) -> str:
+    def lut(self, gate: np.ndarray, update: np.ndarray) -> str:
+        table = np.concatenate((gate, update))
         key = table.tobytes()
         if key not in self.luts:
-            self.luts[key] = self._array("int16_t", f"lut_{len(self.luts)}", table)
+            self.luts[key] = self.array("int16_t", f"lut_{len(self.luts)}", table)
         return self.luts[key]
 
-    def cell(self, cell: QFastGRNN, name: str) -> str:
-        a = {k: self._array(t, f"{k}_{name}", getattr(cell, k)) for k, t in (
-            ("weight", "int8_t"), ("w_mult", "int32_t"), ("w_shift", "int32_t"), ("recurrent", "int8_t"),
-            ("u_mult", "int32_t"), ("u_shift", "int32_t"), ("bias_gate", "int32_t"), ("bias_update", "int32_t"))}
-        self.decl.append(
-            f"static const rt_fastgrnn cell_{name} = {{{cell.hidden_size}, {cell.input_size}, {cell.input_zero_point}, "
-            f"{a['weight']}, {a['w_mult']}, {a['w_shift']}, {a['recurrent']}, {a['u_mult']}, {a['u_shift']}, "
-            f"{a['bias_gate']}, {a['bias_update']}, {cell.zeta}, {cell.nu}, {self.lut(cell.lut_gate)}, {self.lut(cell.lut_update)}}};\n")
+    def cell(self, cell: QFastGRNN, name: str, state_input: bool) -> str:
+        """rt_fastgrnn: each unit's packed W (U) row as words, followed by its requantization constants."""
+        wdim, udim = padded(cell.input_size), padded(cell.hidden_size)
+        w_words = np.ascontiguousarray(pack_rows(cell.weight, wdim, int16_data=state_input)).view("<i4")
+        u_words = np.ascontiguousarray(pack_rows(cell.recurrent, udim, int16_data=True)).view("<i4")
+        shift = cell.u_shift.astype(np.int64)
+        w_shift = cell.w_shift.astype(np.int64)
+        rsh = np.maximum(w_shift, 0)
+        rnd = np.where(rsh > 0, np.left_shift(1, np.maximum(rsh - 1, 0)), 0)
+        w_rows = np.concatenate((w_words, np.stack((np.maximum(-w_shift, 0), rsh, rnd, cell.bias_gate), 1)), 1)
+        u_rows = np.concatenate((u_words, np.stack((np.left_shift(1, shift - 1), shift,
+                                                    cell.bias_update.astype(np.int64) - cell.bias_gate), 1)), 1)
+        w = self.array("int32_t", f"wrows_{name}", w_rows)
+        u = self.array("int32_t", f"urows_{name}", u_rows)
+        self.constants.append(
+            f"static const rt_fastgrnn cell_{name} = {{{cell.hidden_size}, {cell.input_size}, {wdim}, {udim}, "
+            f"{cell.input_zero_point}, {w}, {u}, {cell.zeta}, {cell.nu}, {self.lut(cell.lut_gate, cell.lut_update)}}};\n")
         return f"cell_{name}"
 
-    def rnnpool(self, op: QRNNPool) -> str:
-        n = _ident(op.output)
-        c1, c2 = self.cell(op.rnn1, n + "_1"), self.cell(op.rnn2, n + "_2")
-        mult = self._array("int64_t", f"om_{n}", op.out_mult)
-        bias = self._array("int64_t", f"ob_{n}", op.out_bias)
-        h, w, c = self._shape(op.input)
-        out_w = (w - op.patch[1]) // op.stride[1] + 1
-        self.decl.append(
-            f"static const rt_rnnpool pool_{n} = {{{op.patch[0]}, {op.patch[1]}, {op.stride[0]}, {op.stride[1]}, {c}, {w}, "
-            f"{out_w}, {op.pad[1]}, &{c1}, &{c2}, {mult}, {bias}, {op.out_shift}, {op.output_zero_point}}};\n")
-        return f"pool_{n}"
+    def arena(self, buffer: str, extra: int = 0) -> str:
+        macro = "CCM" if self.plan.regions[buffer] == "ccm" else "ARENA"
+        return f"{macro}({self.plan.offsets[buffer] + extra})"
 
-    def mbconv(self, op: QMBConv) -> str:
-        n = _ident(op.output)
+    def scratch(self, offset: int) -> str:
+        return self.arena("scratch", offset)
+
+    def check(self, name: str, condition: str) -> None:
+        self.checks.append(f"RT_STATIC_ASSERT({name}, {condition});")
+
+    # ---- nodes -----------------------------------------------------------------------------------
+    def produce(self, outputs: List[str], indent: str = "        ") -> str:
+        lines = [f"{indent}rows_{c_ident(o)} = oy + 1;" for o in outputs]
+        lines += [f"{indent}RT_TRACE({self.map_index[o]}, rt_ring_row(&ring_{c_ident(o)}, oy), {self.s.maps[o].row_bytes});"
+                  for o in outputs]
+        lines += [f"{indent}push_{c_ident(o)}();" for o in outputs if self.s.maps[o].consumers]
+        return "\n".join(lines) + "\n"
+
+    def window(self, node: Node, i: int) -> Dict[str, object]:
+        m = self.s.maps[node.inputs[0]]
+        op = node.op
+        if node.kind == "conv":
+            k, stride, pad = op.kernel, op.stride, op.padding
+        elif node.kind == "mbconv":
+            k, stride, pad = op.depthwise.kernel, op.depthwise.stride, op.depthwise.padding
+        else:
+            k, stride, pad = op.patch[0], op.stride[0], op.padding[0]
+        return {"node": self.names[i], "index": i, "input": c_ident(m.name), "in_h": m.height, "k": k, "span": k - 1,
+                "stride": stride, "pad": pad}
+
+    def node_conv(self, node: Node, i: int) -> str:
+        m = self.s.maps[node.inputs[0]]
+        structs = [self.conv(op) for op in node.ops]
+        out = self.s.maps[node.outputs[0]]
+        norm = "NULL"
+        if node.norm is not None:
+            norm = f"&{self.l2norm_struct(node.norm, self.names[i])}"
+        if len(structs) == 1 and node.norm is None:
+            call = f"rt_conv_row(&{structs[0]}, rows, {m.width}, {out.width}, outs[0], SCRATCH)"
+        else:
+            self.constants.append(f"static const rt_conv *const convs_{self.names[i]}[{len(structs)}] = "
+                                  f"{{{', '.join('&' + s for s in structs)}}};\n")
+            call = f"rt_conv_group_row(convs_{self.names[i]}, {len(structs)}, {norm}, rows, {m.width}, {out.width}, outs, SCRATCH)"
+        for op in node.ops:
+            if not op.depthwise:
+                self.check(f"scratch_{c_ident(op.output)}", f"{self.plan.sizes['scratch']} >= RT_CONV_SCRATCH_BYTES({conv_kdim(op)})")
+        comment = f"conv {', '.join(node.outputs)} <- {m.name}" + (" (L2Norm as gathered)" if node.norm is not None else "")
+        return _template("node_conv.c.tmpl").substitute(
+            self.window(node, i), comment=comment, out_h=out.height, count=len(structs), call=call,
+            out_rows=", ".join(f"rt_ring_row(&ring_{c_ident(o)}, oy)" for o in node.outputs), produce=self.produce(node.outputs))
+
+    def node_mbconv(self, node: Node, i: int) -> str:
+        op: QMBConv = node.op
+        name = self.names[i]
+        m, out = self.s.maps[op.input], self.s.maps[op.output]
         expand = f"&{self.conv(op.expand)}" if op.expand is not None else "NULL"
         dw, project = self.conv(op.depthwise), self.conv(op.project)
         add = "NULL"
         if op.add is not None:
             a = op.add
-            self.decl.append(f"static const rt_add add_{n} = {{{a.a_zero_point}, {a.b_zero_point}, {a.output_zero_point}, "
-                             f"{a.mult_a}, {a.mult_b}, {a.shift}}};\n")
-            add = f"&add_{n}"
-        h_in, w_in, _ = self._shape(op.input)
-        h_out, w_out, _ = self._shape(op.output)
+            self.constants.append(f"static const rt_add add_{name} = {{{a.a_zero_point}, {a.b_zero_point}, "
+                                  f"{a.output_zero_point}, {a.mult_a}, {a.mult_b}, {a.shift}}};\n")
+            add = f"&add_{name}"
         hidden = op.depthwise.out_channels
-        self.decl.append(f"static const rt_mbconv_block block_{n} = {{{expand}, &{dw}, &{project}, {add}, {h_in}, {w_in}, {h_out}, "
-                         f"{w_out}, {hidden}}};\n")
-        return f"block_{n}"
+        self.constants.append(f"static const rt_mbconv block_{name} = {{{expand}, &{dw}, &{project}, {add}, {m.height}, "
+                              f"{m.width}, {out.width}, {hidden}}};\n")
+        k = op.depthwise.kernel
+        _, parts = mbconv_memory(op, m.width, node.mode)
+        offsets, at = {}, 0
+        for part, size in parts.items():
+            offsets[part] = at
+            at += _aligned(size)
+        row = m.width * hidden
+        if node.mode == "rolling":
+            slots = ", ".join(self.arena(f"state_{node.name}", j * row) for j in range(k - 1))
+            self.check(f"fifo_{name}", f"{parts['fifo']} >= RT_FIFO_PIXELS({k}) * {hidden}")
+        elif node.mode == "recompute":
+            slots = ", ".join(self.scratch(offsets["rows"] + j * row) for j in range(k))
+        else:
+            slots = "NULL"
+        self.check(f"mbconv_{name}", f"{self.plan.sizes['scratch']} >= {at}")
+        state = (f"static rt_mbconv_state state_{name} = {{{{{slots}}}, {self.scratch(offsets['fifo'])}, "
+                 f"{self.scratch(offsets['dw_out'])}, (int32_t *){self.scratch(offsets['unpacked'])}, 0, "
+                 f"{int(node.mode == 'recompute')}}};\n")
+        self.states.append(state)
+        self.resets.append(f"    state_{name}.expanded = 0;")
+        prefetch = ""
+        if node.keeps_rows:
+            prefetch = (f"    if (next_{name} < {out.height}) {{\n        RT_TIC();\n        rt_mbconv_prefetch(&block_{name}, &state_{name}, "
+                        f"&ring_{c_ident(op.input)}, rows_{c_ident(op.input)}, next_{name});\n        RT_TOC({i});\n    }}\n")
+        comment = f"MobileNetV2 block {op.output} <- {op.input}" + (f" ({node.mode} expanded rows)" if node.mode else "")
+        return _template("node_mbconv.c.tmpl").substitute(
+            self.window(node, i), comment=comment, out_h=out.height, output=c_ident(op.output), prefetch=prefetch,
+            produce=self.produce(node.outputs))
 
-    def mbconv_scratch(self, op: QMBConv) -> int:
-        _, w_in, _ = self._shape(op.input)
-        _, w_out, _ = self._shape(op.output)
-        hidden = op.depthwise.out_channels
-        return (op.depthwise.kernel * w_in * hidden if op.expand is not None else 0) + w_out * hidden
+    def node_rnnpool(self, node: Node, i: int) -> str:
+        op: QRNNPool = node.op
+        name = self.names[i]
+        m, out = self.s.maps[op.input], self.s.maps[op.output]
+        c1 = self.cell(op.rnn1, f"{name}_1", state_input=False)
+        c2 = self.cell(op.rnn2, f"{name}_2", state_input=True)
+        mult = self.array("int64_t", f"om_{name}", op.out_mult)
+        bias = self.array("int64_t", f"ob_{name}", op.out_bias)
+        cache = self.s.cache_rows[node.name]
+        w_out = out.width - op.pad[1]
+        self.constants.append(
+            f"static const rt_rnnpool pool_{name} = {{{op.patch[0]}, {op.patch[1]}, {op.stride[0]}, {op.stride[1]}, "
+            f"{op.padding[0]}, {op.padding[1]}, {m.channels}, {m.height}, {m.width}, {w_out}, {op.pad[1]}, "
+            f"{int(op.pad_mode == 'replicate')}, {int(cache)}, &{c1}, &{c2}, {mult}, {bias}, {op.out_shift}, {op.output_zero_point}}};\n")
+        _, parts = rnnpool_memory(op, w_out, cache)
+        offsets, at = {}, 0
+        for part, size in parts.items():
+            offsets[part] = at
+            at += _aligned(size)
+        self.check(f"rnnpool_{name}", f"{self.plan.sizes['scratch']} >= {at}")
+        cache_ptr = f"(int16_t *){self.arena(f'state_{node.name}')}" if cache else "NULL"
+        self.states.append(
+            f"static rt_rnnpool_state state_{name} = {{{cache_ptr}, (int32_t *){self.scratch(offsets['wx'])}, "
+            f"(int16_t *){self.scratch(offsets['col_sums'])}, (int16_t *){self.scratch(offsets['row_sums'])}, "
+            f"(int32_t *){self.scratch(offsets['wx2'])}, (int16_t *){self.scratch(offsets['state'])}, "
+            f"(int32_t *){self.scratch(offsets['unpacked'])}, RT_NONE}};\n")
+        self.resets.append(f"    state_{name}.cached_through = RT_NONE;")
+        row = f"rt_ring_row(&ring_{c_ident(op.output)}, oy)"
+        if op.pad_mode == "replicate":
+            pad_row = (f"            int8_t *dst = {row};\n            const int8_t *src = rt_ring_row(&ring_{c_ident(op.output)}, oy - 1);\n"
+                       f"            if (dst != src) memcpy(dst, src, {out.row_bytes});\n")
+        else:
+            pad_row = f"            rt_rnnpool_pad_row(&pool_{name}, {row});\n"
+        comment = (f"RNNPool {op.output} <- {op.input}: patch {op.patch}, stride {op.stride}"
+                   + (", row sweeps shared with the next patch row" if cache else ""))
+        return _template("node_rnnpool.c.tmpl").substitute(
+            self.window(node, i), comment=comment, out_h=out.height, valid=rnnpool_valid_rows(op, m.height),
+            output=c_ident(op.output), pad_row=pad_row, produce=self.produce(node.outputs))
 
-    def head_struct(self, index: int, anchor_offset: int) -> str:
+    def l2norm_struct(self, op: QL2Norm, name: str) -> str:
+        channels = self.graph.tensors[op.input].shape[0]
+        self.check(f"norm_{name}", f"{channels} <= RT_MAX_NORM_CHANNELS")
+        self.constants.append(f"static const rt_l2norm norm_{name} = {{{channels}, {op.input_zero_point}}};\n")
+        return f"norm_{name}"
+
+    def node_l2norm(self, node: Node, i: int) -> str:
+        op: QL2Norm = node.op
+        self.l2norm_struct(op, self.names[i])
+        m = self.s.maps[op.input]
+        return _template("node_l2norm.c.tmpl").substitute(
+            node=self.names[i], index=i, comment=f"L2Norm {op.output} <- {op.input}", out_h=m.height, input=c_ident(op.input),
+            output=c_ident(op.output), width=m.width, produce=self.produce(node.outputs))
+
+    def node_avgpool(self, node: Node, i: int) -> str:
+        op: QAvgPool = node.op
+        name = self.names[i]
+        m = self.s.maps[op.input]
+        self.constants.append(f"static const rt_avgpool pool_{name} = {{{m.channels}, {op.count}, {op.input_zero_point}, "
+                              f"{op.output_zero_point}, {op.mult}, {op.shift}}};\n")
+        self.states.append(f"#define sums_{name} ((int32_t *){self.arena(f'state_{node.name}')})\n")
+        self.resets.append(f"    memset(sums_{name}, 0, {4 * m.channels});")
+        return _template("node_avgpool.c.tmpl").substitute(
+            node=name, index=i, comment=f"global average pool {op.output} <- {op.input}", in_h=m.height, input=c_ident(op.input),
+            output=c_ident(op.output), width=m.width, produce=self.produce(node.outputs, "            "))
+
+    def node_detect(self, node: Node, i: int) -> str:
+        index = node.head
         head = self.graph.heads[index]
-        mult, threshold = head_key_params(self.graph, self.settings)[index]
-        loc = self.tensors[head.loc]
-        _, w, _ = self._shape(head.conf)
-        self.decl.append(f"static const rt_head head_{index} = {{{mult}, {threshold}, {loc.zero_point}, {_float_literal(loc.scale)}, "
-                         f"{_float_literal(head.stride)}, {_float_literal(head.anchor_size)}, {anchor_offset}, {w}}};\n")
-        return f"head_{index}"
+        conf, loc = self.s.maps[head.conf], self.s.maps[head.loc]
+        mult, threshold = self.key_params[index]
+        t = self.graph.tensors[head.loc]
+        self.constants.append(
+            f"static const rt_head head_{index} = {{{mult}, {threshold}, {t.zero_point}, {c_float(t.scale)}, "
+            f"{c_float(head.stride)}, {c_float(head.anchor_size)}, {self.anchor_offsets[index]}, {conf.width}}};\n")
+        return _template("node_detect.c.tmpl").substitute(
+            node=self.names[i], index=i, comment=f"head {index}: candidates from {head.conf}, {head.loc}", out_h=conf.height,
+            conf=c_ident(head.conf), loc=c_ident(head.loc), hash=2 * index, conf_bytes=conf.row_bytes, loc_bytes=loc.row_bytes,
+            head=index)
 
-    # ---- memory ---------------------------------------------------------------------------------
-    def plan(self) -> ExportPlan:
-        buffers: List[Buffer] = []
-        for t in self.streamed:
-            h, w, c = self._shape(t)
-            buffers.append(Buffer(f"ring_{_ident(t)}", self.ring_rows(t) * w * c, 0, 0))
-        for op in self.prefix:
-            if op.output in self.head_of or op.output in self.loc_of:
-                _, w, c = self._shape(op.output)
-                buffers.append(Buffer(f"row_{_ident(op.output)}", w * c, 0, 0))
-        pools = [self.pool] + [s.ops[0] for s in self.steps if s.kind == "rnnpool"]
-        scratch = max(self.pool_scratch_words(p) for p in pools) * 4
-        last_use: Dict[str, int] = {}
-        for i, step in enumerate(self.steps, start=1):
-            last_use[step.ops[0].input] = i
-        tensors: Dict[str, Buffer] = {}
-        tensors[self.pool.output] = Buffer(_ident(self.pool.output), self._bytes(self.pool.output), 0, last_use.get(self.pool.output, 0))
-        buffers.append(Buffer("rnnpool_scratch", scratch, 0, 0))
-        for i, step in enumerate(self.steps, start=1):
-            op = step.ops[0]
-            if step.kind == "head":
-                for o in step.ops:
-                    buffers.append(Buffer(_ident(o.output), self._bytes(o.output), i, i))
-                continue
-            out = Buffer(_ident(op.output), self._bytes(op.output), i, last_use.get(op.output, i))
-            if step.kind == "mbconv":
-                buffers.append(Buffer(f"scratch_{i}", self.mbconv_scratch(op), i, i))
-            elif step.kind == "rnnpool":
-                buffers.append(Buffer(f"rnnpool_scratch_{i}", scratch, i, i))
-            elif self.inplace(op, last_use, i):
-                out.alias = _ident(op.input)
-                buffers.append(Buffer(f"scratch_{i}", 2 * self._shape(op.input)[1] * self._shape(op.input)[2], i, i))
-            tensors[op.output] = out
-        buffers += tensors.values()
-        arena = plan_arena(buffers)
-        check_plan(buffers)
-        _, names = peak_step(buffers)
-        lbl = layer_by_layer_peak(*self._layers())
-        return ExportPlan(arena, lbl[0], lbl[1], lbl[2], names, buffers, self.weight_bytes)
+    def ccm_arena(self) -> str:
+        if not self.plan.ccm_bytes:
+            return ""
+        return ("static union {\n    int64_t align;\n    int8_t bytes[%d];\n} ccm_storage __attribute__((section(\".ccm\")));\n"
+                "#define CCM(offset) (ccm_storage.bytes + (offset))" % self.plan.ccm_bytes)
 
-    def inplace(self, op, last_use: Dict[str, int], step: int) -> bool:
-        return (isinstance(op, QConv) and op.groups > 1 and op.kernel == 3 and op.stride == 1 and op.padding == 1
-                and last_use.get(op.input) == step and op.input != self.graph.input
-                and self._shape(op.input) == self._shape(op.output))
-
-    def _layers(self) -> Tuple[List[Tuple[str, List[str], str]], Dict[str, int]]:
-        layers, sizes = [], {name: self._bytes(name) for name in self.tensors}
-        for op in self.graph.ops:
-            if isinstance(op, QMBConv):
-                x = op.input
-                for conv in op.convs():
-                    layers.append((conv.output, [x], conv.output))
-                    x = conv.output
-                if op.add is not None:
-                    layers.append((op.output, [x, op.input], op.output))
-            else:
-                layers.append((op.output, [op.input], op.output))
-        return layers, sizes
-
-    @staticmethod
-    def pool_scratch_words(op: QRNNPool) -> int:
-        (r, c), h1, h2 = op.patch, op.rnn1.hidden_size, op.rnn2.hidden_size
-        return r * c * h1 + (r + c) * h1 + (r + c) * h2 + 2 * max(h1, h2)
-
-    # ---- code -----------------------------------------------------------------------------------
-    def source(self, plan: ExportPlan) -> Tuple[str, str]:
-        offsets = {b.name: b.offset for b in plan.buffers}
-        body: List[str] = []
-        state: List[str] = []
-        anchor_offsets, total = [], 0
-        for head in self.graph.heads:
-            anchor_offsets.append(total)
-            _, h, w = self.tensors[head.conf].shape
+    # ---- program ---------------------------------------------------------------------------------
+    def source(self) -> Tuple[str, str]:
+        graph, s = self.graph, self.s
+        self.states: List[str] = []
+        self.resets: List[str] = []
+        self.key_params = head_key_params(graph, self.settings) if graph.heads else []
+        self.anchor_offsets, total = [], 0
+        for head in graph.heads:
+            self.anchor_offsets.append(total)
+            _, h, w = graph.tensors[head.conf].shape
             total += h * w
-        heads = [self.head_struct(i, anchor_offsets[i]) for i in range(len(self.graph.heads))]
-
-        def buf(name: str) -> str:
-            return f"(arena + {offsets[name]})"
-
-        # streaming part
-        body += [f"static void feed_{_ident(t)}(int t);" for t in self.streamed]
-        by_output = {op.output: op for op in self.prefix}
-        pool_name = self.rnnpool(self.pool)
-        for t in self.streamed:
-            h, w, c = self._shape(t)
-            ring, rows = buf(f"ring_{_ident(t)}"), self.ring_rows(t)
-            lines = [f"static void feed_{_ident(t)}(int t) {{", "    const int8_t *rows[16];", "    (void)rows;"]
-            for op in self.consumers[t]:
-                n = _ident(op.output)
-                counter = f"next_{n}"
-                state.append(counter)
-                if isinstance(op, QRNNPool):
-                    oh = (h - op.patch[0]) // op.stride[0] + 1
-                    _, ow_total, oc = self._shape(op.output)
-                    lines += [
-                        f"    while ({counter} < {oh} && {counter} * {op.stride[0]} + {op.patch[0] - 1} <= t) {{",
-                        f"        for (int i = 0; i < {op.patch[0]}; ++i) rows[i] = {ring} + (size_t)(({counter} * {op.stride[0]} + i) % {rows}) * {w * c};",
-                        f"        rt_rnnpool_row(&{pool_name}, rows, {buf(n)} + (size_t){counter} * {ow_total * oc}, (int32_t *){buf('rnnpool_scratch')});",
-                        f"        ++{counter};", "    }"]
-                    continue
-                oh, ow, oc = self._shape(op.output)
-                conv = self.conv(op)
-                gather = (f"        for (int i = 0; i < {op.kernel}; ++i) {{ const int y = {counter} * {op.stride} - {op.padding} + i; "
-                          f"rows[i] = (y < 0 || y >= {h}) ? NULL : {ring} + (size_t)(y % {rows}) * {w * c}; }}")
-                cond = f"    while ({counter} < {oh} && ({counter} * {op.stride} - {op.padding} + {op.kernel - 1} < {h - 1} ? {counter} * {op.stride} - {op.padding} + {op.kernel - 1} : {h - 1}) <= t) {{"
-                lines += [cond, gather]
-                if op.output in self.head_of:
-                    index = self.head_of[op.output]
-                    loc = by_output[self.graph.heads[index].loc]
-                    conf_row, loc_row = buf(f"row_{n}"), buf(f"row_{_ident(loc.output)}")
-                    lines += [
-                        f"        rt_conv_row(&{conv}, rows, {w}, {ow}, {conf_row});",
-                        f"        rt_conv_row(&{self.conv(loc)}, rows, {w}, {ow}, {loc_row});",
-                        f"        model_hashes[{2 * index}] = rt_fnv1a(model_hashes[{2 * index}], {conf_row}, {ow * 2});",
-                        f"        model_hashes[{2 * index + 1}] = rt_fnv1a(model_hashes[{2 * index + 1}], {loc_row}, {ow * 4});",
-                        f"        rt_head_row(&{heads[index]}, {counter}, {conf_row}, {loc_row}, model_candidates);"]
-                else:
-                    out_ring, out_rows = buf(f"ring_{n}"), self.ring_rows(op.output)
-                    lines += [f"        rt_conv_row(&{conv}, rows, {w}, {ow}, {out_ring} + (size_t)({counter} % {out_rows}) * {ow * oc});",
-                              f"        feed_{n}({counter});"]
-                lines += [f"        ++{counter};", "    }"]
-            lines.append("}")
-            body += lines
-
-        # layer-by-layer part
-        finish = ["void model_finish(void) {"]
-        pool_h, pool_w, pool_c = self._shape(self.pool.output)
-        valid = (self._shape(self.pool.input)[0] - self.pool.patch[0]) // self.pool.stride[0] + 1
-        finish.append(f"    for (int y = {valid}; y < {pool_h}; ++y) rt_rnnpool_pad_row(&{pool_name}, {buf(_ident(self.pool.output))} + (size_t)y * {pool_w * pool_c});")
-        for i, step in enumerate(self.steps, start=1):
-            op = step.ops[0]
-            h_in, w_in, c_in = self._shape(op.input)
-            src = buf(_ident(op.input))
-            if step.kind == "head":
-                conf, loc = step.ops
-                oh, ow, _ = self._shape(conf.output)
-                cb, lb = buf(_ident(conf.output)), buf(_ident(loc.output))
-                index = step.head
-                finish += [
-                    f"    rt_conv_layer(&{self.conv(conf)}, {src}, {h_in}, {w_in}, {cb}, {oh}, {ow});",
-                    f"    rt_conv_layer(&{self.conv(loc)}, {src}, {h_in}, {w_in}, {lb}, {oh}, {ow});",
-                    f"    model_hashes[{2 * index}] = rt_fnv1a(model_hashes[{2 * index}], {cb}, {oh * ow * 2});",
-                    f"    model_hashes[{2 * index + 1}] = rt_fnv1a(model_hashes[{2 * index + 1}], {lb}, {oh * ow * 4});",
-                    f"    for (int y = 0; y < {oh}; ++y) rt_head_row(&{heads[index]}, y, {cb} + (size_t)y * {ow * 2}, {lb} + (size_t)y * {ow * 4}, model_candidates);"]
-            elif step.kind == "mbconv":
-                finish.append(f"    rt_mbconv(&{self.mbconv(op)}, {src}, {buf(_ident(op.output))}, {buf(f'scratch_{i}')});")
-            elif step.kind == "rnnpool":
-                p = self.rnnpool(op)
-                oh_valid = (h_in - op.patch[0]) // op.stride[0] + 1
-                oh, ow, oc = self._shape(op.output)
-                finish += [
-                    "    {", "        const int8_t *rows[16];",
-                    f"        for (int y = 0; y < {oh_valid}; ++y) {{",
-                    f"            for (int i = 0; i < {op.patch[0]}; ++i) rows[i] = {src} + (size_t)(y * {op.stride[0]} + i) * {w_in * c_in};",
-                    f"            rt_rnnpool_row(&{p}, rows, {buf(_ident(op.output))} + (size_t)y * {ow * oc}, (int32_t *){buf(f'rnnpool_scratch_{i}')});",
-                    "        }",
-                    f"        for (int y = {oh_valid}; y < {oh}; ++y) rt_rnnpool_pad_row(&{p}, {buf(_ident(op.output))} + (size_t)y * {ow * oc});",
-                    "    }"]
-            else:
-                oh, ow, _ = self._shape(op.output)
-                conv = self.conv(op)
-                if f"scratch_{i}" in offsets and step.kind == "conv":
-                    finish.append(f"    rt_depthwise_inplace(&{conv}, {src}, {h_in}, {w_in}, {buf(f'scratch_{i}')});")
-                else:
-                    finish.append(f"    rt_conv_layer(&{conv}, {src}, {h_in}, {w_in}, {buf(_ident(op.output))}, {oh}, {ow});")
-        finish.append("}")
-
-        c, h, w = self.graph.input_shape
-        image_ring = buf(f"ring_{_ident(self.graph.input)}")
-        image_rows = self.ring_rows(self.graph.input)
-        api = [
-            "void model_reset(rt_candidates *candidates, uint32_t *hashes) {",
-            "    model_candidates = candidates;", "    model_hashes = hashes;",
-            f"    for (int i = 0; i < {2 * len(self.graph.heads)}; ++i) hashes[i] = RT_FNV_INIT;",
-            *[f"    {s} = 0;" for s in state], "}",
-            f"int8_t *model_input_row(int y) {{ return {image_ring} + (size_t)(y % {image_rows}) * {w * c}; }}",
-            f"void model_push_row(int y) {{ feed_{_ident(self.graph.input)}(y); }}",
-        ]
-        source = "\n".join([
-            "/* Generated by rnnpool.deploy.codegen: do not edit. */",
-            '#include "model.h"', "", "#include <stddef.h>", "",
-            *self.decl, "",
-            f"/* One arena for every activation: {plan.arena_bytes} bytes (see memory_report.json). */",
-            f"static union {{ int64_t align; int8_t bytes[{max(8, plan.arena_bytes)}]; }} arena_storage;",
-            "#define arena (arena_storage.bytes)",
-            "static rt_candidates *model_candidates;", "static uint32_t *model_hashes;",
-            *[f"static int {s};" for s in state], "",
-            *body, "", *api, "", *finish, ""])
-        s = self.settings
-        header = "\n".join([
-            "/* Generated by rnnpool.deploy.codegen: do not edit. */",
-            "#ifndef MODEL_H", "#define MODEL_H", "", '#include "rnnpool_rt.h"', "",
-            f"#define MODEL_INPUT_HEIGHT {h}", f"#define MODEL_INPUT_WIDTH {w}", f"#define MODEL_INPUT_CHANNELS {c}",
-            f"#define MODEL_INPUT_ROW_BYTES {w * c}", f"#define MODEL_NUM_HEADS {len(self.graph.heads)}",
-            f"#define MODEL_ARENA_BYTES {plan.arena_bytes}",
-            f"#define MODEL_MAX_CANDIDATES {s.max_candidates}", f"#define MODEL_MAX_DETECTIONS {s.max_detections}",
-            f"#define MODEL_NMS_THRESHOLD {_float_literal(s.nms_threshold)}", "",
-            "/* Start an image; candidates and the 2 * MODEL_NUM_HEADS output checksums go to the given places. */",
-            "void model_reset(rt_candidates *candidates, uint32_t *hashes);",
-            "/* Where row y of the image (MODEL_INPUT_ROW_BYTES int8 values, pixel - 128) must be written. */",
-            "int8_t *model_input_row(int y);",
-            "/* Row y has been written: run every layer it completes. */",
-            "void model_push_row(int y);",
-            "/* All rows pushed: run the remaining layers. */",
-            "void model_finish(void);", "", "#endif", ""])
+        nodes = [getattr(self, f"node_{n.kind}")(n, i) for i, n in enumerate(s.nodes)]
+        rings = []
+        for name, m in s.maps.items():
+            if m.rows and f"ring_{name}" in self.plan.offsets:
+                rings.append(f"static const rt_ring ring_{c_ident(name)} = {{{self.arena(f'ring_{name}')}, {m.row_bytes}, {m.rows}}};")
+                rings.append(f"static int rows_{c_ident(name)};")
+                self.resets.append(f"    rows_{c_ident(name)} = 0;")
+        self.resets += [f"    next_{n} = 0;" for n in self.names]
+        prototypes = [f"static void push_{c_ident(name)}(void);" for name, m in s.maps.items() if m.consumers]
+        pushes = []
+        for name, m in s.maps.items():
+            if m.consumers:
+                calls = "".join(f"    run_{self.names[s.nodes.index(n)]}();\n" for n in m.consumers)
+                pushes.append(f"static void push_{c_ident(name)}(void) {{\n{calls}}}\n")
+        complete = " && ".join(f"next_{self.names[i]} == {n.out_rows if n.kind != 'avgpool' else s.maps[n.inputs[0]].height}"
+                               for i, n in enumerate(s.nodes)) or "1"
+        logits_api = ("const int8_t *model_logits(void) { return rt_ring_row(&ring_%s, 0); }\n" % c_ident(graph.logits)
+                      if graph.logits else "const int8_t *model_logits(void) { return NULL; }\n")
+        if graph.logits:
+            self.resets.append("    (void)model_hashes;")
+        c, h, w = graph.input_shape
+        source = _template("model.c.tmpl").substitute(
+            model=self.model_name, arena_bytes=self.plan.arena_bytes, arena_alloc=max(ALIGN, self.plan.arena_bytes),
+            ccm_arena=self.ccm_arena(), constants="".join(self.constants), scratch=self.scratch(0), checks="\n".join(self.checks),
+            rings="\n".join(rings), states="".join(self.states), layer_names=", ".join(f'"{n.name}"' for n in s.nodes),
+            prototypes="\n".join(prototypes), nodes="\n".join(nodes), pushes="\n".join(pushes), reset="\n".join(self.resets) + "\n",
+            input=c_ident(graph.input), complete=complete, logits_api=logits_api, num_maps=len(self.traced),
+            map_names=", ".join(f'"{n}"' for n in self.traced))
+        settings = self.settings
+        num_classes = graph.tensors[graph.logits].shape[0] if graph.logits else 0
+        header = _template("model.h.tmpl").substitute(
+            model=self.model_name, height=h, width=w, channels=c, row_bytes=w * c, num_heads=len(graph.heads),
+            num_classes=num_classes, num_outputs=2 * len(graph.heads) if graph.heads else 1, num_layers=len(s.nodes),
+            arena_bytes=self.plan.arena_bytes, max_candidates=settings.max_candidates, max_detections=settings.max_detections,
+            nms_threshold=c_float(settings.nms_threshold), key_bits=graph.key_bits)
+        self.plan.weight_bytes = self.weight_bytes
         return header, source
 
 
-def generate_c(graph: QuantizedGraph, out_dir: Union[str, Path], settings: DetectionSettings = DetectionSettings()) -> ExportPlan:
-    """Write the C program for ``graph`` into ``out_dir`` (created); returns its memory plan."""
+def generate_c(graph_or_schedule: Union[QuantizedGraph, Schedule], out_dir: Union[str, Path],
+               settings: DetectionSettings = DetectionSettings(), model_name: str = "model",
+               ram_capacity: Optional[int] = None, ccm_capacity: int = 0) -> MemoryPlan:
+    """Write the C program for a quantized graph (or its schedule) into ``out_dir`` (created); returns its
+    memory plan. ``ram_capacity`` / ``ccm_capacity``: bytes for buffers in the target's two RAM regions."""
+    schedule = graph_or_schedule if isinstance(graph_or_schedule, Schedule) else build_schedule(graph_or_schedule)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    gen = _Generator(graph, settings)
-    plan = gen.plan()
-    header, source = gen.source(plan)
-    plan.flash_weight_bytes = gen.weight_bytes
+    emitter = _Emitter(schedule, settings, model_name, plan_memory(schedule, ram_capacity, ccm_capacity))
+    header, source = emitter.source()
     (out / "model.h").write_text(header)
     (out / "model.c").write_text(source)
     for name in RUNTIME_FILES:
         shutil.copyfile(RUNTIME_DIR / name, out / name)
-    (out / "memory_report.json").write_text(json.dumps(plan.as_dict(), indent=2))
-    return plan
+    report = emitter.plan.as_dict()
+    report["layers"] = [{"index": i, "name": n.name, "kind": n.kind, "outputs": n.outputs} for i, n in enumerate(schedule.nodes)]
+    (out / "memory_report.json").write_text(json.dumps(report, indent=2))
+    return emitter.plan
 
 
-def format_plan(plan: ExportPlan) -> str:
-    """Human-readable summary: arena under the plan vs layer by layer, and what sits at each peak."""
-    return (f"arena (planned, streamed image): {plan.arena_bytes:,} B; at its peak: {', '.join(plan.plan_peak_buffers)}\n"
-            f"layer-by-layer allocation: {plan.layer_by_layer_bytes:,} B; peak at {plan.layer_by_layer_peak_layer} "
-            f"holding {', '.join(plan.layer_by_layer_peak_tensors)}")
-
-
-__all__ = ["ExportPlan", "format_plan", "generate_c"]
+__all__ = ["MemoryPlan", "RUNTIME_FILES", "generate_c", "pack_rows", "plan_memory"]

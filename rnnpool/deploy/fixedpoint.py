@@ -52,6 +52,16 @@ def requantize(v: np.ndarray, mult, shift) -> np.ndarray:
     return (v * mult + (np.int64(1) << (shift - 1))) >> shift
 
 
+def shift_round(v: np.ndarray, shift) -> np.ndarray:
+    """``v * 2**-shift`` rounded half up: ``(v + 2**(shift-1)) >> shift`` for shift > 0, ``v << -shift`` else.
+
+    The requantization of the recurrent cells, whose weights are scaled by powers of two per row."""
+    v = np.asarray(v, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    right = np.maximum(shift, 0)
+    return ((v << np.maximum(-shift, 0)) + np.where(right > 0, np.int64(1) << np.maximum(right - 1, 0), 0)) >> right
+
+
 def saturate(v: np.ndarray, low: int, high: int, dtype) -> np.ndarray:
     """Clamp to [low, high] and cast."""
     return np.clip(v, low, high).astype(dtype)
@@ -77,4 +87,4 @@ NONLINEARITY_FUNCTIONS = {
 }
 
 __all__ = ["INT16_MAX", "INT16_MIN", "LUT_SHIFT", "LUT_SIZE", "NONLINEARITY_FUNCTIONS", "PRE_BITS", "STATE_BITS",
-           "build_lut", "lut_lookup", "quantize_multiplier", "requantize", "saturate"]
+           "build_lut", "lut_lookup", "quantize_multiplier", "requantize", "saturate", "shift_round"]

@@ -1,11 +1,19 @@
-"""A face detector as a flat list of deployable ops, with BatchNorm folded, and its float execution.
+"""A model as a flat list of deployable ops, with BatchNorm folded, and its float execution.
 
-:func:`build_graph` turns a :class:`~rnnpool.models.face.FaceDetector` into ops that the int8 quantizer,
-the NumPy integer reference and the C code generator all share: ``conv`` (any kernel, stride, groups;
-BN folded; ReLU/ReLU6 as a clamp; S3FD max-out on the first head), ``mbconv`` (MobileNetV2 block:
-1x1 expand, 3x3 depthwise, 1x1 project, optional residual add) and ``rnnpool`` (the RNNPool layer with
-the face models' bottom/right output padding and the following BatchNorm as a per-channel affine).
-Tensors are named; each head reads two of them (class scores and box offsets).
+:func:`build_graph` turns a face detector (:class:`~rnnpool.models.face.FaceDetector`) or a classifier
+(:class:`~rnnpool.models.classifier.Classifier`) into ops that the int8 quantizer, the NumPy integer
+reference and the C code generator all share:
+
+- ``conv``: any kernel, stride and groups (dense or depthwise); BN folded; ReLU/ReLU6 as a clamp; S3FD
+  max-out on the first head's scores.
+- ``mbconv``: MobileNetV2 block (1x1 expand, depthwise, 1x1 project, optional residual add).
+- ``rnnpool``: the RNNPool layer with its input zero padding, an optional per-channel affine (a following
+  BatchNorm) and optional bottom/right output padding (zeros before the affine, or replicated).
+- ``l2norm``: per-pixel L2 normalisation times a per-channel weight (the face heads' inputs).
+- ``avgpool`` (global average pooling) and ``linear`` (the classifier), on 1x1 maps.
+
+Tensors are named; a detector's heads each name two (class scores, box offsets); a classifier names its
+logits. Ops are in execution order and each reads tensors written before it.
 """
 from __future__ import annotations
 
@@ -16,27 +24,34 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..models.classifier import Classifier
 from ..models.face import DetectionHead, FaceDetector
-from ..nn import RNNPool2d
+from ..nn import L2Norm, RNNPool2d
 from ..nn.blocks import ConvBNAct, InvertedResidual
 from ..nn.fastgrnn import FastGRNNCell
+from ..nn.l2norm import EPS as L2NORM_EPS
 
 Shape = Tuple[int, int, int]  # (C, H, W)
+# ImageNet normalisation of the classifiers' inputs (rnnpool.data.classification), folded into the first conv.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass
 class ConvOp:
-    """Conv2d (+ folded BN) (+ ReLU/ReLU6); ``maxout`` > 1 keeps the max of the first ``maxout`` channels."""
+    """Conv2d (+ folded BN) (+ ReLU/ReLU6); ``maxout`` > 1 keeps the max of the first ``maxout`` channels.
+
+    ``pad_value`` (per input channel) is what padding reads, in the input's own units; None means 0."""
 
     input: str
     output: str
-    weight: torch.Tensor  # (O, I / groups, k, k)
+    weight: torch.Tensor  # (O, I / groups, k, k), float64
     bias: torch.Tensor  # (O,)
     stride: int
     padding: int
     groups: int
     act: Optional[str] = None  # None | "relu" | "relu6"
     maxout: int = 1
+    pad_value: Optional[torch.Tensor] = None
 
     @property
     def kernel(self) -> int:
@@ -64,7 +79,9 @@ class MBConvOp:
 
 @dataclass
 class RNNPoolOp:
-    """RNNPool (FastGRNN cells), then ``pad`` = (bottom, right) rows/columns of zeros, then ``y * scale + shift``."""
+    """RNNPool (FastGRNN cells) with its own input padding, then ``pad`` = (bottom, right) output rows /
+    columns (``pad_mode`` "zero": zeros before the affine; "replicate": copies of the last row / column),
+    then ``y * scale + shift`` per channel (an identity without a following BatchNorm)."""
 
     input: str
     output: str
@@ -72,13 +89,32 @@ class RNNPoolOp:
     scale: torch.Tensor  # (4 * h2,)
     shift: torch.Tensor
     pad: Tuple[int, int] = (0, 0)
+    pad_mode: str = "zero"
 
 
-Op = Union[ConvOp, MBConvOp, RNNPoolOp]
+@dataclass
+class L2NormOp:
+    """``x / ||x||`` per pixel; the layer's per-channel weight is folded into the convs that read it."""
+
+    input: str
+    output: str
+
+
+@dataclass
+class AvgPoolOp:
+    """Global average pooling to a 1x1 map."""
+
+    input: str
+    output: str
+
+
+Op = Union[ConvOp, MBConvOp, RNNPoolOp, L2NormOp, AvgPoolOp]
 
 
 @dataclass
 class Head:
+    """A detection head: the tensors of its class scores and box offsets, its stride and anchor size."""
+
     conf: str
     loc: str
     stride: int
@@ -89,17 +125,22 @@ class Head:
 class Graph:
     input: str
     ops: List[Op]
-    heads: List[Head]
+    heads: List[Head] = field(default_factory=list)  # detectors
+    logits: Optional[str] = None  # classifiers
     shapes: Dict[str, Shape] = field(default_factory=dict)
+    task: str = "detection"
+
+    def producers(self) -> Dict[str, Op]:
+        return {op.output: op for op in self.ops}
 
 
 def _fold_bn(conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d]) -> Tuple[torch.Tensor, torch.Tensor]:
     weight = conv.weight.detach().double()
-    bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros(weight.shape[0], dtype=torch.float64)
+    bias = conv.bias.detach().double() if conv.bias is not None else None
     if bn is None:
-        return weight, bias
-    factor = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
-    return weight * factor[:, None, None, None], (bias - bn.running_mean.double()) * factor + bn.bias.detach().double()
+        return weight, bias if bias is not None else torch.zeros(weight.shape[0], dtype=torch.float64)
+    bn64 = [t.detach().double() for t in (bn.running_mean, bn.running_var, bn.weight, bn.bias)]
+    return nn.utils.fuse_conv_bn_weights(weight, bias, *bn64[:2], bn.eps, *bn64[2:])
 
 
 def _act_name(module: Optional[nn.Module]) -> Optional[str]:
@@ -112,19 +153,26 @@ def _act_name(module: Optional[nn.Module]) -> Optional[str]:
     raise NotImplementedError(f"int8 deployment supports ReLU and ReLU6 activations, not {type(module).__name__}")
 
 
+def _bn_affine(bn: Optional[nn.BatchNorm2d], channels: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    if bn is None:
+        return torch.ones(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64)
+    scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    return scale, bn.bias.detach().double() - bn.running_mean.double() * scale
+
+
 class _Builder:
     def __init__(self) -> None:
         self.ops: List[Op] = []
         self.count = 0
 
-    def name(self, prefix: str) -> str:
+    def name(self, prefix: str = "t") -> str:
         self.count += 1
         return f"{prefix}{self.count}"
 
     def conv_bn_act(self, block: ConvBNAct, x: str, out: Optional[str] = None) -> ConvOp:
         conv, bn = block[0], block[1] if len(block) > 1 and isinstance(block[1], nn.BatchNorm2d) else None
         act = block[2] if len(block) > 2 else None
-        return self.conv(conv, bn, _act_name(act), x, out or self.name("t"))
+        return self.conv(conv, bn, _act_name(act), x, out or self.name())
 
     @staticmethod
     def conv(conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d], act: Optional[str], x: str, out: str, maxout: int = 1) -> ConvOp:
@@ -143,75 +191,139 @@ class _Builder:
             return op.output
         if isinstance(m, InvertedResidual):
             convs = list(m.conv)
-            names = [self.name("t") for _ in convs]
+            names = [self.name() for _ in convs]
             ops = [self.conv_bn_act(c, src, dst) for c, src, dst in zip(convs, [x] + names[:-1], names)]
             expand = ops[0] if len(ops) == 3 else None
-            out = self.name("t") if m.use_residual else names[-1]  # the sum has its own scale
+            out = self.name() if m.use_residual else names[-1]  # the sum has its own scale
             self.ops.append(MBConvOp(x, out, expand, ops[-2], ops[-1], m.use_residual))
             return out
         if isinstance(m, RNNPool2d):
-            return self.rnnpool(m, None, None, x)
+            return self.rnnpool(m, [], x)
         if isinstance(m, nn.Sequential) and len(m) and isinstance(m[0], RNNPool2d):
-            rest = list(m)[1:]
-            pad = rest.pop(0) if rest and isinstance(rest[0], nn.ZeroPad2d) else None
-            bn = rest.pop(0) if rest and isinstance(rest[0], nn.BatchNorm2d) else None
-            if rest:
-                return self.module(nn.Sequential(*rest), self.rnnpool(m[0], pad, bn, x))
-            return self.rnnpool(m[0], pad, bn, x)
+            return self.rnnpool(m[0], list(m)[1:], x)
         if isinstance(m, nn.Sequential):
             for child in m:
                 x = self.module(child, x)
             return x
         raise NotImplementedError(f"int8 deployment does not support {type(m).__name__} layers")
 
-    def rnnpool(self, layer: RNNPool2d, pad: Optional[nn.ZeroPad2d], bn: Optional[nn.BatchNorm2d], x: str) -> str:
+    def rnnpool(self, layer: RNNPool2d, rest: List[nn.Module], x: str) -> str:
+        """RNNPool2d, then optionally an output pad (ZeroPad2d / ReplicationPad2d) and a BatchNorm2d."""
         for cell in (layer.rnn1, layer.rnn2):
             if not isinstance(cell, FastGRNNCell):
                 raise NotImplementedError(f"int8 RNNPool supports FastGRNN cells, not {type(cell).__name__}")
-        if layer.padding != (0, 0):
-            raise NotImplementedError("int8 RNNPool supports padding=0 (pad the input with a ZeroPad2d instead)")
-        bottom_right = (0, 0)
-        if pad is not None:
-            left, right, top, bottom = pad.padding
+        pad, mode = (0, 0), "zero"
+        if rest and isinstance(rest[0], (nn.ZeroPad2d, nn.ReplicationPad2d)):
+            left, right, top, bottom = rest[0].padding
             if left or top:
-                raise NotImplementedError(f"int8 RNNPool output padding must be bottom/right only, got {pad.padding}")
-            bottom_right = (bottom, right)
-        channels = layer.out_channels
-        scale, shift = torch.ones(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64)
-        if bn is not None:
-            scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
-            shift = bn.bias.detach().double() - bn.running_mean.double() * scale
-        out = self.name("t")
-        self.ops.append(RNNPoolOp(x, out, layer, scale, shift, bottom_right))
-        return out
+                raise NotImplementedError(f"int8 RNNPool output padding must be bottom/right only, got {rest[0].padding}")
+            pad, mode = (bottom, right), "zero" if isinstance(rest[0], nn.ZeroPad2d) else "replicate"
+            rest = rest[1:]
+        bn = rest.pop(0) if rest and isinstance(rest[0], nn.BatchNorm2d) else None
+        out = self.name()
+        self.ops.append(RNNPoolOp(x, out, layer, *_bn_affine(bn, layer.out_channels), pad, mode))
+        return self.module(nn.Sequential(*rest), out) if rest else out
 
     def head(self, head: DetectionHead, x: str, index: int) -> Tuple[str, str]:
-        conf = self.conv(head.conf, None, None, x, f"head{index}_conf", maxout=head.maxout_background)
-        loc = self.conv(head.loc, None, None, x, f"head{index}_loc")
-        self.ops += [conf, loc]
-        return conf.output, loc.output
+        scale = None
+        if isinstance(head.norm, L2Norm):
+            out = self.name()
+            self.ops.append(L2NormOp(x, out))
+            x, scale = out, head.norm.weight.detach().double()
+        outputs = []
+        for branch, kind, maxout in ((head.conf, "conf", head.maxout_background), (head.loc, "loc", 1)):
+            src = x
+            final = branch
+            ops = []
+            if isinstance(branch, nn.Sequential):
+                *hidden, final = list(branch)
+                for block in hidden:
+                    ops.append(self.conv_bn_act(block, src))
+                    src = ops[-1].output
+            ops.append(self.conv(final, None, None, src, f"head{index}_{kind}", maxout))
+            if scale is not None:  # L2Norm's weight scales the first conv's input channels
+                ops[0].weight = ops[0].weight * scale[None, :, None, None]
+            self.ops += ops
+            outputs.append(ops[-1].output)
+        return outputs[0], outputs[1]
+
+
+def _check_modules(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d) and m.training:
+            raise ValueError("put the model in eval mode before building its graph (BatchNorm uses running statistics)")
 
 
 @torch.no_grad()
-def build_graph(model: FaceDetector) -> Graph:
-    """The deployable ops of a face detector (in eval mode), with every tensor's (C, H, W) shape."""
-    if not isinstance(model, FaceDetector):
-        raise NotImplementedError(f"int8 deployment supports the face detectors, got {type(model).__name__}")
+def build_graph(model: nn.Module, input_size: Optional[Tuple[int, int]] = None) -> Graph:
+    """The deployable ops of a face detector or classifier (in eval mode), with every tensor's (C, H, W).
+
+    ``input_size`` (H, W) defaults to the detector's own; a classifier needs it (or a recorded one)."""
+    _check_modules(model)
     builder = _Builder()
-    x, heads = "image", []
-    for index, (stage, head, stride, size) in enumerate(zip(model.stages, model.heads, model.head_strides, model.anchor_sizes)):
-        x = builder.module(stage, x)
-        conf, loc = builder.head(head, x, index)
-        heads.append(Head(conf, loc, stride, size))
-    graph = Graph("image", builder.ops, heads)
-    h, w = model.input_size
-    values = run_float(graph, torch.zeros(1, model.in_channels, h, w))
+    if isinstance(model, FaceDetector):
+        x, heads = "image", []
+        for index, (stage, head, stride, size) in enumerate(zip(model.stages, model.heads, model.head_strides, model.anchor_sizes)):
+            x = builder.module(stage, x)
+            conf, loc = builder.head(head, x, index)
+            heads.append(Head(conf, loc, stride, size))
+        graph = Graph("image", builder.ops, heads, task="detection")
+        channels, (h, w) = model.in_channels, input_size or model.input_size
+    elif isinstance(model, Classifier):
+        graph = _classifier_graph(model, builder)
+        size = input_size or getattr(model, "input_size", None)
+        if size is None:
+            raise ValueError(f"give the input size (H, W) of this {type(model).__name__}")
+        channels, (h, w) = 3, (size, size) if isinstance(size, int) else size
+    else:
+        raise NotImplementedError(f"int8 deployment supports the zoo's face detectors and classifiers, got {type(model).__name__}")
+    values = run_float(graph, torch.zeros(1, channels, h, w))
     graph.shapes = {name: tuple(v.shape[1:]) for name, v in values.items()}
     return graph
 
 
+def _classifier_graph(model: Classifier, builder: _Builder) -> Graph:
+    x = builder.module(model.features, "image")
+    first = builder.ops[0]
+    if not isinstance(first, ConvOp) or first.input != "image":
+        raise NotImplementedError("int8 classifiers must start with a convolution (the input normalisation folds into it)")
+    _fold_normalisation(first)
+    pool = model.head_pool
+    if isinstance(pool, nn.AdaptiveAvgPool2d) and pool.output_size in (1, (1, 1)):
+        out = builder.name()
+        builder.ops.append(AvgPoolOp(x, out))
+        x = out
+    elif isinstance(pool, RNNPool2d):
+        x = builder.rnnpool(pool, [], x)
+    else:
+        raise NotImplementedError(f"int8 classifiers pool with global average pooling or RNNPool, not {type(pool).__name__}")
+    linear = model.classifier
+    if not isinstance(linear, nn.Linear):
+        raise NotImplementedError("int8 classifiers end with one nn.Linear")
+    weight = linear.weight.detach().double()[:, :, None, None]
+    bias = linear.bias.detach().double() if linear.bias is not None else torch.zeros(weight.shape[0], dtype=torch.float64)
+    builder.ops.append(ConvOp(x, "logits", weight, bias, 1, 0, 1))
+    return Graph("image", builder.ops, logits="logits", task="classification")
+
+
+def _fold_normalisation(conv: ConvOp) -> None:
+    """Fold (x - mean) / std into the first conv, which then reads the [0, 1] image; padding reads the mean,
+    so the border pixels see what the normalised model's zero padding gives."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float64)
+    conv.bias = conv.bias - (conv.weight * (mean / std)[None, :, None, None]).sum((1, 2, 3))
+    conv.weight = conv.weight / std[None, :, None, None]
+    conv.pad_value = mean
+
+
 def conv_float(op: ConvOp, x: torch.Tensor) -> torch.Tensor:
-    y = F.conv2d(x, op.weight.to(x.dtype), op.bias.to(x.dtype), op.stride, op.padding, 1, op.groups)
+    if op.pad_value is not None and op.padding:
+        p = op.padding
+        shifted = F.pad(x - op.pad_value.to(x.dtype)[None, :, None, None], (p, p, p, p))
+        x = shifted + op.pad_value.to(x.dtype)[None, :, None, None]
+        y = F.conv2d(x, op.weight.to(x.dtype), op.bias.to(x.dtype), op.stride, 0, 1, op.groups)
+    else:
+        y = F.conv2d(x, op.weight.to(x.dtype), op.bias.to(x.dtype), op.stride, op.padding, 1, op.groups)
     if op.act == "relu":
         y = y.clamp(min=0)
     elif op.act == "relu6":
@@ -221,9 +333,21 @@ def conv_float(op: ConvOp, x: torch.Tensor) -> torch.Tensor:
     return y
 
 
+def rnnpool_float(op: RNNPoolOp, x: torch.Tensor) -> torch.Tensor:
+    y = op.layer(x)
+    bottom, right = op.pad
+    if bottom or right:
+        y = F.pad(y, (0, right, 0, bottom), mode="constant" if op.pad_mode == "zero" else "replicate")
+    return y * op.scale.to(y.dtype)[:, None, None] + op.shift.to(y.dtype)[:, None, None]
+
+
+def l2norm_float(op: L2NormOp, x: torch.Tensor) -> torch.Tensor:
+    return x / (x.pow(2).sum(1, keepdim=True).sqrt() + L2NORM_EPS)
+
+
 @torch.no_grad()
 def run_float(graph: Graph, images: torch.Tensor) -> Dict[str, torch.Tensor]:
-    """Every named tensor of the graph for a float (N, C, H, W) batch (images in [0, 1])."""
+    """Every named tensor of the graph for a float (N, C, H, W) batch of images in [0, 1]."""
     values = {graph.input: images.float()}
     for op in graph.ops:
         x = values[op.input]
@@ -235,10 +359,14 @@ def run_float(graph: Graph, images: torch.Tensor) -> Dict[str, torch.Tensor]:
                 y = values[conv.output] = conv_float(conv, y)
             if op.residual:
                 values[op.output] = x + y
+        elif isinstance(op, RNNPoolOp):
+            values[op.output] = rnnpool_float(op, x)
+        elif isinstance(op, L2NormOp):
+            values[op.output] = l2norm_float(op, x)
         else:
-            y = F.pad(op.layer(x), (0, op.pad[1], 0, op.pad[0]))
-            values[op.output] = y * op.scale.float()[:, None, None] + op.shift.float()[:, None, None]
+            values[op.output] = x.mean((2, 3), keepdim=True)
     return values
 
 
-__all__ = ["ConvOp", "Graph", "Head", "MBConvOp", "Op", "RNNPoolOp", "build_graph", "conv_float", "run_float"]
+__all__ = ["AvgPoolOp", "ConvOp", "Graph", "Head", "L2NormOp", "MBConvOp", "Op", "RNNPoolOp", "build_graph",
+           "conv_float", "l2norm_float", "rnnpool_float", "run_float"]

@@ -1,10 +1,11 @@
-"""The NumPy integer reference of a :class:`~rnnpool.deploy.quantize.QuantizedGraph`: the ground truth
-that the generated C must match bit for bit.
+"""The NumPy integer reference of a :class:`~rnnpool.deploy.quantize.QuantizedGraph`: the ground truth that
+the generated C must match bit for bit.
 
 Tensors are int8 channels-last (H, W, C). Integer products are summed in float64, which is exact for
 these magnitudes (< 2**53), then requantized with :func:`~rnnpool.deploy.fixedpoint.requantize`.
 :func:`int8_detections` turns the head outputs into detections with integer scores, the same way the C
-runtime does, so the two can be compared exactly.
+runtime does, so the two can be compared exactly. RNNPool is computed patch by patch, as Algorithm 1
+defines it; the C kernel shares work between overlapping patches and must give the same numbers.
 """
 from __future__ import annotations
 
@@ -13,11 +14,10 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from ..engine.s3fd import VARIANCES
-from .fixedpoint import INT16_MAX, INT16_MIN, STATE_BITS, lut_lookup, requantize, saturate
-from .quantize import INPUT_ZERO_POINT, QAdd, QConv, QFastGRNN, QMBConv, QRNNPool, QuantizedGraph
-
-SCORE_BITS = 16  # detection keys are logits in Q16
+from ..models.detection_utils import VARIANCES
+from .fixedpoint import INT16_MAX, INT16_MIN, STATE_BITS, lut_lookup, requantize, saturate, shift_round
+from .quantize import (INPUT_ZERO_POINT, L2NORM_BITS, QAdd, QAvgPool, QConv, QFastGRNN, QL2Norm, QMBConv, QRNNPool,
+                       QuantizedGraph)
 
 
 def _exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -26,9 +26,15 @@ def _exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def conv_int8(op: QConv, x: np.ndarray) -> np.ndarray:
     """(H, W, I) int8 -> (H', W', O') int8."""
-    h, w, _ = x.shape
+    h, w, channels = x.shape
     k, s, p = op.kernel, op.stride, op.padding
-    xs = np.pad(x.astype(np.int64) - op.input_zero_point, ((p, p), (p, p), (0, 0)))
+    xs = x.astype(np.int64) - op.input_zero_point
+    if p:
+        fill = np.zeros(channels, np.int64) if op.pad_values is None else op.pad_values.astype(np.int64) - op.input_zero_point
+        padded = np.empty((h + 2 * p, w + 2 * p, channels), np.int64)
+        padded[:] = fill
+        padded[p : p + h, p : p + w] = xs
+        xs = padded
     out_h, out_w = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
     taps = [xs[dy : dy + s * (out_h - 1) + 1 : s, dx : dx + s * (out_w - 1) + 1 : s] for dy in range(k) for dx in range(k)]
     if op.groups == 1:
@@ -57,32 +63,39 @@ def mbconv_int8(op: QMBConv, x: np.ndarray) -> np.ndarray:
 
 
 def cell_input(cell: QFastGRNN, x: np.ndarray) -> np.ndarray:
-    """Q12 ``W (x - zx)`` of (..., I) integer inputs."""
-    return requantize(_exact_matmul(x.astype(np.int64) - cell.input_zero_point, cell.weight.T), cell.w_mult, cell.w_shift)
+    """Q12 ``shift_round(W (x - zx), w_shift) + b_z`` of (..., I) integer inputs."""
+    acc = _exact_matmul(x.astype(np.int64) - cell.input_zero_point, cell.weight.T)
+    return shift_round(acc, cell.w_shift) + cell.bias_gate
 
 
-def cell_run(cell: QFastGRNN, wx: np.ndarray) -> np.ndarray:
-    """Final Q14 state of sequences (B, T, H) of Q12 input projections, from a zero state."""
+def cell_run(cell: QFastGRNN, a: np.ndarray) -> np.ndarray:
+    """Final Q14 state of sequences (B, T, H) of inputs from :func:`cell_input`, from a zero state."""
     one, half = 1 << STATE_BITS, 1 << (STATE_BITS - 1)
-    h = np.zeros((wx.shape[0], cell.hidden_size), dtype=np.int64)
-    for t in range(wx.shape[1]):
-        pre = wx[:, t] + requantize(_exact_matmul(h, cell.recurrent.T), cell.u_mult, cell.u_shift)
-        z = lut_lookup(cell.lut_gate, pre + cell.bias_gate)
-        c = lut_lookup(cell.lut_update, pre + cell.bias_update)
+    delta = cell.bias_update.astype(np.int64) - cell.bias_gate
+    h = np.zeros((a.shape[0], cell.hidden_size), dtype=np.int64)
+    for t in range(a.shape[1]):
+        pre = a[:, t] + shift_round(_exact_matmul(h, cell.recurrent.T), cell.u_shift)
+        z = lut_lookup(cell.lut_gate, pre)
+        c = lut_lookup(cell.lut_update, pre + delta)
         coef = ((cell.zeta * (one - z) + half) >> STATE_BITS) + cell.nu
         h = np.clip((coef * c + z * h + half) >> STATE_BITS, INT16_MIN, INT16_MAX)
     return h
 
 
 def rnnpool_int8(op: QRNNPool, x: np.ndarray) -> np.ndarray:
-    """(H, W, C) int8 -> (H' + pad, W' + pad, 4 h2) int8; patches in rows of r x c pixels."""
-    (r, c), (sr, sc) = op.patch, op.stride
+    """(H, W, C) int8 -> (H' + pad, W' + pad, 4 h2) int8, patch by patch."""
+    (r, c), (sr, sc), (pr, pc) = op.patch, op.stride, op.padding
     h, w, _ = x.shape
-    out_h, out_w = (h - r) // sr + 1, (w - c) // sc + 1
-    wx = cell_input(op.rnn1, x)  # (H, W, h1)
+    out_h, out_w = (h + 2 * pr - r) // sr + 1, (w + 2 * pc - c) // sc + 1
+    a = cell_input(op.rnn1, x)  # (H, W, h1)
+    if pr or pc:  # a zero-padded pixel (x = zx) projects to b_z alone
+        padded = np.empty((h + 2 * pr, w + 2 * pc, a.shape[2]), np.int64)
+        padded[:] = op.rnn1.bias_gate
+        padded[pr : pr + h, pc : pc + w] = a
+        a = padded
     ys = (np.arange(out_h) * sr)[:, None, None, None] + np.arange(r)[None, None, :, None]
     xs = (np.arange(out_w) * sc)[None, :, None, None] + np.arange(c)[None, None, None, :]
-    patches = wx[ys, xs]  # (H', W', r, c, h1)
+    patches = a[ys, xs]  # (H', W', r, c, h1)
     h1 = op.rnn1.hidden_size
     rows = cell_run(op.rnn1, patches.reshape(-1, c, h1)).reshape(-1, r, h1)
     cols = cell_run(op.rnn1, patches.transpose(0, 1, 3, 2, 4).reshape(-1, r, h1)).reshape(-1, c, h1)
@@ -94,12 +107,28 @@ def rnnpool_int8(op: QRNNPool, x: np.ndarray) -> np.ndarray:
     y = saturate(requantize(state * op.out_mult + op.out_bias, 1, op.out_shift) + op.output_zero_point, -128, 127, np.int8)
     bottom, right = op.pad
     if bottom or right:
+        if op.pad_mode == "replicate":
+            return np.pad(y, ((0, bottom), (0, right), (0, 0)), mode="edge")
         fill = saturate(requantize(op.out_bias, 1, op.out_shift) + op.output_zero_point, -128, 127, np.int8)
         padded = np.empty((out_h + bottom, out_w + right, y.shape[2]), dtype=np.int8)
         padded[:] = fill
         padded[:out_h, :out_w] = y
         y = padded
     return y
+
+
+def l2norm_int8(op: QL2Norm, x: np.ndarray) -> np.ndarray:
+    d = x.astype(np.int64) - op.input_zero_point
+    sums = (d * d).sum(-1, keepdims=True)
+    with np.errstate(divide="ignore"):  # float32 square root and division: IEEE-754 rounded, as in C
+        inv = np.float32(127 * 2**L2NORM_BITS) / np.sqrt(sums.astype(np.float32))
+    inv = np.where(sums > 0, inv, np.float32(0)).astype(np.int64)  # truncation, as C's cast
+    return saturate((d * inv + (1 << (L2NORM_BITS - 1))) >> L2NORM_BITS, -127, 127, np.int8)
+
+
+def avgpool_int8(op: QAvgPool, x: np.ndarray) -> np.ndarray:
+    total = x.astype(np.int64).sum((0, 1), keepdims=True) - op.count * op.input_zero_point
+    return saturate(requantize(total, op.mult, op.shift) + op.output_zero_point, -128, 127, np.int8)
 
 
 def image_to_int8(image: np.ndarray) -> np.ndarray:
@@ -109,6 +138,19 @@ def image_to_int8(image: np.ndarray) -> np.ndarray:
     return (image.astype(np.int16) + INPUT_ZERO_POINT).astype(np.int8)
 
 
+def run_op(op, x: np.ndarray) -> np.ndarray:
+    """One op of a quantized graph on its int8 (H, W, C) input."""
+    if isinstance(op, QConv):
+        return conv_int8(op, x)
+    if isinstance(op, QMBConv):
+        return mbconv_int8(op, x)
+    if isinstance(op, QRNNPool):
+        return rnnpool_int8(op, x)
+    if isinstance(op, QL2Norm):
+        return l2norm_int8(op, x)
+    return avgpool_int8(op, x)
+
+
 def run_int8(graph: QuantizedGraph, image: np.ndarray) -> Dict[str, np.ndarray]:
     """Every tensor of ``graph`` (int8, (H, W, C)) for one uint8 (H, W, C) image of the graph's input size."""
     c, h, w = graph.input_shape
@@ -116,13 +158,7 @@ def run_int8(graph: QuantizedGraph, image: np.ndarray) -> Dict[str, np.ndarray]:
         raise ValueError(f"the model takes ({h}, {w}, {c}) uint8 images, got shape {image.shape}")
     values = {graph.input: image_to_int8(image)}
     for op in graph.ops:
-        x = values[op.input]
-        if isinstance(op, QConv):
-            values[op.output] = conv_int8(op, x)
-        elif isinstance(op, QMBConv):
-            values[op.output] = mbconv_int8(op, x)
-        else:
-            values[op.output] = rnnpool_int8(op, x)
+        values[op.output] = run_op(op, values[op.input])
     return values
 
 
@@ -140,9 +176,17 @@ class DetectionSettings:
 
 
 def head_key_params(graph: QuantizedGraph, settings: DetectionSettings) -> List[Tuple[int, int]]:
-    """Per head: (multiplier turning a score difference into a Q16 logit, smallest Q16 logit kept)."""
-    threshold = int(np.floor(np.log(settings.score_threshold / (1 - settings.score_threshold)) * (1 << SCORE_BITS)))
-    return [(int(round(graph.tensors[h.conf].scale * (1 << SCORE_BITS))), threshold) for h in graph.heads]
+    """Per head: (multiplier turning a score difference into a logit in units of 2^-key_bits, smallest key kept)."""
+    if not 0 < settings.score_threshold < 1:
+        raise ValueError(f"the score threshold must lie in (0, 1), got {settings.score_threshold}")
+    unit = 2.0**graph.key_bits
+    threshold = int(np.floor(np.log(settings.score_threshold / (1 - settings.score_threshold)) * unit))
+    return [(int(round(graph.tensors[h.conf].scale * unit)), threshold) for h in graph.heads]
+
+
+def key_score(graph: QuantizedGraph, key: int) -> float:
+    """The probability a detection key stands for."""
+    return float(1 / (1 + np.exp(-key / 2.0**graph.key_bits)))
 
 
 def fnv1a(data: np.ndarray) -> int:
@@ -182,7 +226,7 @@ def int8_detections(graph: QuantizedGraph, values: Dict[str, np.ndarray], settin
         if len(kept) == settings.max_detections:
             break
         if all(_iou(box, k["box"]) <= settings.nms_threshold for k in kept):
-            kept.append({"box": box, "key": key, "anchor": anchor, "score": float(1 / (1 + np.exp(-key / (1 << SCORE_BITS))))})
+            kept.append({"box": box, "key": key, "anchor": anchor, "score": key_score(graph, key)})
     return kept
 
 
@@ -194,5 +238,6 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
-__all__ = ["DetectionSettings", "add_int8", "conv_int8", "dequantize", "fnv1a", "head_key_params", "image_to_int8",
-           "int8_detections", "mbconv_int8", "rnnpool_int8", "run_int8"]
+__all__ = ["DetectionSettings", "add_int8", "avgpool_int8", "cell_input", "cell_run", "conv_int8", "dequantize", "fnv1a",
+           "head_key_params", "image_to_int8", "int8_detections", "key_score", "l2norm_int8", "mbconv_int8", "rnnpool_int8",
+           "run_int8", "run_op"]

@@ -1,10 +1,13 @@
-"""Post-training int8 quantization of a face detector graph (see :mod:`rnnpool.deploy.graph`).
+"""Post-training int8 quantization of a model graph (see :mod:`rnnpool.deploy.graph`).
 
-- Weights: symmetric int8 per output channel (per row for the RNN matrices); biases int32.
+- Weights: symmetric int8 per output channel (per row for the RNN input matrices); biases int32. The RNN
+  recurrent matrices U are scaled by a power of two per row, so the recurrent term needs only a shift.
 - Activations: asymmetric int8 per tensor, ranges from calibration images (always including 0). The
   image itself is ``pixel - 128`` with scale 1/255, exactly the float model's ``pixel / 255`` input.
 - Requantization: fixed-point multipliers (:mod:`rnnpool.deploy.fixedpoint`).
 - FastGRNN: Q12 pre-activations, Q14 states, sigmoid/tanh (or their piecewise-linear variants) by table.
+- L2Norm: the per-pixel norm in float32 (IEEE-754 square root and division are exactly specified, so C and
+  NumPy agree bit for bit), the rest in integers.
 
 :class:`QuantizedGraph` holds integers only (plus the scales that describe them); the NumPy integer
 reference (:mod:`rnnpool.deploy.int8_reference`) and the generated C both execute it.
@@ -18,10 +21,19 @@ from typing import Dict, Iterable, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from ..errors import RnnpoolError
 from .fixedpoint import NONLINEARITY_FUNCTIONS, PRE_BITS, STATE_BITS, build_lut, quantize_multiplier
-from .graph import ConvOp, Graph, Head, MBConvOp, RNNPoolOp, build_graph, run_float
+from .graph import AvgPoolOp, ConvOp, Graph, Head, L2NormOp, MBConvOp, RNNPoolOp, build_graph, run_float
 
 INPUT_SCALE, INPUT_ZERO_POINT = 1.0 / 255.0, -128
+L2NORM_BITS = 22  # the L2Norm's 1 / ||x|| in Q22
+L2NORM_SCALE = 1.0 / 127  # an L2Norm's output x / ||x|| lies in [-1, 1]: int8 with this scale, zero point 0
+KEY_MULT_BITS = 22  # detection keys: (score difference) * key_mult, key_mult < 2**22
+ACC_LIMIT = 2**31 - 1  # int32 accumulators of the C kernels
+
+
+class QuantizationError(RnnpoolError, ValueError):
+    """A model (or its calibration) that int8 cannot represent; the message names the layer."""
 
 
 @dataclass
@@ -47,6 +59,7 @@ class QConv:
     act_min: int
     act_max: int
     maxout: int = 1
+    pad_values: Optional[np.ndarray] = None  # int8 (I,): what padding reads (default: the input zero point)
 
     @property
     def kernel(self) -> int:
@@ -55,6 +68,14 @@ class QConv:
     @property
     def out_channels(self) -> int:
         return self.weight.shape[0]
+
+    @property
+    def in_channels(self) -> int:
+        return self.weight.shape[3] * self.groups
+
+    @property
+    def depthwise(self) -> bool:
+        return self.groups > 1
 
 
 @dataclass
@@ -84,15 +105,17 @@ class QMBConv:
 
 @dataclass
 class QFastGRNN:
-    """Integer FastGRNN: ``wx = rq(W (x - zx))`` and ``uh = rq(U h)`` in Q12, h in Q14."""
+    """Integer FastGRNN: ``a = shift_round(W (x - zx), w_shift) + b_z`` once per input, then per step
+    ``p = a + shift_round(U h, u_shift)`` (Q12), ``z = lut_gate[p]``, ``c = lut_update[p + b_h - b_z]``,
+    ``h' = (coef c + z h + 2^13) >> 14`` with ``coef = ((zeta (2^14 - z) + 2^13) >> 14) + nu`` (h in Q14).
+    Both matrices are scaled by a power of two per row (W with its input's scale folded in), so their
+    requantization is one rounding shift."""
 
-    weight: np.ndarray  # int8 (H, I)
-    w_mult: np.ndarray  # int32 (H,)
-    w_shift: np.ndarray
+    weight: np.ndarray  # int8 (H, I): W[j] * input_scale * 2^12 ~ weight[j] * 2^-w_shift[j]
+    w_shift: np.ndarray  # int32 (H,); negative: a left shift
     input_zero_point: int
-    recurrent: np.ndarray  # int8 (H, H)
-    u_mult: np.ndarray
-    u_shift: np.ndarray
+    recurrent: np.ndarray  # int8 (H, H): U[j] ~ recurrent[j] * 2^-(u_shift[j] - 2)
+    u_shift: np.ndarray  # int32 (H,)
     bias_gate: np.ndarray  # int32 (H,) Q12
     bias_update: np.ndarray
     zeta: int  # sigmoid(zeta) in Q14
@@ -117,16 +140,42 @@ class QRNNPool:
     output: str
     patch: Tuple[int, int]
     stride: Tuple[int, int]
+    padding: Tuple[int, int]  # input zero padding (rows, columns) per side
     rnn1: QFastGRNN
     rnn2: QFastGRNN
     out_mult: np.ndarray  # int64 (4 h2,)
     out_bias: np.ndarray  # int64 (4 h2,)
     out_shift: int
     output_zero_point: int
-    pad: Tuple[int, int]  # (bottom rows, right columns), filled with the affine of 0
+    pad: Tuple[int, int]  # (bottom rows, right columns)
+    pad_mode: str = "zero"  # "zero": the affine of a zero state; "replicate": copies of the last row / column
 
 
-QOp = Union[QConv, QMBConv, QRNNPool]
+@dataclass
+class QL2Norm:
+    """``y_c = clamp((d_c * inv + 2^21) >> 22, -127, 127)`` with ``d = x - zx`` and
+    ``inv = int(127 * 2^22 / sqrtf(sum d^2))`` in float32 (0 for an all-zero pixel): x / ||x|| with scale
+    1/127 and zero point 0 (the layer's weight is folded into the convs that read it)."""
+
+    input: str
+    output: str
+    input_zero_point: int
+
+
+@dataclass
+class QAvgPool:
+    """Global average pool: ``zo + rq(sum(x) - count * zx, mult, shift)`` per channel."""
+
+    input: str
+    output: str
+    count: int
+    input_zero_point: int
+    mult: int
+    shift: int
+    output_zero_point: int
+
+
+QOp = Union[QConv, QMBConv, QRNNPool, QL2Norm, QAvgPool]
 
 
 @dataclass
@@ -135,6 +184,9 @@ class QuantizedGraph:
     ops: List[QOp]
     heads: List[Head]
     tensors: Dict[str, QTensor] = field(default_factory=dict)
+    logits: Optional[str] = None
+    task: str = "detection"
+    key_bits: int = 0  # detection keys are logits in units of 2^-key_bits
 
     @property
     def input_shape(self) -> Tuple[int, int, int]:
@@ -166,21 +218,30 @@ def _multipliers(values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     return np.array([p[0] for p in pairs], dtype=np.int32), np.array([p[1] for p in pairs], dtype=np.int32)
 
 
+def _check_accumulator(name: str, bias: np.ndarray, terms: int) -> None:
+    """The C kernels accumulate in int32: bias + terms * 127 * 255 must fit."""
+    if np.abs(bias).max(initial=0) + terms * 127 * 255 > ACC_LIMIT:
+        raise QuantizationError(f"{name}: bias {np.abs(bias).max()} does not fit the int32 accumulator "
+                                f"({terms} products); its input range is too narrow for its bias")
+
+
 def _quantize_conv(op: ConvOp, tensors: Dict[str, QTensor]) -> QConv:
     x, y = tensors[op.input], tensors[op.output]
     scales = _weight_scales(op.weight)
     weight = _quantize_weight(op.weight, scales).transpose(0, 2, 3, 1).copy()  # (O, k, k, I/g)
     bias = np.round(op.bias.numpy() / (x.scale * scales))
-    if np.abs(bias).max(initial=0) >= 2**31:
-        raise ValueError(f"bias of {op.output} does not fit int32 at input scale {x.scale}")
+    _check_accumulator(op.output, bias, int(np.prod(weight.shape[1:])))
     mult, shift = _multipliers(x.scale * scales / y.scale)
     act_min, act_max = -128, 127
     if op.act in ("relu", "relu6"):
         act_min = max(-128, y.zero_point)
     if op.act == "relu6":
         act_max = min(127, y.zero_point + int(round(6.0 / y.scale)))
+    pad_values = None
+    if op.pad_value is not None:
+        pad_values = np.clip(np.round(op.pad_value.numpy() / x.scale) + x.zero_point, -128, 127).astype(np.int8)
     return QConv(op.input, op.output, weight, bias.astype(np.int32), mult, shift, op.stride, op.padding, op.groups,
-                 x.zero_point, y.zero_point, act_min, act_max, op.maxout)
+                 x.zero_point, y.zero_point, act_min, act_max, op.maxout, pad_values)
 
 
 def _quantize_add(a: QTensor, b: QTensor, out: QTensor) -> QAdd:
@@ -189,15 +250,25 @@ def _quantize_add(a: QTensor, b: QTensor, out: QTensor) -> QAdd:
     return QAdd(a.zero_point, b.zero_point, out.zero_point, int(round(ratios[0] * 2**shift)), int(round(ratios[1] * 2**shift)), shift)
 
 
-def _quantize_cell(cell, input_scale: float, input_zero_point: int) -> QFastGRNN:
-    for name in (cell.gate_nonlinearity, cell.update_nonlinearity):
-        if name not in NONLINEARITY_FUNCTIONS:
-            raise NotImplementedError(f"int8 FastGRNN supports {', '.join(NONLINEARITY_FUNCTIONS)}, not {name!r}")
+def _pow2_rows(matrix: torch.Tensor) -> Tuple[np.ndarray, np.ndarray]:
+    """Rows quantized with a power-of-two scale each: (int8 rows, exponents e with row ~ row_int * 2^-e)."""
+    peak = matrix.abs().amax(1).numpy()
+    exps = np.where(peak > 0, np.floor(np.log2(127.0 / np.maximum(peak, 1e-30))), 0).astype(np.int64)
+    exps = np.minimum(exps, 30)  # rows of tiny weights: keep the shift in range, values round to 0
+    return np.clip(np.round(matrix.numpy() * 2.0 ** exps[:, None]), -127, 127).astype(np.int8), exps
+
+
+def _quantize_cell(cell, input_scale: float, input_zero_point: int, name: str) -> QFastGRNN:
+    for nonlinearity in (cell.gate_nonlinearity, cell.update_nonlinearity):
+        if nonlinearity not in NONLINEARITY_FUNCTIONS:
+            raise NotImplementedError(f"int8 FastGRNN supports {', '.join(NONLINEARITY_FUNCTIONS)}, not {nonlinearity!r}")
     w = cell.input_weight().detach().double()
     u = cell.recurrent_weight().detach().double()
-    w_scales, u_scales = _weight_scales(w), _weight_scales(u)
-    w_mult, w_shift = _multipliers(input_scale * w_scales * 2**PRE_BITS)
-    u_mult, u_shift = _multipliers(u_scales * 2.0 ** (PRE_BITS - STATE_BITS))
+    # W (x - zx) * input_scale in Q12: the integer input times W * input_scale * 2^12
+    w_int, w_exp = _pow2_rows(w * input_scale * 2**PRE_BITS)
+    u_int, u_exp = _pow2_rows(u)
+    if (u_exp < -(STATE_BITS - PRE_BITS)).any():
+        raise QuantizationError(f"{name}: recurrent weights up to {u.abs().max():.1f} are too large for int8 (at most 508)")
 
     def q12(v: torch.Tensor) -> np.ndarray:
         return np.round(v.detach().double().numpy() * 2**PRE_BITS).astype(np.int32)
@@ -205,22 +276,35 @@ def _quantize_cell(cell, input_scale: float, input_zero_point: int) -> QFastGRNN
     def q14(v: torch.Tensor) -> int:
         return int(round(torch.sigmoid(v.detach().double()).item() * 2**STATE_BITS))
 
-    return QFastGRNN(_quantize_weight(w, w_scales), w_mult, w_shift, input_zero_point, _quantize_weight(u, u_scales),
-                     u_mult, u_shift, q12(cell.bias_gate), q12(cell.bias_update), q14(cell.zeta), q14(cell.nu),
-                     build_lut(NONLINEARITY_FUNCTIONS[cell.gate_nonlinearity]),
+    # U h in Q12: sum U_int 2^-e * h_q14 2^-14 * 2^12 = (U_int . h_q14) >> (e + 2)
+    return QFastGRNN(w_int, w_exp.astype(np.int32), input_zero_point, u_int,
+                     (u_exp + STATE_BITS - PRE_BITS).astype(np.int32), q12(cell.bias_gate), q12(cell.bias_update),
+                     q14(cell.zeta), q14(cell.nu), build_lut(NONLINEARITY_FUNCTIONS[cell.gate_nonlinearity]),
                      build_lut(NONLINEARITY_FUNCTIONS[cell.update_nonlinearity]))
 
 
 def _quantize_rnnpool(op: RNNPoolOp, tensors: Dict[str, QTensor]) -> QRNNPool:
     x, y = tensors[op.input], tensors[op.output]
     layer = op.layer
-    rnn1 = _quantize_cell(layer.rnn1, x.scale, x.zero_point)
-    rnn2 = _quantize_cell(layer.rnn2, 2.0**-STATE_BITS, 0)
+    rnn1 = _quantize_cell(layer.rnn1, x.scale, x.zero_point, f"{op.output} RNN1")
+    rnn2 = _quantize_cell(layer.rnn2, 2.0**-STATE_BITS, 0, f"{op.output} RNN2")
     real = op.scale.numpy() / (y.scale * 2**STATE_BITS)
     shift = min(40, 30 - max(0, math.ceil(math.log2(max(np.abs(real).max(), 1e-30)))))
     mult = np.round(real * 2**shift).astype(np.int64)
     bias = np.round(op.shift.numpy() / y.scale * 2**shift).astype(np.int64)
-    return QRNNPool(op.input, op.output, layer.patch_size, layer.stride, rnn1, rnn2, mult, bias, shift, y.zero_point, op.pad)
+    return QRNNPool(op.input, op.output, layer.patch_size, layer.stride, layer.padding, rnn1, rnn2, mult, bias, shift,
+                    y.zero_point, op.pad, op.pad_mode)
+
+
+def _quantize_l2norm(op: L2NormOp, tensors: Dict[str, QTensor]) -> QL2Norm:
+    return QL2Norm(op.input, op.output, tensors[op.input].zero_point)
+
+
+def _quantize_avgpool(op: AvgPoolOp, tensors: Dict[str, QTensor]) -> QAvgPool:
+    x, y = tensors[op.input], tensors[op.output]
+    count = x.shape[1] * x.shape[2]
+    mult, shift = quantize_multiplier(x.scale / (y.scale * count))
+    return QAvgPool(op.input, op.output, count, x.zero_point, mult, shift, y.zero_point)
 
 
 @torch.no_grad()
@@ -249,10 +333,27 @@ def calibrate(graph: Graph, images: Iterable[torch.Tensor], batch_size: int = 8)
     return ranges
 
 
+def _key_bits(heads: List[Head], tensors: Dict[str, QTensor]) -> int:
+    """Bits of the detection keys: the largest head score scale times 2^bits stays below 2^KEY_MULT_BITS,
+    and every head's multiplier is at least 1 (or the heads' scales are too far apart)."""
+    if not heads:
+        return 0
+    scales = {h.conf: tensors[h.conf].scale for h in heads}
+    bits = int(math.floor(math.log2((2**KEY_MULT_BITS - 1) / max(scales.values()))))
+    for name, scale in scales.items():
+        if round(scale * 2.0**bits) < 1:
+            raise QuantizationError(f"{name}: its score scale {scale:.3g} is more than 2^{KEY_MULT_BITS} times smaller than "
+                                    f"another head's ({max(scales.values()):.3g}); its keys would all be 0")
+    return bits
+
+
 def quantize_graph(graph: Graph, ranges: Dict[str, Tuple[float, float]]) -> QuantizedGraph:
     """Integer version of ``graph`` with activation ranges from :func:`calibrate`."""
     tensors = {name: QTensor(shape, *activation_params(*ranges[name])) for name, shape in graph.shapes.items()}
     tensors[graph.input] = QTensor(graph.shapes[graph.input], INPUT_SCALE, INPUT_ZERO_POINT)
+    for op in graph.ops:
+        if isinstance(op, L2NormOp):  # unit vectors: a fixed quantization, no calibration
+            tensors[op.output] = QTensor(graph.shapes[op.output], L2NORM_SCALE, 0)
     ops: List[QOp] = []
     for op in graph.ops:
         if isinstance(op, ConvOp):
@@ -261,17 +362,22 @@ def quantize_graph(graph: Graph, ranges: Dict[str, Tuple[float, float]]) -> Quan
             convs = {id(c): _quantize_conv(c, tensors) for c in op.convs()}
             add = _quantize_add(tensors[op.project.output], tensors[op.input], tensors[op.output]) if op.residual else None
             ops.append(QMBConv(op.input, op.output, convs.get(id(op.expand)), convs[id(op.depthwise)], convs[id(op.project)], add))
-        else:
+        elif isinstance(op, RNNPoolOp):
             ops.append(_quantize_rnnpool(op, tensors))
-    return QuantizedGraph(graph.input, ops, graph.heads, tensors)
+        elif isinstance(op, L2NormOp):
+            ops.append(_quantize_l2norm(op, tensors))
+        else:
+            ops.append(_quantize_avgpool(op, tensors))
+    return QuantizedGraph(graph.input, ops, graph.heads, tensors, graph.logits, graph.task, _key_bits(graph.heads, tensors))
 
 
-def quantize_model(model, calibration_images: Iterable[torch.Tensor]) -> QuantizedGraph:
-    """Build, calibrate and quantize a face detector in one call (the model is put in eval mode)."""
+def quantize_model(model, calibration_images: Iterable[torch.Tensor], input_size: Optional[Tuple[int, int]] = None) -> QuantizedGraph:
+    """Build, calibrate and quantize a face detector or classifier in one call (the model is put in eval mode)."""
     model.eval()
-    graph = build_graph(model)
+    graph = build_graph(model, input_size)
     return quantize_graph(graph, calibrate(graph, calibration_images))
 
 
-__all__ = ["INPUT_SCALE", "INPUT_ZERO_POINT", "QAdd", "QConv", "QFastGRNN", "QMBConv", "QOp", "QRNNPool", "QTensor",
-           "QuantizedGraph", "activation_params", "calibrate", "quantize_graph", "quantize_model"]
+__all__ = ["INPUT_SCALE", "INPUT_ZERO_POINT", "L2NORM_BITS", "L2NORM_SCALE", "QAdd", "QAvgPool", "QConv", "QFastGRNN", "QL2Norm",
+           "QMBConv", "QOp", "QRNNPool", "QTensor", "QuantizationError", "QuantizedGraph", "activation_params",
+           "calibrate", "quantize_graph", "quantize_model"]

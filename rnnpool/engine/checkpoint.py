@@ -8,6 +8,7 @@ from typing import Any, Dict, Union
 import numpy as np
 import torch
 
+from ..models.checkpoint import load_checkpoint, model_state  # noqa: F401  (one reader for training and deployment)
 from .run_dir import atomic_write
 
 
@@ -32,19 +33,3 @@ def save_checkpoint(path: Union[str, Path], payload: Dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as tmp:
         torch.save({**payload, "rng": rng_state()}, tmp)
-
-
-def load_checkpoint(path: Union[str, Path], map_location: str = "cpu") -> Dict[str, Any]:
-    """Load a checkpoint; a missing or corrupt file raises an error naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # torch raises several types for truncated / foreign files
-        raise RuntimeError(f"checkpoint {path} is corrupt or not a checkpoint: {err}") from None
-
-
-def model_state(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
-    """The model weights of a training checkpoint, or the dict itself if it is a bare state_dict."""
-    return checkpoint["model"] if "model" in checkpoint else checkpoint

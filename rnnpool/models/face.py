@@ -3,22 +3,28 @@
 Each backbone is a list of layer specs (the paper's architecture tables as data). A ``head`` entry puts a
 detection head on the map at that point: two 3x3 convs giving 2 face/background scores (the first head
 predicts 3 background scores and keeps their max: S3FD's max-out background) and 4 box offsets per
-location, one square anchor per location (sizes 16, 32, ..., one per head). Face RNNPool layers use
-patch 8, stride 4, no input padding; the output is padded by one row and column at the bottom/right, as
-the reference code does (640x480 -> 159x119 -> 160x120).
+location, one square anchor per location (sizes 16, 32, ..., one per head). As in the reference code
+(microsoft/EdgeML), the first three heads read their map through an L2Norm (scales 10, 8, 5), and
+Face-Quant's first head, on the 4-channel stride-2 stem, is conv-BN-ReLU6 3x3/2 (4 -> 8) then the 3x3 conv.
+Face RNNPool layers use patch 8, stride 4, no input padding; the output is padded by one row and column at
+the bottom/right by replicating the last row and column (640x480 -> 159x119 -> 160x120). No BatchNorm
+follows the RNNPool: its output is already bounded (FastGRNN states lie in [-1, 1]), and a BatchNorm on
+the nearly constant output of a freshly initialised RNNPool amplifies its gradients up to 1/sqrt(eps)
+and leaves running statistics that do not match the trained layer (Face-Quant then never learned).
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from ..nn import RNNPool2d
+from ..nn import L2Norm, RNNPool2d
 from ..nn.blocks import ConvBNAct, inverted_residual_stage
 from ._registry import register_model
 
-Spec = Tuple  # ("rnnpool", hidden) | ("conv", out, kernel, stride) | ("dwpw", out, stride) | ("ir", t, c, n, s) | ("head", stride)
+Spec = Tuple  # ("rnnpool", hidden) | ("conv", out, kernel, stride) | ("dwpw", out, stride) | ("ir", t, c, n, s)
+#             | ("head", stride) | ("head", stride, hidden): a conv-BN-ReLU6 of `hidden` channels before each 3x3 conv
 
 FACE_C: Sequence[Spec] = (
     ("rnnpool", 16), ("ir", 6, 24, 2, 1), ("head", 1), ("ir", 6, 32, 3, 2), ("head", 1), ("ir", 6, 64, 4, 2), ("head", 1),
@@ -36,7 +42,7 @@ FACE_A: Sequence[Spec] = (
 )
 # The first head reads the stride-2 stem through strided 3x3 convs, giving the stride-4 head.
 FACE_QUANT: Sequence[Spec] = (
-    ("conv", 4, 3, 2), ("conv", 4, 3, 1), ("head", 2), ("rnnpool", 8), ("ir", 2, 16, 4, 1), ("head", 1),
+    ("conv", 4, 3, 2), ("conv", 4, 3, 1), ("head", 2, 8), ("rnnpool", 8), ("ir", 2, 16, 4, 1), ("head", 1),
     ("ir", 2, 24, 4, 2), ("head", 1), ("ir", 2, 32, 2, 2), ("head", 1), ("ir", 2, 64, 1, 2), ("head", 1),
     ("ir", 2, 96, 1, 2), ("head", 1),
 )
@@ -45,18 +51,32 @@ FACE_M4: Sequence[Spec] = (
     ("ir", 2, 64, 1, 2), ("head", 1), ("ir", 2, 64, 1, 1), ("head", 1),
 )
 ANCHOR_SIZES = (16, 32, 64, 128, 256, 512)
+L2NORM_SCALES = (10.0, 8.0, 5.0)  # initial L2Norm weights of the first three heads' inputs (S3FD)
 
 
 class DetectionHead(nn.Module):
-    """Two 3x3 convs on one map: class scores (N, 2, H, W) and box offsets (N, 4, H, W)."""
+    """Class scores (N, 2, H, W) and box offsets (N, 4, H, W) from one map.
 
-    def __init__(self, in_channels: int, stride: int = 1, maxout_background: int = 1) -> None:
+    Each branch is a 3x3 conv (with ``stride``), or with ``hidden`` channels a conv-BN-ReLU6 3x3 (with
+    ``stride``) then a 3x3 conv. ``norm_scale`` puts an :class:`~rnnpool.nn.L2Norm` on the input.
+    """
+
+    def __init__(self, in_channels: int, stride: int = 1, maxout_background: int = 1, norm_scale: Optional[float] = None,
+                 hidden: int = 0) -> None:
         super().__init__()
         self.maxout_background = maxout_background
-        self.conf = nn.Conv2d(in_channels, maxout_background + 1, 3, stride, 1)
-        self.loc = nn.Conv2d(in_channels, 4, 3, stride, 1)
+        self.norm = L2Norm(in_channels, norm_scale) if norm_scale else nn.Identity()
+        self.conf = self._branch(in_channels, maxout_background + 1, stride, hidden)
+        self.loc = self._branch(in_channels, 4, stride, hidden)
+
+    @staticmethod
+    def _branch(in_channels: int, out_channels: int, stride: int, hidden: int) -> nn.Module:
+        if not hidden:
+            return nn.Conv2d(in_channels, out_channels, 3, stride, 1)
+        return nn.Sequential(ConvBNAct(in_channels, hidden, 3, stride), nn.Conv2d(hidden, out_channels, 3, 1, 1))
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        x = self.norm(x)
         conf = self.conf(x)
         if self.maxout_background > 1:  # S3FD max-out: the best of several background scores
             background = conf[:, : self.maxout_background].amax(1, keepdim=True)
@@ -69,7 +89,7 @@ def _build_layer(spec: Spec, channels: int) -> Tuple[nn.Module, int, int]:
     kind = spec[0]
     if kind == "rnnpool":
         hidden = spec[1]
-        layer = nn.Sequential(RNNPool2d(channels, 8, 4, hidden, hidden), nn.ZeroPad2d((0, 1, 0, 1)), nn.BatchNorm2d(4 * hidden))
+        layer = nn.Sequential(RNNPool2d(channels, 8, 4, hidden, hidden), nn.ReplicationPad2d((0, 1, 0, 1)))
         return layer, 4 * hidden, 4
     if kind == "conv":
         _, out, kernel, stride = spec
@@ -103,8 +123,10 @@ class FaceDetector(nn.Module):
             if entry[0] == "head":
                 self.stages.append(nn.Sequential(*current))
                 current = []
-                first = not self.heads
-                self.heads.append(DetectionHead(channels, entry[1], maxout_background=3 if first else 1))
+                index = len(self.heads)
+                scale = L2NORM_SCALES[index] if index < len(L2NORM_SCALES) else None
+                hidden = entry[2] if len(entry) > 2 else 0
+                self.heads.append(DetectionHead(channels, entry[1], 3 if index == 0 else 1, scale, hidden))
                 self.head_strides.append(stride * entry[1])
             else:
                 layer, channels, layer_stride = _build_layer(entry, channels)
@@ -163,4 +185,4 @@ def rnnpool_face_m4(**kwargs) -> FaceDetector:
     return FaceDetector(FACE_M4, **{"in_channels": 1, "input_size": (240, 320), **kwargs})
 
 
-__all__ = ["ANCHOR_SIZES", "DetectionHead", "FaceDetector"]
+__all__ = ["ANCHOR_SIZES", "DetectionHead", "FaceDetector", "L2NORM_SCALES"]

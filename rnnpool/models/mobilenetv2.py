@@ -57,7 +57,7 @@ class MobileNetV2(Classifier):
         stages: Sequence[Tuple[int, int, int, int]] = MOBILENETV2_STAGES,
     ) -> None:
         super().__init__()
-        check_input_size(input_size, 32)
+        self.input_size = check_input_size(input_size, 32)
         stem = stem_channels or make_divisible(32 * width_mult)
         layers = [ConvBNAct(3, stem, 3, 2)]
         channels, reduction = stem, 2

@@ -1,4 +1,4 @@
-/* Host (gcc) platform: stdio. */
+/* Host (gcc) platform: stdio, nothing measured. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -21,6 +21,8 @@ void platform_close_input(void) { fclose(input); }
 void platform_print(const char *text) { fputs(text, stdout); }
 
 void platform_report(void) {}
+
+uint32_t platform_ticks(void) { return 0; }
 
 void platform_exit(int code) {
     fflush(stdout);
