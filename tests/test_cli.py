@@ -3,6 +3,7 @@ import json
 import pytest
 
 from rnnpool.cli import main
+from rnnpool.models.checkpoint import CheckpointError
 
 
 def test_profile_compare_writes_files(tmp_path, capsys):
@@ -62,7 +63,7 @@ def test_corrupt_checkpoint_and_traceback_switch(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match=f"error: checkpoint {junk} is corrupt or not a checkpoint"):
         main(argv)
     monkeypatch.setenv("RNNPOOL_TRACEBACK", "1")
-    with pytest.raises(RuntimeError, match="corrupt or not a checkpoint"):
+    with pytest.raises(CheckpointError, match="corrupt or not a checkpoint"):
         main(argv)
 
 

@@ -121,7 +121,7 @@ class _Emitter:
         self.weight_bytes = 0
         self.luts: Dict[bytes, str] = {}
         self.names = [c_ident(n.name) for n in schedule.nodes]
-        self.traced = [name for name, m in schedule.maps.items() if m.rows]  # every map the program holds rows of
+        self.traced = [name for name, m in schedule.maps.items() if m.rows and name != schedule.graph.input]  # every map a layer writes
         self.map_index = {name: i for i, name in enumerate(self.traced)}
 
     # ---- constants -------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from ..models import create_model, model_info
 from ..models.checkpoint import create_model_from_checkpoint, load_weights
 from .codegen import MemoryPlan, generate_c
 from .int8_reference import DetectionSettings, fnv1a, int8_detections, key_score, run_int8
-from .programs import ExportError, build_stm32, measure_m4, parse_program_output, run_host, run_tool
+from .programs import (EXCEPTION_FRAME_BYTES, HANDLER_STACK_BYTES, ExportError, RamLimitError, build_stm32, measure_m4,
+                       parse_program_output, run_host, run_tool)
 from .quantize import QuantizedGraph, quantize_model
 from .schedule import Schedule, build_schedule, layer_by_layer_peak
 
@@ -29,6 +30,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm")
 M4_CLOCK_HZ = 168e6  # the paper's STM32F439
 STM32_RAM_BYTES, STM32_CCM_BYTES = 192 * 1024, 64 * 1024
 STM32_RESERVED_BYTES = 8 * 1024  # its stack, handler stack and the runtime's own statics
+STACK_ALLOWANCE = 2048  # the program's stack, as measured for the zoo's models (1.2-1.4 KiB), with room
+STATIC_BYTES_PER_LAYER = 64  # a layer's counters, kernel state struct and instruction tally
 
 
 def load_image(path: Union[str, Path], channels: int, size: Sequence[int]) -> np.ndarray:
@@ -120,8 +123,8 @@ def compare_outputs(program: Dict, reference: Dict, box_tolerance: int = 2) -> L
 
 def first_differing_map(out: Path, reference: Dict, timeout: float = 600) -> Optional[str]:
     """Build the program with MODEL_TRACE on the host and name the first map whose rows differ from the reference."""
-    run_tool(["make", "-s", "host", "CFLAGS=-O1 -DMODEL_TRACE"], out, timeout)
-    traced = parse_program_output(run_tool(["./model_host", "input.raw"], out, timeout))
+    run_tool(["make", "-s", "trace"], out, timeout)
+    traced = parse_program_output(run_tool(["./model_trace", "input.raw"], out, timeout))
     for name, value in traced["maps"].items():
         if name in reference["values"] and fnv1a(reference["values"][name]) != value:
             return name
@@ -141,7 +144,7 @@ def _schedule_summary(schedule: Schedule, plan: MemoryPlan, graph: QuantizedGrap
     baseline = layer_by_layer_peak(graph)
     return {"arena_bytes": plan.arena_bytes, "ccm_arena_bytes": plan.ccm_bytes, "weight_bytes": plan.weight_bytes,
             "largest_buffers": [{"name": b.name, "bytes": b.size, "layer": b.layer} for b in largest],
-            "rnnpool_row_cache": schedule.cache_rows,
+            "rnnpool_row_cache": schedule.cache_rows, "choices": schedule.choices, "budget_bytes": schedule.budget,
             "layer_by_layer_bytes": baseline[0], "layer_by_layer_peak": {"layer": baseline[1], "tensors": baseline[2]}}
 
 
@@ -160,7 +163,12 @@ def export_c(model_name: str, out_dir: Union[str, Path], weights: Optional[str] 
     files = image_files(calib, calib_limit)
     graph = quantize_model(model, [torch.from_numpy(load_image(f, channels, (height, width))).permute(2, 0, 1).float() / 255
                                    for f in files], (height, width))
-    schedule = build_schedule(graph, cache_rows)
+    budget = None
+    if target == "cortex-m4":  # what the buffers may take of the target's RAM: less the stack and the runtime's statics
+        candidates = settings.max_candidates * 24 if graph.heads else 0
+        statics = STATIC_BYTES_PER_LAYER * (len(graph.ops) + len(graph.heads)) + 256
+        budget = ram_bytes - STACK_ALLOWANCE - EXCEPTION_FRAME_BYTES - HANDLER_STACK_BYTES - candidates - statics
+    schedule = build_schedule(graph, cache_rows, budget)
     out = Path(out_dir)
     capacity = (STM32_RAM_BYTES - STM32_RESERVED_BYTES, STM32_CCM_BYTES) if target == "stm32f439" else (None, 0)
     plan = generate_c(schedule, out, settings, model_name, *capacity)
@@ -183,7 +191,12 @@ def export_c(model_name: str, out_dir: Union[str, Path], weights: Optional[str] 
     elif target == "host":
         program = run_host(out, timeout)
     else:
-        m4 = measure_m4(out, ram_bytes, lambda r: not compare_outputs(r, reference), timeout)
+        try:
+            m4 = measure_m4(out, ram_bytes, lambda r: not compare_outputs(r, reference), timeout)
+        except RamLimitError as err:
+            largest = ", ".join(f"{b.name} ({b.layer}) {b.size:,} B" for b in schedule.largest(4))
+            traded = f"; the planner already {'; '.join(schedule.choices)}" if schedule.choices else ""
+            raise RamLimitError(f"{err}; largest buffers: {largest}{traded}", err.needed, err.limit) from None
         program = m4.pop("first")
         instructions = m4["instructions"]
         layers = [{"layer": n.name, "kind": n.kind, "instructions": m4["layer_instructions"].get(i, 0)}

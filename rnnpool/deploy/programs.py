@@ -23,12 +23,21 @@ QEMU_COMMAND = ["qemu-system-arm", "-machine", "mps2-an386", "-cpu", "cortex-m4"
 EXCEPTION_FRAME_BYTES = 26 * 4 + 4
 HANDLER_STACK_BYTES = 128  # the exception handlers' own stack (MSP), part of the static RAM
 STRESS_SYSTICK_RELOAD = 9  # verification runs: an interrupt every 10 ticks (400 instructions)
+MEASURE_RAM_BYTES, MEASURE_STACK_BYTES = 4 * 1024 * 1024, 16 * 1024  # the measuring run: the board's whole SRAM
 TOOLS = {"host": ["make", "gcc"], "cortex-m4": ["make", "arm-none-eabi-gcc", "arm-none-eabi-size", "qemu-system-arm"],
          "stm32f439": ["make", "arm-none-eabi-gcc", "arm-none-eabi-size", "arm-none-eabi-objcopy"]}
 
 
 class ExportError(RnnpoolError, RuntimeError):
     """A build or run step of the export failed; the message says which and holds the tool's output."""
+
+
+class RamLimitError(ExportError):
+    """The program needs more RAM than the target has."""
+
+    def __init__(self, message: str, needed: int, limit: int) -> None:
+        super().__init__(message)
+        self.needed, self.limit = needed, limit
 
 
 def toolchain_available(target: str) -> bool:
@@ -147,9 +156,9 @@ def faults_at(out: Union[str, Path], ram_bytes: int, stack_bytes: int, systick_r
 def measure_m4(out: Union[str, Path], ram_limit: int, same_output, timeout: float = 600) -> Dict:
     """Run on the M4 within ``ram_limit`` bytes, then establish the RAM the program needs:
 
-    1. a run with the whole limit measures static data and the stack's high-water mark (painted);
+    1. a run with all of the board's RAM measures static data and the stack's high-water mark (painted);
     2. the claim is static + high-water + one exception frame (EXCEPTION_FRAME_BYTES), as a real
-       application's interrupts push one at any point;
+       application's interrupts push one at any point; it must not exceed ``ram_limit``;
     3. the program is linked with exactly the claimed RAM and run with SysTick interrupting every
        STRESS_SYSTICK_RELOAD + 1 ticks (interrupts everywhere, the deepest point included): it must give the
        same output (``same_output(result)``);
@@ -158,14 +167,14 @@ def measure_m4(out: Union[str, Path], ram_limit: int, same_output, timeout: floa
     5. the stack's static bound from GCC's call graph cross-checks the painted mark.
     """
     out = Path(out)
-    first = run_m4(out, ram_limit, min(8192, ram_limit // 2), timeout=timeout)
+    first = run_m4(out, MEASURE_RAM_BYTES, MEASURE_STACK_BYTES, timeout=timeout)
     measured = first["measured"]
     static, high_water = measured["static_ram_bytes"], measured["stack_bytes"]
     stack = (high_water + EXCEPTION_FRAME_BYTES + 7) // 8 * 8
     claimed = static + stack
     if claimed > ram_limit:
-        raise ExportError(f"the program needs {claimed:,} B of RAM (static {static:,} + stack {stack:,}), the target has "
-                          f"{ram_limit:,}")
+        raise RamLimitError(f"the program needs {claimed:,} B of RAM (static {static:,} + stack {stack:,}), the target has "
+                            f"{ram_limit:,}", claimed, ram_limit)
     stressed = run_m4(out, claimed, stack, STRESS_SYSTICK_RELOAD, timeout)
     below = faults_at(out, claimed - 64, stack - 64, STRESS_SYSTICK_RELOAD, timeout)
     elf = out / first["elf"]
@@ -195,5 +204,5 @@ def build_stm32(out: Union[str, Path], timeout: float = 600) -> Dict:
             "flash_bytes": flash_bytes(sections), "sram_bytes": ram, "ccm_bytes": ccm, "sections": sections}
 
 
-__all__ = ["EXCEPTION_FRAME_BYTES", "ExportError", "NS_PER_SYSTICK", "build_stm32", "elf_sections", "faults_at",
+__all__ = ["EXCEPTION_FRAME_BYTES", "ExportError", "RamLimitError", "NS_PER_SYSTICK", "build_stm32", "elf_sections", "faults_at",
            "measure_m4", "parse_program_output", "run_host", "run_m4", "run_tool", "toolchain_available"]

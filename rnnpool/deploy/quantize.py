@@ -347,10 +347,12 @@ def _key_bits(heads: List[Head], tensors: Dict[str, QTensor]) -> int:
     return bits
 
 
-def quantize_graph(graph: Graph, ranges: Dict[str, Tuple[float, float]]) -> QuantizedGraph:
-    """Integer version of ``graph`` with activation ranges from :func:`calibrate`."""
+def quantize_graph(graph: Graph, ranges: Dict[str, Tuple[float, float]],
+                   input_quantization: Tuple[float, int] = (INPUT_SCALE, INPUT_ZERO_POINT)) -> QuantizedGraph:
+    """Integer version of ``graph`` with activation ranges from :func:`calibrate`. The input is an image
+    (``pixel - 128``, scale 1/255) unless ``input_quantization`` (scale, zero point) says otherwise."""
     tensors = {name: QTensor(shape, *activation_params(*ranges[name])) for name, shape in graph.shapes.items()}
-    tensors[graph.input] = QTensor(graph.shapes[graph.input], INPUT_SCALE, INPUT_ZERO_POINT)
+    tensors[graph.input] = QTensor(graph.shapes[graph.input], *input_quantization)
     for op in graph.ops:
         if isinstance(op, L2NormOp):  # unit vectors: a fixed quantization, no calibration
             tensors[op.output] = QTensor(graph.shapes[op.output], L2NORM_SCALE, 0)

@@ -381,7 +381,8 @@ def _extra_work(node: Node, maps: Dict[str, MapInfo]) -> int:
     return (out.height - op.pad[0]) * (out.width - op.pad[1]) * (r - sr) * c * h1 * (h1 + 4)
 
 
-def build_schedule(graph: QuantizedGraph, cache_rows: bool = True, ram_budget: Optional[int] = None) -> Schedule:
+def build_schedule(graph: QuantizedGraph, cache_rows: bool = True, ram_budget: Optional[int] = None,
+                   modes: Optional[Dict[str, str]] = None) -> Schedule:
     """Size every ring and buffer of the streaming program for ``graph``.
 
     By default every MobileNetV2 block keeps k-1 expanded rows and RNNPool keeps the row sweeps that
@@ -389,7 +390,8 @@ def build_schedule(graph: QuantizedGraph, cache_rows: bool = True, ram_budget: O
     (bytes for all buffers) the planner trades work for RAM until the buffers fit, greedily by bytes saved
     per multiply-add added: a block recomputes its expanded rows for every output row (they then live in
     the shared scratch), RNNPool recomputes the shared row sweeps. ``choices`` says what it changed; if
-    nothing reaches the budget, the smallest schedule found is returned (``total_bytes`` > budget)."""
+    nothing reaches the budget, the smallest schedule found is returned (``total_bytes`` > budget).
+    ``modes`` (node name -> mode) sets the modes directly instead."""
     maps: Dict[str, MapInfo] = {}
     for name, t in graph.tensors.items():
         c, h, w = t.shape
@@ -404,6 +406,8 @@ def build_schedule(graph: QuantizedGraph, cache_rows: bool = True, ram_budget: O
             node.mode = "rolling"
         elif node.kind == "rnnpool":
             node.mode = "cache" if cache_rows and node.op.stride[0] < node.op.patch[0] else "recompute"
+        if modes and node.name in modes:
+            node.mode = modes[node.name]
     buffers, scratch = _memory(graph, maps, nodes)
     choices: List[str] = []
     while ram_budget is not None and _total(buffers) > ram_budget:

@@ -45,3 +45,14 @@ def test_lookup_tables_follow_the_function(name, tol):
     assert np.abs(got - NONLINEARITY_FUNCTIONS[name](x)).max() < tol
     # inputs beyond the table saturate at its ends
     assert lut_lookup(table, np.array([-(10**6), 10**6])).tolist() == [table[0], table[-1]]
+
+
+@given(st.integers(-(2**40), 2**40), st.integers(-20, 40))
+@settings(max_examples=300, deadline=None)
+def test_shift_round_is_rounding_half_up(v, shift):
+    from fractions import Fraction
+
+    from rnnpool.deploy.fixedpoint import shift_round
+
+    exact = Fraction(v, 2**shift) if shift >= 0 else Fraction(v * 2**-shift)
+    assert int(shift_round(np.int64(v) if abs(v) < 2**40 else v, shift)) == math.floor(exact + Fraction(1, 2))

@@ -11,6 +11,7 @@ from rnnpool.cli import main
 from rnnpool.data import BadSampleError
 from rnnpool.engine import ClassifyConfig, evaluate_checkpoint, train_classifier
 from rnnpool.engine.checkpoint import load_checkpoint
+from rnnpool.models.checkpoint import CheckpointError
 
 from ..conftest import SHARED_DATA
 
@@ -106,7 +107,7 @@ def test_bad_configuration_errors(color_data, tmp_path):
         train_classifier(ClassifyConfig(data=str(tmp_path), **SMALL))
     with pytest.raises(ValueError, match="unknown optimizer 'adam'"):
         train_classifier(ClassifyConfig(data=str(color_data), optimizer="adam", project=str(tmp_path), **SMALL))
-    with pytest.raises(RuntimeError, match="corrupt or not a checkpoint"):
+    with pytest.raises(CheckpointError, match="corrupt or not a checkpoint"):
         (tmp_path / "junk.pt").write_bytes(b"junk")
         load_checkpoint(tmp_path / "junk.pt")
 

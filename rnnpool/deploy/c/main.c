@@ -9,7 +9,9 @@
 #include "model.h"
 #include "platform.h"
 
+#if MODEL_NUM_HEADS > 0
 static rt_detection candidate_items[MODEL_MAX_CANDIDATES];
+#endif
 
 static char *append_text(char *dst, const char *text) {
     while (*text) *dst++ = *text++;
@@ -44,7 +46,11 @@ int main(int argc, char **argv) {
         platform_print("error: cannot open the input image\n");
         return 2;
     }
+#if MODEL_NUM_HEADS > 0
     rt_candidates candidates = {candidate_items, 0, MODEL_MAX_CANDIDATES};
+#else
+    rt_candidates candidates = {NULL, 0, 0};
+#endif
     uint32_t hashes[MODEL_NUM_OUTPUTS];
     model_reset(&candidates, hashes);
     for (int y = 0; y < MODEL_INPUT_HEIGHT; ++y) {
