@@ -178,7 +178,7 @@ def measure_m4(out: Union[str, Path], ram_limit: int, same_output, timeout: floa
     stressed = run_m4(out, claimed, stack, STRESS_SYSTICK_RELOAD, timeout)
     below = faults_at(out, claimed - 64, stack - 64, STRESS_SYSTICK_RELOAD, timeout)
     elf = out / first["elf"]
-    bound = stack_bound(sorted(out.glob(elf.name + "-*.ci")))
+    bound = stack_bound(sorted(out.glob(elf.name + "*.ci")))  # one per source, or per LTO partition
     return {"first": first, "static_ram_bytes": static, "stack_high_water_bytes": high_water,
             "exception_frame_bytes": EXCEPTION_FRAME_BYTES, "stack_bytes": stack, "ram_bytes": claimed,
             "handler_stack_bytes": measured["handler_stack_bytes"], "flash_bytes": flash_bytes(first["sections"]),

@@ -29,7 +29,7 @@ def read_call_graph(files: List[Union[str, Path]]) -> Tuple[Dict[str, int], Dict
     external: Set[str] = set()
     dynamic: Set[str] = set()
     for path in files:
-        text = Path(path).read_text()
+        text = re.sub(r'"[^"\s]*\.o:', '"', Path(path).read_text())  # LTO prefixes local names with their partition
         for name, size, kind in NODE.findall(text):
             frames[name] = int(size)
             if kind != "static":
@@ -40,8 +40,9 @@ def read_call_graph(files: List[Union[str, Path]]) -> Tuple[Dict[str, int], Dict
     return frames, calls, external - set(frames), dynamic
 
 
-def stack_bound(files: List[Union[str, Path]], root: str = "Reset_Handler") -> StackBound:
-    """The largest sum of frames along a call chain from ``root`` (the call graph must be acyclic)."""
+def stack_bound(files: List[Union[str, Path]], root: str = "program_main") -> StackBound:
+    """The largest sum of frames along a call chain from ``root`` (the call graph must be acyclic); the
+    default root is where the program's own stack starts (platform_m4.c)."""
     frames, calls, external, dynamic = read_call_graph(files)
     if root not in frames:
         raise ValueError(f"{root} is not in the call graph ({len(frames)} functions read)")

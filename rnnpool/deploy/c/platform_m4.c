@@ -85,6 +85,21 @@ static void paint(uint32_t *from, uint32_t *to) {
     for (volatile uint32_t *p = from; p < to; ++p) *p = STACK_PAINT;
 }
 
+/* The program runs in thread mode on its own stack (PSP), exceptions on the handler stack (MSP). The switch
+ * happens in a function without a frame, so no local variable is left behind on the old stack. */
+__attribute__((used, noinline)) void program_main(void) { platform_exit(main(0, 0)); }
+
+__attribute__((naked, noreturn)) static void run_on_program_stack(void) {
+    __asm__ volatile("ldr r0, =_stack_top\n\t"
+                     "msr psp, r0\n\t"
+                     "movs r0, #2\n\t"
+                     "msr control, r0\n\t"
+                     "isb\n\t"
+                     "bl program_main\n\t"
+                     "b .\n\t"
+                     ".ltorg\n\t");
+}
+
 void Reset_Handler(void) {
     for (uint32_t *src = &_sidata, *dst = &_sdata; dst < &_edata;) *dst++ = *src++;
     for (uint32_t *dst = &_sbss; dst < &_ebss;) *dst++ = 0;
@@ -100,8 +115,7 @@ void Reset_Handler(void) {
     MPU_CTRL = 5u;                                    /* enabled, default map for everything else */
     __asm__ volatile("dsb\n isb" ::: "memory");
     /* thread mode on the program's stack (PSP); exceptions keep the handler stack (MSP) */
-    __asm__ volatile("msr psp, %0\n movs r0, #2\n msr control, r0\n isb" ::"r"(&_stack_top) : "r0", "memory");
-    platform_exit(main(0, 0));
+    run_on_program_stack();
 }
 
 /* Ticks since SysTick started: the counter runs RELOAD, ..., 1, 0, RELOAD, ... and the interrupt (one

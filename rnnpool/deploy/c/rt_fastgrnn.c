@@ -8,10 +8,10 @@
 
 /* pre_j = a_j + (U_j . h + 2^(k_j - 1)) >> k_j for all units of a cell with 8 (16) hidden units; h as
  * int16 pairs. u_rows: per unit the U words, then 2^(k - 1), k, b_h - b_z (RT_U_ROW_WORDS). */
-static void pre_activations_8(const int32_t *row, const uint32_t *h, const int32_t *a, int32_t *pre) {
+static void pre_activations_8(const int32_t *row, const int16_t *h, const int32_t *a, int32_t *pre) {
 #if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
     /* the state stays in four registers: 18 instructions per unit */
-    uint32_t s0 = h[0], s1 = h[1], s2 = h[2], s3 = h[3], u0, u1, t;
+    uint32_t s0 = rt_load32(h), s1 = rt_load32(h + 2), s2 = rt_load32(h + 4), s3 = rt_load32(h + 6), u0, u1, t;
     int32_t acc, n = 8;
     __asm__ volatile(
         "1:\n\t"
@@ -42,19 +42,21 @@ static void pre_activations_8(const int32_t *row, const uint32_t *h, const int32
         int32_t acc = row[2];
         for (int i = 0; i < 2; ++i) {
             const uint32_t w = (uint32_t)row[i];
-            acc = RT_SMLAD(h[2 * i + 1], RT_SXTB16_ROR8(w), RT_SMLAD(h[2 * i], RT_SXTB16(w), acc));
+            acc = RT_SMLAD(rt_load32(h + 4 * i + 2), RT_SXTB16_ROR8(w), RT_SMLAD(rt_load32(h + 4 * i), RT_SXTB16(w), acc));
         }
         pre[j] = a[j] + (acc >> row[3]);
     }
 #endif
 }
 
-static void pre_activations_16(const int32_t *row, const uint32_t *h, const int32_t *a, int32_t *pre) {
+static void pre_activations_16(const int32_t *row, const int16_t *h, const int32_t *a, int32_t *pre) {
+    uint32_t s[8];
+    memcpy(s, h, sizeof(s));
     for (int j = 0; j < 16; ++j, row += RT_U_ROW_WORDS(16)) {
         int32_t acc = row[4];
         for (int i = 0; i < 4; ++i) {
             const uint32_t w = (uint32_t)row[i];
-            acc = RT_SMLAD(h[2 * i + 1], RT_SXTB16_ROR8(w), RT_SMLAD(h[2 * i], RT_SXTB16(w), acc));
+            acc = RT_SMLAD(s[2 * i + 1], RT_SXTB16_ROR8(w), RT_SMLAD(s[2 * i], RT_SXTB16(w), acc));
         }
         pre[j] = a[j] + (acc >> row[5]);
     }
@@ -97,8 +99,10 @@ void rt_fastgrnn_project_pixel(const rt_fastgrnn *cell, const int8_t *x, int32_t
 }
 
 void rt_fastgrnn_project_state(const rt_fastgrnn *cell, const int16_t *x, int32_t *a) {
-    /* natural int16 pairs of x against W's columns stored (0, 2, 1, 3) */
-    project(cell, (const uint32_t *)(const void *)x, a);
+    /* natural int16 pairs of x against W's columns stored (0, 2, 1, 3); copied as words (no aliasing) */
+    uint32_t pairs[RT_MAX_HIDDEN / 2];
+    memcpy(pairs, x, (size_t)cell->wdim * sizeof(int16_t));
+    project(cell, pairs, a);
 }
 
 void rt_fastgrnn_run(const rt_fastgrnn *cell, const int32_t *const *steps, int n, int16_t *h, int16_t *scratch) {
