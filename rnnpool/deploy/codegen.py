@@ -22,7 +22,8 @@ from .c_literals import C_TYPES, c_array, c_float, c_ident
 from .int8_reference import DetectionSettings, head_key_params
 from .quantize import QAvgPool, QConv, QFastGRNN, QL2Norm, QMBConv, QRNNPool, QuantizedGraph
 from .runtime_limits import LIMITS, RUNTIME_DIR, fifo_pixels, padded
-from .schedule import Node, Schedule, ScheduleError, build_schedule, conv_kdim, mbconv_memory, rnnpool_memory, rnnpool_valid_rows
+from .schedule import (Node, Schedule, ScheduleError, build_schedule, conv_kdim, gathers_columns, mbconv_memory, rnnpool_memory,
+                       rnnpool_valid_rows)
 
 RUNTIME_SOURCES = ("rt_conv.c", "rt_mbconv.c", "rt_fastgrnn.c", "rt_rnnpool.c", "rt_pixel.c", "rt_detect.c")
 RUNTIME_FILES = RUNTIME_SOURCES + ("rnnpool_rt.h", "rt_arith.h", "rt_kernels.h", "rt_fastgrnn_steps.inc", "main.c", "platform.h",
@@ -133,8 +134,11 @@ class _Emitter:
     def conv(self, op: QConv) -> str:
         n = c_ident(op.output)
         kdim = conv_kdim(op)
+        columns = gathers_columns(op)
         if op.depthwise:  # [k*k][kdim]: each tap's weights for every channel
             weight = pack_rows(op.weight.reshape(op.out_channels, -1).T, kdim)
+        elif columns:  # (dx, dy, c): the order of the column ring
+            weight = pack_rows(op.weight.transpose(0, 2, 1, 3).reshape(op.out_channels, -1), kdim)
         else:
             weight = pack_rows(op.weight.reshape(op.out_channels, -1), kdim)
         w = self.array("int8_t", f"w_{n}", weight)
@@ -145,8 +149,8 @@ class _Emitter:
         pad = self.array("int8_t", f"pad_{n}", op.pad_values) if op.pad_values is not None else "NULL"
         self.constants.append(
             f"static const rt_conv conv_{n} = {{{op.in_channels}, {op.out_channels}, {op.kernel}, {op.stride}, {op.padding}, "
-            f"{int(op.depthwise)}, {op.maxout}, {kdim}, {op.input_zero_point}, {op.output_zero_point}, {op.act_min}, "
-            f"{op.act_max}, {w}, chan_{n}, {pad}}};\n")
+            f"{int(op.depthwise)}, {op.maxout}, {kdim}, {int(columns)}, {op.input_zero_point}, {op.output_zero_point}, "
+            f"{op.act_min}, {op.act_max}, {w}, chan_{n}, {pad}}};\n")
         return f"conv_{n}"
 
     def lut(self, gate: np.ndarray, update: np.ndarray) -> str:
@@ -219,7 +223,10 @@ class _Emitter:
                                   f"{{{', '.join('&' + s for s in structs)}}};\n")
             call = f"rt_conv_group_row(convs_{self.names[i]}, {len(structs)}, {norm}, rows, {m.width}, {out.width}, outs, SCRATCH)"
         for op in node.ops:
-            if not op.depthwise:
+            if gathers_columns(op):
+                self.check(f"scratch_{c_ident(op.output)}",
+                           f"{self.plan.sizes['scratch']} >= RT_COLUMN_RING_BYTES({op.kernel}, {op.stride}, {op.in_channels})")
+            elif not op.depthwise:
                 self.check(f"scratch_{c_ident(op.output)}", f"{self.plan.sizes['scratch']} >= RT_CONV_SCRATCH_BYTES({conv_kdim(op)})")
         comment = f"conv {', '.join(node.outputs)} <- {m.name}" + (" (L2Norm as gathered)" if node.norm is not None else "")
         return _template("node_conv.c.tmpl").substitute(

@@ -265,15 +265,32 @@ def _simulate(graph: QuantizedGraph, maps: Dict[str, MapInfo], nodes: List[Node]
     return need
 
 
+MAX_COLUMN_CHANNELS = 32  # wider inputs gather per pixel: a column ring would outgrow the scratch
+
+
+def gathers_columns(conv: QConv) -> bool:
+    """A dense k x k conv (k > 1) on whole words of channels unpacks each input column once into a ring of
+    columns (its weights stored column-major: dx, dy, c) instead of gathering every pixel's taps."""
+    return (not conv.depthwise and conv.kernel > 1 and conv.in_channels % 4 == 0 and conv.pad_values is None
+            and conv.in_channels <= MAX_COLUMN_CHANNELS)
+
+
+def column_ring_bytes(conv: QConv) -> int:
+    """The ring: k + stride columns of k rows of cin int16, stored twice so any k adjacent ones are contiguous."""
+    return 2 * (conv.kernel + conv.stride) * conv.kernel * conv.in_channels * 2
+
+
 def conv_kdim(conv: QConv) -> int:
     """Length of a packed weight row: k*k*cin (dense) or channels (depthwise), padded to RT_PACK."""
     return padded(conv.in_channels) if conv.depthwise or conv.kernel == 1 else padded(conv.kernel ** 2 * conv.in_channels)
 
 
 def _conv_scratch(conv: QConv) -> int:
-    """Two pixels' unpacked int16 inputs and one gathered pixel (dense and 1x1: RT_CONV_SCRATCH_BYTES); none
-    (depthwise)."""
-    return 0 if conv.depthwise else 5 * conv_kdim(conv)
+    """Two pixels' unpacked int16 inputs and one gathered pixel (dense and 1x1: RT_CONV_SCRATCH_BYTES), or the
+    column ring; none (depthwise)."""
+    if conv.depthwise:
+        return 0
+    return column_ring_bytes(conv) if gathers_columns(conv) else 5 * conv_kdim(conv)
 
 
 def mbconv_memory(op: QMBConv, width: int, mode: str = "rolling") -> Tuple[int, Dict[str, int]]:
@@ -434,5 +451,6 @@ def build_schedule(graph: QuantizedGraph, cache_rows: bool = True, ram_budget: O
     return Schedule(graph, maps, nodes, buffers, scratch, choices, ram_budget)
 
 
-__all__ = ["Buffer", "MapInfo", "Node", "Schedule", "ScheduleError", "build_schedule", "conv_kdim", "layer_by_layer_peak",
+__all__ = ["Buffer", "MapInfo", "Node", "Schedule", "ScheduleError", "build_schedule", "column_ring_bytes", "conv_kdim",
+           "gathers_columns", "layer_by_layer_peak",
            "mbconv_memory", "rnnpool_memory", "rnnpool_valid_rows"]

@@ -44,6 +44,7 @@ typedef struct {
 typedef struct {
     int16_t cin, cout, k, stride, pad, depthwise, maxout;
     int16_t kdim;          /* dense: k*k*cin padded to RT_PACK (one weight row); depthwise: cin padded to RT_PACK */
+    int16_t columns;       /* dense, cin a multiple of 4: gathers by columns, weights stored (dx, dy, c) */
     int32_t in_zp, out_zp, act_min, act_max;
     const int8_t *w;       /* dense: [cout][kdim], taps (dy, dx, ci) in order; depthwise: [k*k][kdim] */
     const rt_chan *chan;   /* [cout] */
@@ -127,6 +128,8 @@ typedef struct {
  * w_out pixels of (cout - maxout + 1) channels. scratch: RT_CONV_SCRATCH_BYTES(kdim) (dense and 1x1). */
 void rt_conv_row(const rt_conv *p, const int8_t *const *rows, int w_in, int w_out, int8_t *out, void *scratch);
 #define RT_CONV_SCRATCH_BYTES(kdim) ((size_t)(kdim) * 5)
+/* A column-gathering conv's scratch: k + stride unpacked columns (k rows of cin int16 each), stored twice. */
+#define RT_COLUMN_RING_BYTES(k, stride, cin) ((size_t)2 * ((k) + (stride)) * (k) * (cin) * 2)
 
 struct rt_l2norm_s;
 /* n dense convolutions with the same input, kernel, stride and padding: one gathering of each output

@@ -230,9 +230,59 @@ static void gather(const rt_conv *p, const rt_l2norm *norm, const int8_t *const 
     rt_unpack(col, p->kdim, p->in_zp, u);
 }
 
+/* Input column x of the k rows, unpacked ((x - zp) int16 pairs; zeros where padding; L2-normalised with
+ * norm) into k * cin / 2 words. */
+static void unpack_column(const rt_conv *p, const rt_l2norm *norm, const int8_t *const *rows, int w_in, int x, uint32_t *u) {
+    const int k = p->k, cin = p->cin, words = cin / 2;
+    const uint32_t neg_zp = rt_pair(-p->in_zp, -p->in_zp);
+    for (int dy = 0; dy < k; ++dy, u += words) {
+        if (!rows[dy] || x < 0 || x >= w_in) {
+            for (int i = 0; i < words; ++i) u[i] = 0;
+        } else if (norm) {
+            rt_l2norm_unpacked(norm, rows[dy] + (size_t)x * cin, u);
+        } else {
+            const int8_t *src = rows[dy] + (size_t)x * cin;
+            for (int i = 0; i < words; i += 2, src += 4) {
+                const uint32_t word = rt_load32(src);
+                u[i] = RT_SXTAB16(neg_zp, word);
+                u[i + 1] = RT_SXTAB16_ROR8(neg_zp, word);
+            }
+        }
+    }
+}
+
+/* Dense conv by columns: each input column is unpacked once into a ring of k + stride columns, stored twice
+ * so that the k columns an output pixel reads are always contiguous: that is its unpacked input, in the
+ * weights' (dx, dy, c) order. */
+static void conv_group_row_columns(const rt_conv *const *convs, int n, const rt_l2norm *norm, const int8_t *const *rows,
+                                   int w_in, int w_out, int8_t *const *outs, uint32_t *ring) {
+    const rt_conv *p = convs[0];
+    const int k = p->k, s = p->stride, slots = k + s, column = k * p->cin / 2; /* words per column */
+    int next = -p->pad;                                                      /* the next column to unpack */
+    for (int ox = 0; ox < w_out; ox += 2) {
+        const int pair = ox + 1 < w_out, x0 = ox * s - p->pad, end = x0 + k + (pair ? s : 0);
+        for (; next < end; ++next) {
+            const int slot = ((next % slots) + slots) % slots;
+            uint32_t *dst = ring + (size_t)slot * column;
+            unpack_column(p, norm, rows, w_in, next, dst);
+            memcpy(ring + (size_t)(slot + slots) * column, dst, (size_t)column * 4);
+        }
+        const uint32_t *u0 = ring + (size_t)(((x0 % slots) + slots) % slots) * column;
+        const uint32_t *u1 = ring + (size_t)((((x0 + s) % slots) + slots) % slots) * column;
+        for (int i = 0; i < n; ++i) {
+            const int channels = convs[i]->cout - convs[i]->maxout + 1;
+            rt_dot_requant(convs[i], u0, pair ? u1 : NULL, outs[i] + (size_t)ox * channels, outs[i] + (size_t)(ox + 1) * channels);
+        }
+    }
+}
+
 void rt_conv_group_row(const rt_conv *const *convs, int n, const rt_l2norm *norm, const int8_t *const *rows, int w_in,
                        int w_out, int8_t *const *outs, void *scratch) {
     const rt_conv *p = convs[0];
+    if (p->columns) {
+        conv_group_row_columns(convs, n, norm, rows, w_in, w_out, outs, (uint32_t *)scratch);
+        return;
+    }
     const int kdim = p->kdim;
     uint32_t *u0 = (uint32_t *)scratch, *u1 = u0 + kdim / 2;
     int8_t *col = (int8_t *)(u1 + kdim / 2);
