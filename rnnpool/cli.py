@@ -85,7 +85,13 @@ def cmd_profile(args: argparse.Namespace) -> None:
     profiles = []
     for name in names:
         shape = args.input or _default_input(name)
-        profiles.append(profile_model(build_model(name), shape, args.dtype, args.convention, name=name))
+        dtype = args.dtype or ("int8" if args.convention == "stream" else "fp32")
+        if args.convention == "stream" and dtype == "int8":
+            from .deploy.stream_profile import stream_profile
+
+            profiles.append(stream_profile(build_model(name), shape, name, ram_bytes=args.ram_kib * 1024))
+        else:
+            profiles.append(profile_model(build_model(name), shape, dtype, args.convention, name=name))
     for p in profiles:
         print(p.table())
         print()
@@ -262,8 +268,11 @@ def make_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", nargs="?", help="zoo name or torchvision:NAME")
     p.add_argument("--input", type=_parse_shape, help="CxHxW (default: the model's own)")
-    p.add_argument("--dtype", choices=["fp32", "fp16", "int8"], default="fp32")
-    p.add_argument("--convention", choices=["layer", "tensor"], default="layer")
+    p.add_argument("--dtype", choices=["fp32", "fp16", "int8"], help="activation type (default fp32; int8 for stream)")
+    p.add_argument("--convention", choices=["layer", "tensor", "stream"], default="layer",
+                   help="layer: the paper's; tensor: TFLM/MCUNet; stream: the deployed int8 program's RAM on the M4")
+    p.add_argument("--ram-kib", dest="ram_kib", type=int, default=256,
+                   help="stream: the M4's RAM the program must fit (the planner trades work for RAM to fit it)")
     p.add_argument("--compare", metavar="OTHER", help="a second model to put side by side")
     p.add_argument("--plot", metavar="PNG")
     p.add_argument("--json", metavar="PATH")

@@ -15,6 +15,7 @@ from .memory import CONVENTIONS, layer_convention, peak, tensor_convention
 from .trace import trace_model
 
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
+PROFILE_CONVENTIONS = CONVENTIONS + ("stream",)
 
 
 @dataclass
@@ -100,12 +101,20 @@ def profile_model(
 
     Args:
         dtype: element type of the activations: "fp32" (4 bytes), "fp16" (2) or "int8" (1).
-        convention: "layer" (the RNNPool paper's) or "tensor" (TFLM/MCUNet); see :mod:`rnnpool.analysis.memory`.
+        convention: "layer" (the RNNPool paper's) or "tensor" (TFLM/MCUNet), see :mod:`rnnpool.analysis.memory`;
+            or "stream": the RAM the int8 program of ``rnnpool export c`` claims on a Cortex-M4 (every map
+            streamed row by row; int8 only), see :mod:`rnnpool.deploy.stream_profile`.
     """
     if dtype not in DTYPE_BYTES:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPE_BYTES)}")
-    if convention not in CONVENTIONS:
-        raise ValueError(f"unknown convention {convention!r}; expected one of {', '.join(CONVENTIONS)}")
+    if convention not in PROFILE_CONVENTIONS:
+        raise ValueError(f"unknown convention {convention!r}; expected one of {', '.join(PROFILE_CONVENTIONS)}")
+    if convention == "stream":
+        if dtype != "int8":
+            raise ValueError(f"the stream convention is the deployed int8 program's RAM: use dtype int8, not {dtype}")
+        from ..deploy.stream_profile import stream_profile  # deploy builds on analysis: imported when used
+
+        return stream_profile(model, input_shape, name)
     shape = tuple(int(s) for s in input_shape)
     if len(shape) == 3:
         shape = (1,) + shape

@@ -20,9 +20,9 @@ from ..models import create_model, model_info
 from ..models.checkpoint import create_model_from_checkpoint, load_weights
 from .codegen import MemoryPlan, generate_c
 from .int8_reference import DetectionSettings, fnv1a, int8_detections, key_score, run_int8
-from .programs import (EXCEPTION_FRAME_BYTES, HANDLER_STACK_BYTES, ExportError, RamLimitError, build_stm32, measure_m4,
-                       parse_program_output, run_host, run_tool)
+from .programs import ExportError, RamLimitError, build_stm32, measure_m4, parse_program_output, run_host, run_tool
 from .quantize import QuantizedGraph, quantize_model
+from .ram import arena_budget, predict_ram
 from .schedule import Schedule, build_schedule, layer_by_layer_peak
 
 TARGETS = ("host", "cortex-m4", "stm32f439")
@@ -30,8 +30,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm")
 M4_CLOCK_HZ = 168e6  # the paper's STM32F439
 STM32_RAM_BYTES, STM32_CCM_BYTES = 192 * 1024, 64 * 1024
 STM32_RESERVED_BYTES = 8 * 1024  # its stack, handler stack and the runtime's own statics
-STACK_ALLOWANCE = 2048  # the program's stack, as measured for the zoo's models (1.2-1.4 KiB), with room
-STATIC_BYTES_PER_LAYER = 64  # a layer's counters, kernel state struct and instruction tally
 
 
 def load_image(path: Union[str, Path], channels: int, size: Sequence[int]) -> np.ndarray:
@@ -163,11 +161,7 @@ def export_c(model_name: str, out_dir: Union[str, Path], weights: Optional[str] 
     files = image_files(calib, calib_limit)
     graph = quantize_model(model, [torch.from_numpy(load_image(f, channels, (height, width))).permute(2, 0, 1).float() / 255
                                    for f in files], (height, width))
-    budget = None
-    if target == "cortex-m4":  # what the buffers may take of the target's RAM: less the stack and the runtime's statics
-        candidates = settings.max_candidates * 24 if graph.heads else 0
-        statics = STATIC_BYTES_PER_LAYER * (len(graph.ops) + len(graph.heads)) + 256
-        budget = ram_bytes - STACK_ALLOWANCE - EXCEPTION_FRAME_BYTES - HANDLER_STACK_BYTES - candidates - statics
+    budget = arena_budget(graph, ram_bytes, settings) if target == "cortex-m4" else None
     schedule = build_schedule(graph, cache_rows, budget)
     out = Path(out_dir)
     capacity = (STM32_RAM_BYTES - STM32_RESERVED_BYTES, STM32_CCM_BYTES) if target == "stm32f439" else (None, 0)
@@ -177,6 +171,7 @@ def export_c(model_name: str, out_dir: Union[str, Path], weights: Optional[str] 
         "input": {"height": height, "width": width, "channels": channels},
         "calibration": {"source": str(calib), "images": len(files)},
         "schedule": _schedule_summary(schedule, plan, graph),
+        "predicted_ram": predict_ram(schedule, settings).as_dict(),
         "image_feed": "row by row from the camera (semihosting reads on the M4) into the first layer's ring; "
                       "the full image is never in RAM and is not counted"}
     if run_image is None:

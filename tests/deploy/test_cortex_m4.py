@@ -43,6 +43,7 @@ def test_face_models_run_on_the_m4_within_their_ram_targets(name, size, channels
     assert m4["static_ram_bytes"] >= report["schedule"]["arena_bytes"]
     assert m4["claimed_ram_run"]["same_output"] is True
     assert m4["claimed_minus_64"] == "stack overflow"
+    assert abs(report["predicted_ram"]["total"] - m4["ram_bytes"]) <= 0.02 * m4["ram_bytes"]  # profile's stream convention
     bound = m4["stack_static_bound"]
     assert bound["chain"][0] == "program_main" and 0.8 * m4["stack_high_water_bytes"] < bound["bytes"]
     assert m4["flash_bytes"] > report["schedule"]["weight_bytes"]
@@ -60,6 +61,7 @@ def test_visual_wake_words_classifier_runs_on_the_m4(tmp_path):
                       run_image=str(images / "photo_0.png"), ram_bytes=64 * 1024)
     assert report["bit_exact"] is True and len(report["logits"]) == 2
     assert report["cortex_m4"]["ram_bytes"] <= 64 * 1024
+    assert abs(report["predicted_ram"]["total"] - report["cortex_m4"]["ram_bytes"]) <= 0.02 * report["cortex_m4"]["ram_bytes"]
     assert report["schedule"]["choices"]  # the planner traded work for RAM to fit 64 KiB
 
 
