@@ -162,6 +162,24 @@ def run_int8(graph: QuantizedGraph, image: np.ndarray) -> Dict[str, np.ndarray]:
     return values
 
 
+def dead_maps(graph: QuantizedGraph, first: np.ndarray, second: np.ndarray, min_values: int = 5) -> Dict[str, str]:
+    """Maps of the int8 reference that do not depend on the image: fewer than ``min_values`` distinct values,
+    or the same for two different images (``first``, ``second``: uint8 (H, W, C)); map -> why. A measurement
+    on such a model proves little: an untrained RNNPool's output is nearly constant, and so is what follows it.
+    Maps of at most 8 values (a classifier's logits) are skipped."""
+    a, b = run_int8(graph, first), run_int8(graph, second)
+    dead = {}
+    for name, value in a.items():
+        if value.size <= 8 or name == graph.input:
+            continue
+        distinct = len(np.unique(value))
+        if distinct < min_values:
+            dead[name] = f"{distinct} distinct values"
+        elif np.array_equal(value, b[name]):
+            dead[name] = "the same for both images"
+    return dead
+
+
 def dequantize(graph: QuantizedGraph, name: str, value: np.ndarray) -> np.ndarray:
     t = graph.tensors[name]
     return (value.astype(np.float64) - t.zero_point) * t.scale
@@ -238,6 +256,6 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
-__all__ = ["DetectionSettings", "add_int8", "avgpool_int8", "cell_input", "cell_run", "conv_int8", "dequantize", "fnv1a",
+__all__ = ["DetectionSettings", "add_int8", "avgpool_int8", "cell_input", "cell_run", "conv_int8", "dead_maps", "dequantize", "fnv1a",
            "head_key_params", "image_to_int8", "int8_detections", "key_score", "l2norm_int8", "mbconv_int8", "rnnpool_int8",
            "run_int8", "run_op"]

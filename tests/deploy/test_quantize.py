@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from rnnpool.deploy import QuantizationError, calibrate, quantize_graph, quantize_model, run_int8
 from rnnpool.deploy.fixedpoint import NONLINEARITY_FUNCTIONS, PRE_BITS, STATE_BITS
 from rnnpool.deploy.graph import AvgPoolOp, ConvOp, Graph, Head, L2NormOp, build_graph, run_float
-from rnnpool.deploy.int8_reference import (DetectionSettings, cell_input, cell_run, dequantize, head_key_params,
+from rnnpool.deploy.int8_reference import (DetectionSettings, cell_input, cell_run, dead_maps, dequantize, head_key_params,
                                            int8_detections)
 from rnnpool.deploy.quantize import QTensor, _quantize_cell
 
@@ -55,6 +55,18 @@ def test_int8_reference_tracks_the_float_model_on_live_layers(name):
         f = floats[tensor][0].permute(1, 2, 0).numpy()
         assert ints[tensor].dtype == np.int8 and ints[tensor].shape == f.shape
         assert sqnr_db(f, dequantize(graph, tensor, ints[tensor])) > 25, tensor
+
+
+def test_dead_maps_names_layers_that_ignore_the_image():
+    model = live_model("rnnpool_face_m4")
+    images = smooth_images(input_shape(model), 4)
+    with torch.no_grad():  # the stem ignores its input: it and everything up to the RNNPool are constant
+        stem = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+        stem.weight.zero_()
+    graph = quantize_model(model, images[:2])
+    dead = dead_maps(graph, to_uint8(images[2]), to_uint8(images[3]))
+    assert graph.ops[0].output in dead and "distinct values" in dead[graph.ops[0].output]
+    assert all(name in dead for name in (op.output for op in graph.ops[:2]))
 
 
 def _single_op_graph(op, in_shape, out_shape) -> Graph:
