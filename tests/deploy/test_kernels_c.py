@@ -1,0 +1,133 @@
+"""Each C kernel alone, on random shapes (hypothesis): a one-op graph is quantized, generated, built with the
+host gcc (-Wall -Wextra -Werror, MODEL_TRACE: a checksum of every map) and run on a random image; its
+output map must equal the NumPy int8 reference's bit for bit (the reference is checked against float math
+in test_quantize.py). Channel counts that are not whole words, odd widths, strides and paddings included."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from rnnpool.deploy.codegen import generate_c
+from rnnpool.deploy.graph import AvgPoolOp, ConvOp, Graph, L2NormOp, MBConvOp, RNNPoolOp, run_float
+from rnnpool.deploy.int8_reference import fnv1a, run_int8
+from rnnpool.deploy.programs import parse_program_output, run_tool, toolchain_available
+from rnnpool.deploy.quantize import quantize_graph
+from rnnpool.deploy.schedule import build_schedule
+from rnnpool.nn import RNNPool2d
+
+pytestmark = pytest.mark.skipif(not toolchain_available("host"), reason="needs make and gcc")
+KERNEL_SETTINGS = settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def run_one_op_program(graph: Graph, image: np.ndarray, folder) -> None:
+    """Build the graph's program with per-map checksums and compare every map with the reference."""
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].double() / 255
+    ranges = {name: (v.min().item(), v.max().item()) for name, v in run_float(graph, x).items()}
+    q = quantize_graph(graph, ranges)
+    generate_c(build_schedule(q), folder, model_name="kernel")
+    image.tofile(folder / "input.raw")
+    run_tool(["make", "-s", "trace", "CFLAGS=-O1"], folder, 300)
+    traced = parse_program_output(run_tool(["./model_trace", "input.raw"], folder, 300))["maps"]
+    reference = run_int8(q, image)
+    assert traced, "the program traced no map"
+    for name, value in traced.items():
+        assert value == fnv1a(reference[name]), f"map {name} differs from the int8 reference"
+    out = reference[graph.ops[-1].output]
+    assert len(np.unique(out)) > 1 or out.size == 1, "a constant output would prove little"
+
+
+def random_image(gen: torch.Generator, channels: int, height: int, width: int) -> np.ndarray:
+    return torch.randint(0, 256, (height, width, channels), generator=gen, dtype=torch.uint8).numpy()
+
+
+def conv_op(gen, x: str, y: str, cin: int, cout: int, k: int, stride: int, depthwise: bool, act) -> ConvOp:
+    groups = cin if depthwise else 1
+    weight = torch.randn(cout, cin // groups, k, k, generator=gen, dtype=torch.float64) / math.sqrt(k * k * cin / groups)
+    bias = torch.randn(cout, generator=gen, dtype=torch.float64) * 0.2
+    return ConvOp(x, y, weight, bias, stride, k // 2, groups, act)
+
+
+def out_size(size: int, k: int, stride: int, pad: int) -> int:
+    return (size + 2 * pad - k) // stride + 1
+
+
+@KERNEL_SETTINGS
+@given(cin=st.sampled_from([1, 3, 4, 8, 12, 36]), cout=st.integers(1, 9), k=st.sampled_from([1, 3, 5]),
+       stride=st.sampled_from([1, 2]), depthwise=st.booleans(), act=st.sampled_from([None, "relu", "relu6"]),
+       height=st.integers(5, 11), width=st.integers(5, 13), seed=st.integers(0, 999))
+def test_conv_kernels(cin, cout, k, stride, depthwise, act, height, width, seed, tmp_path_factory):
+    gen = torch.Generator().manual_seed(seed)
+    cout = cin if depthwise else cout
+    op = conv_op(gen, "x", "y", cin, cout, k, stride, depthwise, act)
+    shape = (cout, out_size(height, k, stride, k // 2), out_size(width, k, stride, k // 2))
+    graph = Graph("x", [op], shapes={"x": (cin, height, width), "y": shape}, logits="y", task="classification")
+    run_one_op_program(graph, random_image(gen, cin, height, width), tmp_path_factory.mktemp("conv"))
+
+
+@KERNEL_SETTINGS
+@given(cin=st.sampled_from([4, 8, 16]), expand=st.sampled_from([1, 2, 4]), cout=st.sampled_from([4, 8, 16]),
+       stride=st.sampled_from([1, 2]), height=st.integers(5, 10), width=st.integers(5, 12), seed=st.integers(0, 999))
+def test_mbconv_kernel(cin, expand, cout, stride, height, width, seed, tmp_path_factory):
+    gen = torch.Generator().manual_seed(seed)
+    hidden = cin * expand
+    residual = stride == 1 and cin == cout
+    exp = conv_op(gen, "x", "e", cin, hidden, 1, 1, False, "relu6") if expand > 1 else None
+    dw = conv_op(gen, "e" if exp else "x", "d", hidden, hidden, 3, stride, True, "relu6")
+    proj = conv_op(gen, "d", "p", hidden, cout, 1, 1, False, None)
+    out_h, out_w = out_size(height, 3, stride, 1), out_size(width, 3, stride, 1)
+    y = "y" if residual else "p"
+    shapes = {"x": (cin, height, width), "d": (hidden, out_h, out_w), "p": (cout, out_h, out_w), y: (cout, out_h, out_w)}
+    if exp:
+        shapes["e"] = (hidden, height, width)
+    graph = Graph("x", [MBConvOp("x", y, exp, dw, proj, residual)], shapes=shapes, logits=y, task="classification")
+    run_one_op_program(graph, random_image(gen, cin, height, width), tmp_path_factory.mktemp("mbconv"))
+
+
+@KERNEL_SETTINGS
+@given(cin=st.sampled_from([1, 3, 4, 8]), patch=st.sampled_from([(4, 4), (6, 6), (8, 8), (4, 6)]), stride=st.sampled_from([2, 4]),
+       hidden=st.sampled_from([(8, 8), (16, 16), (4, 8), (6, 10)]), padding=st.sampled_from([0, 1]),
+       height=st.integers(8, 16), width=st.integers(8, 18), seed=st.integers(0, 999))
+def test_rnnpool_kernel(cin, patch, stride, hidden, padding, height, width, seed, tmp_path_factory):
+    """FastGRNN steps (the unrolled 8- and 16-unit ones and the general one), the row cache, projections."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    layer = RNNPool2d(cin, patch, stride, hidden[0], hidden[1], padding=padding).eval()
+    with torch.no_grad():
+        for cell in (layer.rnn1, layer.rnn2):
+            cell.w1.copy_(torch.randn(cell.w1.shape, generator=gen) * 1.5 / math.sqrt(cell.w1.shape[1]))
+            cell.u1.copy_(torch.randn(cell.u1.shape, generator=gen) * 0.5 / math.sqrt(cell.u1.shape[1]))
+            cell.bias_gate.copy_(torch.randn(cell.bias_gate.shape, generator=gen) * 0.3)
+            cell.bias_update.copy_(torch.randn(cell.bias_update.shape, generator=gen) * 0.3)
+    out_h, out_w = out_size(height, patch[0], stride, padding), out_size(width, patch[1], stride, padding)
+    if min(out_h, out_w) < 1:
+        return
+    channels = 4 * hidden[1]
+    op = RNNPoolOp("x", "y", layer, torch.ones(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64))
+    graph = Graph("x", [op], shapes={"x": (cin, height, width), "y": (channels, out_h, out_w)}, logits="y", task="classification")
+    run_one_op_program(graph, random_image(gen, cin, height, width), tmp_path_factory.mktemp("rnnpool"))
+
+
+@KERNEL_SETTINGS
+@given(channels=st.sampled_from([3, 4, 8, 12]), fused=st.booleans(), height=st.integers(3, 8), width=st.integers(3, 9),
+       seed=st.integers(0, 999))
+def test_l2norm_kernels(channels, fused, height, width, seed, tmp_path_factory):
+    """Standalone, and applied by a conv as it gathers its input."""
+    gen = torch.Generator().manual_seed(seed)
+    ops = [L2NormOp("x", "n")]
+    shapes = {"x": (channels, height, width), "n": (channels, height, width)}
+    if fused:
+        ops.append(conv_op(gen, "n", "y", channels, 5, 3, 1, False, None))
+        shapes["y"] = (5, height, width)
+    graph = Graph("x", ops, shapes=shapes, logits=ops[-1].output, task="classification")
+    run_one_op_program(graph, random_image(gen, channels, height, width), tmp_path_factory.mktemp("l2norm"))
+
+
+@KERNEL_SETTINGS
+@given(channels=st.integers(1, 20), height=st.integers(1, 9), width=st.integers(1, 9), seed=st.integers(0, 999))
+def test_avgpool_kernel(channels, height, width, seed, tmp_path_factory):
+    gen = torch.Generator().manual_seed(seed)
+    graph = Graph("x", [AvgPoolOp("x", "y")], shapes={"x": (channels, height, width), "y": (channels, 1, 1)},
+                  logits="y", task="classification")
+    run_one_op_program(graph, random_image(gen, channels, height, width), tmp_path_factory.mktemp("avgpool"))
