@@ -164,7 +164,9 @@ class _Emitter:
         """rt_fastgrnn: each unit's packed W (U) row as words, followed by its requantization constants."""
         wdim, udim = padded(cell.input_size), padded(cell.hidden_size)
         w_words = np.ascontiguousarray(pack_rows(cell.weight, wdim, int16_data=state_input)).view("<i4")
-        u_words = np.ascontiguousarray(pack_rows(cell.recurrent, udim, int16_data=True)).view("<i4")
+        u16 = np.zeros((cell.hidden_size, udim), dtype="<i2")
+        u16[:, :cell.hidden_size] = cell.recurrent
+        u_words = u16.view("<i4")  # int16 pairs, in the state's order
         shift = cell.u_shift.astype(np.int64)
         w_shift = cell.w_shift.astype(np.int64)
         rsh = np.maximum(w_shift, 0)

@@ -21,10 +21,10 @@ from typing import Dict
 from .int8_reference import DetectionSettings
 from .programs import EXCEPTION_FRAME_BYTES, HANDLER_STACK_BYTES
 from .quantize import QuantizedGraph
-from .schedule import Schedule
+from .schedule import Schedule, build_schedule
 
 STACK_BYTES = 1600  # the program's stack: 1,464-1,592 B painted for every zoo model (the kernels' frames)
-STACK_MARGIN = 512  # the planner leaves this much more, so a model with a deeper stack still fits
+STACK_MARGIN = 256  # the planner leaves this much more, for a model whose stack is deeper than the zoo's
 CANDIDATE_BYTES = 24  # sizeof(rt_detection)
 LIBRARY_STATIC_BYTES = 96 + 32  # newlib's reentrancy data and the platform's counters
 NODE_STATIC_BYTES = 8  # a layer's next-row counter and instruction tally
@@ -69,11 +69,10 @@ def predict_ram(schedule: Schedule, settings: DetectionSettings = DetectionSetti
 
 
 def arena_budget(graph: QuantizedGraph, ram_bytes: int, settings: DetectionSettings = DetectionSettings()) -> int:
-    """Bytes the planner may give the arena within ``ram_bytes``: the rest is reserved for the statics (taken
-    at their largest: every op a node with a state record), the stack with a margin and the exception frame."""
-    layers = len(graph.ops) + len(graph.heads)
-    reserve = static_bytes(graph, layers, len(graph.tensors), max(STATE_RECORD_BYTES.values()) * len(graph.ops), settings)
-    return ram_bytes - reserve - STACK_BYTES - STACK_MARGIN - EXCEPTION_FRAME_BYTES
+    """Bytes the planner may give the arena within ``ram_bytes``: the rest is reserved for the statics (those
+    of the schedule; the planner's modes do not change them), the stack with a margin and the exception frame."""
+    statics = _schedule_statics(build_schedule(graph), settings)
+    return ram_bytes - statics - STACK_BYTES - STACK_MARGIN - EXCEPTION_FRAME_BYTES
 
 
 __all__ = ["RamPrediction", "STACK_BYTES", "arena_budget", "predict_ram", "static_bytes"]

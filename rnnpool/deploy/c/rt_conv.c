@@ -214,18 +214,28 @@ static void gather(const rt_conv *p, const rt_l2norm *norm, const int8_t *const 
         return;
     }
     int8_t *dst = col;
-    for (int dy = 0; dy < k; ++dy)
-        for (int dx = 0; dx < k; ++dx, dst += cin) {
+    int inside = !norm && x0 >= 0 && x0 + k <= w_in; /* no padding: each row's k pixels are one run of bytes */
+    for (int dy = 0; dy < k; ++dy) inside &= rows[dy] != NULL;
+    if (inside) {
+        const int run = k * cin;
+        for (int dy = 0; dy < k; ++dy, dst += run) {
+            const int8_t *src = rows[dy] + (size_t)x0 * cin;
+            for (int i = 0; i < run; ++i) dst[i] = src[i];
+        }
+    } else {
+        for (int dy = 0; dy < k; ++dy)
+            for (int dx = 0; dx < k; ++dx, dst += cin) {
             const int ix = x0 + dx;
             const int8_t *src = (!rows[dy] || ix < 0 || ix >= w_in) ? p->pad_values : rows[dy] + (size_t)ix * cin;
-            if (norm && src != p->pad_values) {
-                rt_l2norm_pixel(norm, src, dst);
-            } else if (src) {
-                for (int i = 0; i < cin; ++i) dst[i] = src[i];
-            } else {
-                for (int i = 0; i < cin; ++i) dst[i] = (int8_t)p->in_zp;
+                if (norm && src != p->pad_values) {
+                    rt_l2norm_pixel(norm, src, dst);
+                } else if (src) {
+                    for (int i = 0; i < cin; ++i) dst[i] = src[i];
+                } else {
+                    for (int i = 0; i < cin; ++i) dst[i] = (int8_t)p->in_zp;
+                }
             }
-        }
+    }
     for (int i = k * k * cin; i < p->kdim; ++i) col[i] = (int8_t)p->in_zp; /* the weights there are 0 */
     rt_unpack(col, p->kdim, p->in_zp, u);
 }

@@ -1,0 +1,135 @@
+"""The README's benchmark tables, generated from the committed JSON under benchmarks/results/.
+
+    python benchmarks/readme_tables.py           # rewrite the tables in README.md
+    python benchmarks/readme_tables.py --check   # exit 1 if README.md differs from the JSON
+
+Each table sits between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` in README.md; a test checks that
+they match the JSON, so a number in the README is always one a benchmark measured.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Callable, Dict, List, Tuple
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _kib(n: float) -> str:
+    return f"{n / 1024:,.1f} KiB"
+
+
+def _weights(path: str) -> str:
+    return "trained" if path.endswith(".pt") else "untrained"
+
+
+def deploy_table(data: Dict) -> str:
+    lines = ["| model | input | weights | RAM target | RAM = static + stack | predicted (`stream`) | flash | instructions / frame "
+             "| MAdds / instruction | >= ms at 168 MHz | bit-exact | live int8 maps |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for r in data["results"]:
+        target = _kib(r["ram_target_bytes"])
+        if not r["fits"]:
+            lines.append(f"| {r['model']} | | {_weights(r['weights'])} | {target} | does not fit: needs {r['needed_bytes']:,} B "
+                         f"({_kib(r['needed_bytes'])}) | | | | | | | |")
+            continue
+        size = f"{r['input']['width']}x{r['input']['height']}x{r['input']['channels']}"
+        ram = f"{r['static_ram_bytes']:,} + {r['stack_bytes']:,} = **{_kib(r['ram_bytes'])}**"
+        predicted = f"{_kib(r['predicted_ram_bytes'])} ({100 * r['prediction_error']:+.1f}%)"
+        instructions = f"{r['instructions'] / 1e9:.3f} G"
+        if r.get("instruction_target"):
+            met = "met" if r["instructions"] <= r["instruction_target"] else "not met"
+            instructions += f" (target {r['instruction_target'] / 1e9:.2f} G: {met})"
+        live = f"{r['liveness']['maps'] - len(r['liveness']['dead'])} / {r['liveness']['maps']}"
+        lines.append(f"| {r['model']} | {size} | {_weights(r['weights'])} | {target} | {ram} | {predicted} | {_kib(r['flash_bytes'])} "
+                     f"| {instructions} | {r['madds_per_instruction']:.3f} | {r['ms_at_168mhz_lower_bound']:,.0f} | "
+                     f"{'yes' if r['bit_exact'] else 'NO'} | {live} |")
+        if r.get("planner_choices"):
+            notes.append(f"- {r['model']} within {target}: the planner recomputes {len(r['planner_choices'])} layers' rows "
+                         f"to fit ({'; '.join(c.split(':')[0] for c in r['planner_choices'])}).")
+        if "accuracy" in r:
+            a = r["accuracy"]
+            notes.append(f"- {r['model']} ({target} build), WIDER FACE protocol AP on {a['images']} validation images at the "
+                         f"deployed input size: float {a['ap_fp32']:.3f}, int8 {a['ap_int8']:.3f} (drop {a['ap_drop']:+.3f}); "
+                         f"head outputs at {a['head_sqnr_db']:.1f} dB SQNR.")
+    stm = data.get("stm32f439")
+    if stm:
+        notes.append(f"- STM32F439 build (`--target stm32f439`) of {stm['model']}: flash {stm['flash_bytes']:,} B, SRAM "
+                     f"{stm['sram_bytes']:,} B (of 192 KiB), CCM {stm['ccm_bytes']:,} B; the same code bit-exact on the host: "
+                     f"{'yes' if stm['bit_exact_on_host'] else 'NO'} (built, not run on a board).")
+    references = ["", "For comparison (quoted, not measured here):", ""]
+    references += [f"- {ref['what']}: {ref['ram'] + '; ' if ref['ram'] else ''}{ref['note']}." for ref in data["references"]]
+    return "\n".join(lines + [""] + notes + references) + "\n"
+
+
+def train_faces_table(data: Dict) -> str:
+    args = data["args"]
+    lines = ["| model | input | AP (all faces) | AP (<= 3 faces) | best epoch | MAdds | params | peak RAM int8 (`layer`) | train minutes |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in data["results"]:
+        lines.append(f"| {r['model']} | {r['input']} | {r['ap']:.3f} | {r['ap_le3']:.3f} | {r['best_epoch']} | {r['madds'] / 1e6:.1f} M "
+                     f"| {r['params']:,} | {r['peak_int8_kib']:.1f} KiB | {r['minutes']:.0f} |")
+    lines += ["", f"{args['epochs']} epochs of {args['input_size']}x{args['input_size']} crops, batch {args['batch_size']}, SGD lr "
+                  f"{args['lr']}, {args['warmup_epochs']} warm-up epochs then cosine; validated every {args['eval_period']} epochs "
+                  f"(`{Path(args['train']).name}` / `{Path(args['val']).name}`)."]
+    for r in data["results"]:
+        curve = ", ".join(f"{p['epoch']}: {p['ap']:.3f}" for p in r["curve"])
+        if curve:
+            lines.append(f"Learning curve of {r['model']} (epoch: val AP): {curve}.")
+    return "\n".join(lines) + "\n"
+
+
+SECTIONS: Dict[str, Tuple[str, Callable[[Dict], str]]] = {
+    "deploy-table": ("deploy_m4.json", deploy_table),
+    "train-faces-table": ("train_faces.json", train_faces_table),
+}
+
+
+def generated_sections(results: Path = RESULTS) -> Dict[str, str]:
+    """Section name -> its generated text, for every section whose JSON exists."""
+    out = {}
+    for name, (file, make) in SECTIONS.items():
+        path = results / file
+        if path.is_file():
+            out[name] = make(json.loads(path.read_text()))
+    return out
+
+
+def update(text: str, sections: Dict[str, str]) -> Tuple[str, List[str]]:
+    """``text`` with each section replaced; also the names of sections missing from it."""
+    missing = []
+    for name, body in sections.items():
+        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
+        if not pattern.search(text):
+            missing.append(name)
+            continue
+        text = pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+    return text, missing
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="only check that README.md is up to date")
+    parser.add_argument("--readme", default=str(ROOT / "README.md"))
+    args = parser.parse_args()
+    readme = Path(args.readme)
+    text = readme.read_text()
+    new, missing = update(text, generated_sections())
+    if missing:
+        sys.exit(f"error: {readme} has no markers for {', '.join(missing)}")
+    if args.check:
+        if new != text:
+            sys.exit(f"error: {readme}'s tables differ from benchmarks/results; run python benchmarks/readme_tables.py")
+        print(f"{readme} is up to date")
+        return
+    readme.write_text(new)
+    print(f"updated {readme}")
+
+
+if __name__ == "__main__":
+    main()
