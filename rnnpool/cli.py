@@ -183,8 +183,9 @@ def cmd_export_c(args: argparse.Namespace) -> None:
     from .deploy.int8_reference import DetectionSettings
 
     settings = DetectionSettings(score_threshold=args.threshold)
+    input_size = _export_input_size(args.model, args.input, args.input_size)
     report = export_c(args.model, args.output, args.weights, args.calib, args.target, args.run, args.ram_kib * 1024, settings,
-                      args.input_size, args.seed, not args.no_row_cache)
+                      input_size, args.seed, not args.no_row_cache)
     if args.json:
         write_report(report, args.json)
     print(format_export(report))
@@ -194,6 +195,27 @@ def cmd_export_c(args: argparse.Namespace) -> None:
                          + (f" (first differing map: {where})" if where else ""))
 
 
+def _export_input_size(model: str, shape: Optional[List[int]], size: Optional[int]) -> Optional[int]:
+    """The classifier input side from --input CxHxW (or --input-size); a detector's input is fixed."""
+    if shape is None:
+        return size
+    from .models import model_info
+
+    info = model_info(model)
+    shape = shape[1:] if len(shape) == 4 and shape[0] == 1 else shape
+    if len(shape) != 3:
+        raise ValueError(f"--input must be CxHxW (one image), got {'x'.join(map(str, shape))}")
+    if info.task == "detection":
+        if tuple(shape) != tuple(info.input_shape):
+            raise ValueError(f"{model}'s input is fixed at {'x'.join(map(str, info.input_shape))}, got --input {'x'.join(map(str, shape))}")
+        return None
+    if shape[0] != 3 or shape[1] != shape[2]:
+        raise ValueError(f"{model} takes square RGB inputs (3xNxN), got --input {'x'.join(map(str, shape))}")
+    if size is not None and size != shape[1]:
+        raise ValueError(f"--input {'x'.join(map(str, shape))} and --input-size {size} disagree")
+    return shape[1]
+
+
 def format_export(report: dict) -> str:
     """The export report's main numbers as a few lines."""
     s = report["schedule"]
@@ -201,6 +223,9 @@ def format_export(report: dict) -> str:
              f"{report['calibration']['source']}",
              f"arena {s['arena_bytes']:,} B (layer by layer it would be {s['layer_by_layer_bytes']:,} B); largest: "
              + ", ".join(f"{b['name']} {b['bytes']:,} B" for b in s["largest_buffers"][:3])]
+    if s.get("choices"):
+        lines.append("planner (to fit the RAM): " + "; ".join(s["choices"]))
+    lines.append(f"predicted RAM on the M4 (profile --convention stream): {report['predicted_ram']['total']:,} B")
     m4 = report.get("cortex_m4")
     if m4:
         lines.append(f"Cortex-M4: RAM {m4['ram_bytes']:,} B = static {m4['static_ram_bytes']:,} + stack {m4['stack_high_water_bytes']:,} "
@@ -213,6 +238,10 @@ def format_export(report: dict) -> str:
     if stm:
         lines.append(f"STM32F439: {stm['elf']} and {stm['bin']} ({stm['bin_bytes']:,} B); SRAM {stm['sram_bytes']:,} B, "
                      f"CCM {stm['ccm_bytes']:,} B, flash {stm['flash_bytes']:,} B")
+    if "logits" in report:
+        lines.append(f"class scores (int8 logits): {report['logits']}")
+    elif "detections" in report:
+        lines.append(f"{len(report['detections'])} detections ({report['detections_in']})")
     if "bit_exact" in report:
         lines.append(f"bit-exact with the int8 reference: {report['bit_exact']}")
     return "\n".join(lines)
@@ -342,6 +371,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", help="image to run the built program on and compare with the int8 reference")
     p.add_argument("--json", help="write the report (RAM, flash, instructions, bit_exact, outputs) here")
     p.add_argument("--ram-kib", dest="ram_kib", type=int, default=256, help="RAM of the Cortex-M4 (KiB)")
+    p.add_argument("--input", type=_parse_shape, help="CxHxW, e.g. 3x224x224 (classifiers: any square side; detectors: their own)")
     p.add_argument("--input-size", dest="input_size", type=int, help="classifiers: the square input side (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed when no --weights are given")
     p.add_argument("--no-row-cache", dest="no_row_cache", action="store_true",

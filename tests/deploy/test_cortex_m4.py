@@ -55,14 +55,20 @@ def test_face_models_run_on_the_m4_within_their_ram_targets(name, size, channels
 
 
 @needs_m4
-def test_visual_wake_words_classifier_runs_on_the_m4(tmp_path):
+def test_visual_wake_words_classifier_runs_on_the_m4(tmp_path, capsys):
+    """The issue's command: the paper's VWW model on the M4 within 64 KiB, printing its class scores."""
     images = photos(tmp_path / "calib", (224, 224), 3)
-    report = export_c("mobilenetv2_035_rnnpool", tmp_path / "out", calib=str(images), target="cortex-m4",
-                      run_image=str(images / "photo_0.png"), ram_bytes=64 * 1024)
+    report_path = tmp_path / "report.json"
+    main(["export", "c", "mobilenetv2_035_rnnpool", "--input", "3x224x224", "--target", "cortex-m4", "--run",
+          str(images / "photo_0.png"), "--calib", str(images), "-o", str(tmp_path / "out"), "--ram-kib", "64",
+          "--json", str(report_path)])
+    report = json.loads(report_path.read_text())
     assert report["bit_exact"] is True and len(report["logits"]) == 2
     assert report["cortex_m4"]["ram_bytes"] <= 64 * 1024
     assert abs(report["predicted_ram"]["total"] - report["cortex_m4"]["ram_bytes"]) <= 0.02 * report["cortex_m4"]["ram_bytes"]
     assert report["schedule"]["choices"]  # the planner traded work for RAM to fit 64 KiB
+    out = capsys.readouterr().out
+    assert f"class scores (int8 logits): {report['logits']}" in out and "planner (to fit the RAM)" in out
 
 
 @needs_m4
@@ -100,5 +106,10 @@ def test_export_cli_errors_name_the_problem(tmp_path):
     (tmp_path / "broken" / "x" / "a.jpg").write_bytes(b"\xff\xd8 truncated")
     with pytest.raises(SystemExit, match="cannot read image"):
         main(["export", "c", "rnnpool_face_m4", "-o", str(tmp_path / "out"), "--calib", str(tmp_path / "broken")])
+    with pytest.raises(SystemExit, match="input is fixed at 1x240x320"):
+        main(["export", "c", "rnnpool_face_m4", "-o", str(tmp_path / "out"), "--calib", str(tmp_path / "calib"), "--input", "3x480x640"])
+    with pytest.raises(SystemExit, match="square RGB"):
+        main(["export", "c", "mobilenetv2_035_rnnpool", "-o", str(tmp_path / "out"), "--calib", str(tmp_path / "calib"),
+              "--input", "3x224x160"])
     with pytest.raises(SystemExit, match="densenet121.* DenseBlock|does not support"):
         main(["export", "c", "densenet121_rnnpool", "-o", str(tmp_path / "out"), "--calib", str(tmp_path / "calib")])
