@@ -27,7 +27,7 @@ from .schedule import (Node, Schedule, ScheduleError, build_schedule, conv_kdim,
 
 RUNTIME_SOURCES = ("rt_conv.c", "rt_mbconv.c", "rt_fastgrnn.c", "rt_rnnpool.c", "rt_pixel.c", "rt_detect.c")
 RUNTIME_FILES = RUNTIME_SOURCES + ("rnnpool_rt.h", "rt_arith.h", "rt_kernels.h", "rt_fastgrnn_steps.inc", "main.c", "platform.h",
-                                   "platform_host.c", "platform_m4.c", "m4.ld", "platform_stm32f4.c", "stm32f439.ld", "Makefile")
+                                   "platform_host.c", "platform_cortex_m.h", "platform_m4.c", "m4.ld", "platform_stm32f4.c", "stm32f439.ld", "Makefile")
 TEMPLATES = RUNTIME_DIR / "templates"
 ALIGN = 8
 

@@ -5,13 +5,11 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "platform.h"
+#include "platform_cortex_m.h"
 
-extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _stack_bottom, _stack_top, _msp_bottom, _msp_top, _ram_end;
 extern uint32_t _siccm, _sccm, _eccm;
 extern const uint8_t input_image[];
 extern const uint32_t input_image_bytes;
-extern int main(int argc, char **argv);
 
 #define REG(addr) (*(volatile uint32_t *)(addr))
 #define RCC_CR REG(0x40023800u)
@@ -30,14 +28,6 @@ extern int main(int argc, char **argv);
 #define DEMCR REG(0xE000EDFCu)
 #define DWT_CTRL REG(0xE0001000u)
 #define DWT_CYCCNT REG(0xE0001004u)
-#define SCB_SHCSR REG(0xE000ED24u)
-#define SCB_CFSR REG(0xE000ED28u)
-#define SCB_CPACR REG(0xE000ED88u)
-#define MPU_CTRL REG(0xE000ED94u)
-#define MPU_RNR REG(0xE000ED98u)
-#define MPU_RBAR REG(0xE000ED9Cu)
-#define MPU_RASR REG(0xE000EDA0u)
-#define STACK_PAINT 0xDEADBEEFu
 
 static uint32_t read_offset, cycles_at_start;
 
@@ -67,34 +57,13 @@ static void usart3_init(void) {
     USART3_CR1 = (1u << 13) | (1u << 3); /* enabled, transmitter on */
 }
 
-/* The program runs in thread mode on its own stack (PSP), exceptions on the handler stack (MSP). The switch
- * happens in a function without a frame, so no local variable is left behind on the old stack. */
-__attribute__((used, noinline)) void program_main(void) { platform_exit(main(0, 0)); }
-
-__attribute__((naked, noreturn)) static void run_on_program_stack(void) {
-    __asm__ volatile("ldr r0, =_stack_top\n\t"
-                     "msr psp, r0\n\t"
-                     "movs r0, #2\n\t"
-                     "msr control, r0\n\t"
-                     "isb\n\t"
-                     "bl program_main\n\t"
-                     "b .\n\t"
-                     ".ltorg\n\t");
-}
-
 void Reset_Handler(void) {
     for (uint32_t *src = &_sidata, *dst = &_sdata; dst < &_edata;) *dst++ = *src++;
     for (uint32_t *dst = &_sbss; dst < &_ebss;) *dst++ = 0;
     RCC_AHB1ENR |= RCC_AHB1ENR_CCM;
     for (uint32_t *src = &_siccm, *dst = &_sccm; dst < &_eccm;) *dst++ = *src++;
-    for (volatile uint32_t *p = &_stack_bottom; p < &_stack_top; ++p) *p = STACK_PAINT;
-    SCB_CPACR |= 0xFu << 20;
-    SCB_SHCSR |= (1u << 16) | (1u << 17) | (1u << 18);
-    MPU_RNR = 0; /* the guard: no access to the 4 KiB under the stack (larger than any one frame) */
-    MPU_RBAR = (uint32_t)&_stack_bottom - 4096u;
-    MPU_RASR = (11u << 1) | 1u;
-    MPU_CTRL = 5u;
-    __asm__ volatile("dsb\n isb" ::: "memory");
+    paint(&_stack_bottom, &_stack_top);
+    enable_fpu_and_stack_guard();
     clocks_168mhz();
     usart3_init();
     run_on_program_stack();
@@ -113,7 +82,7 @@ void platform_print(const char *text) {
 
 static void fault(void) {
     const uint32_t cfsr = SCB_CFSR;
-    platform_print((cfsr & 0x10u) || (cfsr & 0x1000u) ? "error: stack overflow\n" : "error: processor fault\n");
+    platform_print(stack_overflowed(cfsr) ? "error: stack overflow\n" : "error: processor fault\n");
     for (;;) {}
 }
 
@@ -142,23 +111,9 @@ int platform_read(void *buf, size_t n) {
 
 void platform_close_input(void) {}
 
-static void print_number(const char *name, uint32_t value) {
-    char buf[48], digits[12];
-    int n = 0, i = 0;
-    do { digits[n++] = (char)('0' + value % 10); value /= 10; } while (value);
-    while (*name) buf[i++] = *name++;
-    buf[i++] = ' ';
-    while (n) buf[i++] = digits[--n];
-    buf[i++] = '\n';
-    buf[i] = 0;
-    platform_print(buf);
-}
-
 void platform_report(void) {
-    const uint32_t *p = &_stack_bottom;
-    while (p < &_stack_top && *p == STACK_PAINT) ++p;
     print_number("static_ram_bytes", (uint32_t)&_ram_end - (uint32_t)&_stack_top);
-    print_number("stack_bytes", (uint32_t)&_stack_top - (uint32_t)p);
+    print_number("stack_bytes", stack_used(&_stack_bottom, &_stack_top));
     print_number("cycles", DWT_CYCCNT - cycles_at_start);
 }
 
