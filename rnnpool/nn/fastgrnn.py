@@ -31,6 +31,9 @@ class FastGRNNCell(RecurrentCell):
         zeta_init, nu_init: initial zeta and nu *before* their sigmoid. The defaults (+100, -100) pin
             sigmoid(zeta) to 1 and sigmoid(nu) to 0, as all of the paper's models do.
         train_zeta_nu: learn zeta and nu (False freezes them at their initial values).
+        update_bias_init: initial b_h. The reference code's 1 pushes the candidate into tanh's flat part,
+            so a layer on raw pixels with few hidden units barely responds to its input at first (the
+            RNNPool-Face-A/B detectors did not learn from it; they start from 0).
 
     Initialisation follows the reference code: W and U ~ 0.1 N(0, 1), both biases 1.
     """
@@ -48,6 +51,7 @@ class FastGRNNCell(RecurrentCell):
         zeta_init: float = 100.0,
         nu_init: float = -100.0,
         train_zeta_nu: bool = False,
+        update_bias_init: float = 1.0,
     ) -> None:
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
@@ -80,7 +84,7 @@ class FastGRNNCell(RecurrentCell):
             self.u1 = matrix(hidden_size, hidden_size)
             self.register_parameter("u2", None)
         self.bias_gate = nn.Parameter(torch.ones(hidden_size))
-        self.bias_update = nn.Parameter(torch.ones(hidden_size))
+        self.bias_update = nn.Parameter(torch.full((hidden_size,), float(update_bias_init)))
         self.zeta = nn.Parameter(torch.tensor([float(zeta_init)]), requires_grad=train_zeta_nu)
         self.nu = nn.Parameter(torch.tensor([float(nu_init)]), requires_grad=train_zeta_nu)
 
