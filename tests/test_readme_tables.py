@@ -1,6 +1,5 @@
 """The README's benchmark tables are generated from the committed JSON (benchmarks/readme_tables.py)."""
 import importlib.util
-import json
 from pathlib import Path
 
 import pytest

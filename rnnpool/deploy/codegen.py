@@ -21,7 +21,7 @@ import numpy as np
 from .c_literals import C_TYPES, c_array, c_float, c_ident
 from .int8_reference import DetectionSettings, head_key_params
 from .quantize import QAvgPool, QConv, QFastGRNN, QL2Norm, QMBConv, QRNNPool, QuantizedGraph
-from .runtime_limits import LIMITS, RUNTIME_DIR, fifo_pixels, padded
+from .runtime_limits import RUNTIME_DIR, padded
 from .schedule import (Node, Schedule, ScheduleError, build_schedule, conv_kdim, gathers_columns, mbconv_memory, rnnpool_memory,
                        rnnpool_valid_rows)
 

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import batched_nms, box_convert, box_iou, clip_boxes_to_image
 
-from ..models.detection_utils import VARIANCES, decode, encode, make_anchors
+from ..models.detection_utils import decode, encode, make_anchors
 from ..models.face import FaceDetector
 
 def match(anchors: torch.Tensor, boxes: torch.Tensor, threshold: float = 0.35, compensate_min_iou: float = 0.1) -> torch.Tensor:

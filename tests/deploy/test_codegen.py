@@ -5,7 +5,6 @@ import re
 
 import numpy as np
 import pytest
-import torch
 
 from rnnpool.deploy import DetectionSettings, ScheduleError, build_schedule, generate_c, quantize_model
 from rnnpool.deploy.c_literals import c_array, c_float, c_ident
