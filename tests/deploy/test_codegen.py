@@ -31,11 +31,14 @@ def build_and_compare(graph, image, out, settings=DetectionSettings(score_thresh
 
 @needs_gcc
 @pytest.mark.parametrize("name", ["rnnpool_face_m4", "rnnpool_face_quant", "rnnpool_face_a", "rnnpool_face_b",
-                                  "mobilenetv2_035_rnnpool"])
+                                  "rnnpool_face_c", "mobilenetv2_035_rnnpool", "mobilenetv2_rnnpool", "mobilenetv2_035",
+                                  "mobilenetv2"])
 def test_host_build_is_bit_exact(name, tmp_path):
-    """face_quant: L2Norm applied as convs gather, a two-layer head on the stride-2 stem, replicated
-    RNNPool padding; face_a: blocks without expansion and separate depthwise convs; face_b: dense 3x3
-    stacks; the classifier: RNNPool's own input padding, a BatchNorm after it, average pool and linear."""
+    """Every zoo model the runtime can express (the DenseNets' dense blocks it cannot). face_quant: L2Norm
+    applied as convs gather, a two-layer head on the stride-2 stem, replicated RNNPool padding; face_a:
+    blocks without expansion and separate depthwise convs; face_b: dense 3x3 stacks; face_c: RNNPool with 16
+    units on the image; the classifiers: RNNPool's own input padding, a BatchNorm after it, average pool and
+    linear, and MobileNetV2 without RNNPool (its stem streamed row by row)."""
     model = live_model(name, seed=1)
     images = smooth_images(input_shape(model), 3, seed=1)
     graph = quantize_model(model, images[:2])
