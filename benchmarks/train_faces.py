@@ -9,10 +9,13 @@ data it is given (on these machines: the 853-image real face set of ../shared/da
 FACE protocol over all faces and on images with at most 3 faces, each val image at its own size; the val AP
 every --eval-period epochs is kept as the learning curve. With --weights-out, each model's best weights
 (by val AP) are saved there as ``<model>.pt`` (what benchmarks/deploy_m4.py runs on the microcontroller).
-Writes benchmarks/results/train_faces.json after each model.
+Writes benchmarks/results/train_faces.json after each model, keeping the rows of models it did not train
+(so models trained by separate runs, each with its own --epochs, share one table). --resume --project P
+continues cut-short runs from P bit for bit.
 """
 import argparse
 import csv
+import json
 import shutil
 import sys
 import tempfile
@@ -34,6 +37,19 @@ def curve(run: Path):
                  "loss": float(r["loss_conf"]) + float(r["loss_loc"])} for r in csv.DictReader(f) if r["val_ap"] != "nan"]
 
 
+def merged_results(path: str, args: dict, rows: list) -> dict:
+    """This run's rows added to those already in ``path`` (a model trained again replaces its old row), so
+    models trained by separate invocations (each with its own epochs) end up in one table."""
+    kept = []
+    if Path(path).is_file():
+        try:
+            kept = json.loads(Path(path).read_text()).get("results", [])
+        except (ValueError, AttributeError) as err:
+            sys.exit(f"error: {path} is not a train_faces result file ({err}); move it away or pass another --json")
+    names = {r["model"] for r in rows}
+    return {"args": args, "results": [r for r in kept if r.get("model") not in names] + rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", required=True, help="training annotations (WIDER FACE .txt, .json or .csv)")
@@ -51,8 +67,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--project", help="keep the run folders here (default: a temporary folder)")
     parser.add_argument("--weights-out", help="save each model's best weights here as <model>.pt")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue each model's run from <project>/<model>/weights/last.pt where it exists "
+                             "(same settings; a cut-short benchmark goes on bit for bit)")
     parser.add_argument("--json", default="benchmarks/results/train_faces.json")
     args = parser.parse_args()
+    if args.resume and not args.project:
+        sys.exit("error: --resume needs --project (the folder that holds the runs to continue)")
     for path in (args.train, args.val):
         if not Path(path).is_file():
             sys.exit(f"error: annotation file {path} does not exist")
@@ -62,11 +83,12 @@ def main() -> None:
     try:
         for name in args.models:
             start = time.time()
+            last = project / name / "weights" / "last.pt"
             cfg = DetectConfig(model=name, train=args.train, val=args.val, image_root=args.image_root, epochs=args.epochs,
                                batch_size=args.batch_size, input_size=args.input_size, lr=args.lr,
                                warmup_epochs=min(args.warmup_epochs, args.epochs - 1), eval_period=args.eval_period,
                                workers=args.workers, device=args.device, seed=args.seed, project=str(project), name=name,
-                               exist_ok=True)
+                               exist_ok=True, resume=str(last) if args.resume and last.is_file() else None)
             result = train_detector(cfg)
             run = Path(result["run"])
             best = run / "weights" / "best.pt"
@@ -78,12 +100,12 @@ def main() -> None:
                 checkpoint = torch.load(best, map_location="cpu", weights_only=False)
                 torch.save({"model": checkpoint["model"], "config": checkpoint["config"], "epoch": checkpoint["epoch"]}, out)
             prof = profile_model(create_model(name), model_info(name).input_shape, "int8")
-            rows.append({"model": name, "ap": val["ap"], "ap_le3": val["ap_le3"], "val_images": val["images"],
+            rows.append({"model": name, "epochs": args.epochs, "lr": args.lr, "input_size": args.input_size, "ap": val["ap"], "ap_le3": val["ap_le3"], "val_images": val["images"],
                          "best_epoch": torch.load(best, map_location="cpu", weights_only=False)["epoch"],
                          "curve": curve(run), "final_loss": result["last_epoch"]["loss_conf"] + result["last_epoch"]["loss_loc"],
                          "madds": prof.madds, "peak_int8_kib": prof.peak_bytes / 1024, "params": prof.params,
                          "input": "x".join(map(str, model_info(name).input_shape)), "minutes": (time.time() - start) / 60})
-            write_json(args.json, {"args": vars(args), "results": rows})  # after each model: a cut-short run keeps it
+            write_json(args.json, merged_results(args.json, vars(args), rows))  # after each model: a cut-short run keeps it
     finally:
         if not args.project:
             shutil.rmtree(project, ignore_errors=True)
