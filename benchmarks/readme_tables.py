@@ -69,12 +69,13 @@ def deploy_table(data: Dict) -> str:
 
 def train_faces_table(data: Dict) -> str:
     args = data["args"]
-    lines = ["| model | input | AP (all faces) | AP (<= 3 faces) | best epoch | MAdds | params | peak RAM int8 (`layer`) | train minutes |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | input | AP (all faces) | AP (<= 3 faces) | best epoch / epochs | MAdds | params | peak RAM int8 (`layer`) "
+             "| train minutes |", "|---|---|---|---|---|---|---|---|---|"]
     for r in data["results"]:
-        lines.append(f"| {r['model']} | {r['input']} | {r['ap']:.3f} | {r['ap_le3']:.3f} | {r['best_epoch']} | {r['madds'] / 1e6:.1f} M "
-                     f"| {r['params']:,} | {r['peak_int8_kib']:.1f} KiB | {r['minutes']:.0f} |")
-    lines += ["", f"{args['epochs']} epochs of {args['input_size']}x{args['input_size']} crops, batch {args['batch_size']}, SGD lr "
+        lines.append(f"| {r['model']} | {r['input']} | {r['ap']:.3f} | {r['ap_le3']:.3f} | {r['best_epoch']} / "
+                     f"{r.get('epochs', args['epochs'])} | {r['madds'] / 1e6:.1f} M | {r['params']:,} | {r['peak_int8_kib']:.1f} KiB "
+                     f"| {r['minutes']:.0f} |")
+    lines += ["", f"Crops of {args['input_size']}x{args['input_size']}, batch {args['batch_size']}, SGD lr "
                   f"{args['lr']}, {args['warmup_epochs']} warm-up epochs then cosine; validated every {args['eval_period']} epochs "
                   f"(`{Path(args['train']).name}` / `{Path(args['val']).name}`)."]
     for r in data["results"]:

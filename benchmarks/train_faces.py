@@ -19,7 +19,6 @@ import json
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -35,6 +34,12 @@ def curve(run: Path):
     with open(run / "metrics.csv") as f:
         return [{"epoch": int(r["epoch"]), "ap": float(r["val_ap"]), "ap_le3": float(r["val_ap_le3"]),
                  "loss": float(r["loss_conf"]) + float(r["loss_loc"])} for r in csv.DictReader(f) if r["val_ap"] != "nan"]
+
+
+def train_minutes(run: Path) -> float:
+    """Minutes of all the run's epochs (metrics.csv), resumed parts included."""
+    with open(run / "metrics.csv") as f:
+        return sum(float(r["seconds"]) for r in csv.DictReader(f)) / 60
 
 
 def merged_results(path: str, args: dict, rows: list) -> dict:
@@ -82,7 +87,6 @@ def main() -> None:
     project = Path(args.project) if args.project else Path(tempfile.mkdtemp(prefix="train_faces_"))
     try:
         for name in args.models:
-            start = time.time()
             last = project / name / "weights" / "last.pt"
             cfg = DetectConfig(model=name, train=args.train, val=args.val, image_root=args.image_root, epochs=args.epochs,
                                batch_size=args.batch_size, input_size=args.input_size, lr=args.lr,
@@ -104,7 +108,7 @@ def main() -> None:
                          "best_epoch": torch.load(best, map_location="cpu", weights_only=False)["epoch"],
                          "curve": curve(run), "final_loss": result["last_epoch"]["loss_conf"] + result["last_epoch"]["loss_loc"],
                          "madds": prof.madds, "peak_int8_kib": prof.peak_bytes / 1024, "params": prof.params,
-                         "input": "x".join(map(str, model_info(name).input_shape)), "minutes": (time.time() - start) / 60})
+                         "input": "x".join(map(str, model_info(name).input_shape)), "minutes": train_minutes(run)})
             write_json(args.json, merged_results(args.json, vars(args), rows))  # after each model: a cut-short run keeps it
     finally:
         if not args.project:

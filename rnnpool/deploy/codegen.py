@@ -40,13 +40,23 @@ def _template(name: str) -> Template:
     return Template((TEMPLATES / name).read_text())
 
 
-def pack_rows(matrix: np.ndarray, width: int, int16_data: bool = False) -> np.ndarray:
-    """int8 rows zero-padded to ``width`` columns; with ``int16_data`` each four columns stored (0, 2, 1, 3)."""
+def pack_rows(matrix: np.ndarray, width: int) -> np.ndarray:
+    """int8 rows zero-padded to ``width`` columns."""
     rows = np.zeros((matrix.shape[0], width), dtype=np.int8)
     rows[:, : matrix.shape[1]] = matrix
-    if int16_data:
-        rows = rows.reshape(matrix.shape[0], -1, 4)[:, :, [0, 2, 1, 3]].reshape(matrix.shape[0], width)
     return rows
+
+
+def widen_rows(matrix: np.ndarray, width: int, unpacked_data: bool) -> np.ndarray:
+    """int16 rows zero-padded to ``width`` columns, as little-endian int32 words of two: each word meets one
+    word of the data in an SMLAD. ``unpacked_data``: the data are int8 pixels unpacked by SXTB16 (each four
+    inputs as the pairs (0, 2) and (1, 3)), so each four columns are stored (0, 2, 1, 3); otherwise the
+    data are int16 in their natural order."""
+    rows = np.zeros((matrix.shape[0], width), dtype="<i2")
+    rows[:, : matrix.shape[1]] = matrix
+    if unpacked_data:
+        rows = rows.reshape(matrix.shape[0], -1, 4)[:, :, [0, 2, 1, 3]].reshape(matrix.shape[0], width)
+    return np.ascontiguousarray(rows).view("<i4")
 
 
 def chan_records(op: QConv, terms: int) -> np.ndarray:
@@ -161,12 +171,10 @@ class _Emitter:
         return self.luts[key]
 
     def cell(self, cell: QFastGRNN, name: str, state_input: bool) -> str:
-        """rt_fastgrnn: each unit's packed W (U) row as words, followed by its requantization constants."""
+        """rt_fastgrnn: each unit's W (U) row widened to int16 pairs, followed by its requantization constants."""
         wdim, udim = padded(cell.input_size), padded(cell.hidden_size)
-        w_words = np.ascontiguousarray(pack_rows(cell.weight, wdim, int16_data=state_input)).view("<i4")
-        u16 = np.zeros((cell.hidden_size, udim), dtype="<i2")
-        u16[:, :cell.hidden_size] = cell.recurrent
-        u_words = u16.view("<i4")  # int16 pairs, in the state's order
+        w_words = widen_rows(cell.weight, wdim, unpacked_data=not state_input)
+        u_words = widen_rows(cell.recurrent, udim, unpacked_data=False)  # the state's order
         shift = cell.u_shift.astype(np.int64)
         w_shift = cell.w_shift.astype(np.int64)
         rsh = np.maximum(w_shift, 0)

@@ -9,7 +9,7 @@ import torch
 
 from rnnpool.deploy import DetectionSettings, ScheduleError, build_schedule, generate_c, quantize_model
 from rnnpool.deploy.c_literals import c_array, c_float, c_ident
-from rnnpool.deploy.codegen import pack_rows
+from rnnpool.deploy.codegen import widen_rows
 from rnnpool.deploy.export import compare_outputs, first_differing_map, reference_output
 from rnnpool.deploy.programs import ExportError, run_host, toolchain_available
 from rnnpool.deploy.runtime_limits import LIMITS, RUNTIME_DIR
@@ -134,19 +134,21 @@ def test_runtime_limits_come_from_the_header_and_are_enforced(face_m4_quantized)
         build_schedule(graph)
 
 
-def test_packed_rows_pair_with_int16_data_the_way_sxtb16_reads_them():
-    """Emulate SXTB16 / SMLAD in NumPy: natural int16 pairs of the data against the stored (0, 2, 1, 3) rows."""
+@pytest.mark.parametrize("unpacked_data", [True, False])
+def test_widened_rows_pair_with_the_data_the_way_smlad_reads_them(unpacked_data):
+    """Emulate SMLAD in NumPy: each stored word (two int16) against one word of the data, either int8 pixels
+    unpacked by SXTB16 (each four inputs as the pairs (0, 2), (1, 3)) or int16 states in order."""
     rng = np.random.default_rng(0)
     w = rng.integers(-127, 128, (3, 6)).astype(np.int8)
     x = rng.integers(-30000, 30000, 8)
-    rows = pack_rows(w, 8, int16_data=True)
+    x[6:] = 0  # the padding
+    words = widen_rows(w, 8, unpacked_data)
+    assert words.shape == (3, 4) and words.dtype == np.dtype("<i4")
+    halves = words.view("<i2").astype(np.int64).reshape(3, 4, 2)
+    order = [0, 2, 1, 3, 4, 6, 5, 7] if unpacked_data else list(range(8))
+    data = x[order].reshape(4, 2)  # the data's words as the kernel reads them
     for j in range(3):
-        acc = 0
-        for g in range(2):
-            b = rows[j, 4 * g : 4 * g + 4].astype(np.int64)  # bytes of one word
-            even, odd = b[[0, 2]], b[[1, 3]]  # SXTB16 and SXTB16 ROR 8
-            acc += even @ x[4 * g : 4 * g + 2] + odd @ x[4 * g + 2 : 4 * g + 4]
-        assert acc == w[j].astype(np.int64) @ x[:6]
+        assert sum(halves[j, i] @ data[i] for i in range(4)) == w[j].astype(np.int64) @ x[:6]
 
 
 def test_c_literal_helpers():

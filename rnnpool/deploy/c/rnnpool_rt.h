@@ -85,12 +85,13 @@ typedef struct {
  * per step p = a + (U h + 2^(u_shift - 1)) >> u_shift (U likewise); z = gate(p), c = update(p + b_h - b_z)
  * by table; h' = (((zeta (1 - z)) >> 14 + nu) c + z h) >> 14 (rounded; h in Q14).
  * Each unit's constants lie together (one pointer serves a whole row):
- *   w_rows: [hidden][wdim / 4 words of W, lsh, rsh, rnd, b_z]
+ *   w_rows: [hidden][wdim / 2 words of W as int16 pairs, lsh, rsh, rnd, b_z]
  *   u_rows: [hidden][udim / 2 words of U as int16 pairs, 2^(u_shift - 1), u_shift, b_h - b_z]
- * For Q14 (int16) inputs each four columns of W are stored (0, 2, 1, 3), so that SXTB16 pairs them with
- * the data's natural int16 pairs. U is stored widened to int16 (flash is cheap, the steps are not): each
- * word pairs with a word of the state, one SMLAD per two multiply-adds. */
-#define RT_W_ROW_WORDS(wdim) ((wdim) / 4 + 4)
+ * W and U are stored widened to int16 (flash is cheap, the steps are not): each word pairs with one word
+ * of the data, one SMLAD per two multiply-adds. For int8 pixels (unpacked by SXTB16 into the pairs
+ * (0, 2) and (1, 3) of each four) W's columns are stored (0, 2, 1, 3); for Q14 states, in order. */
+#define RT_W_ROW_WORDS(wdim) ((wdim) / 2 + 4)
+#define RT_W_BIAS(wdim) ((wdim) / 2 + 3) /* index of b_z in a W row */
 #define RT_U_ROW_WORDS(udim) ((udim) / 2 + 3)
 typedef struct {
     int16_t hidden, input, wdim, udim; /* wdim/udim: W/U rows padded to RT_PACK */

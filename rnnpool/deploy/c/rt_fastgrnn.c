@@ -13,26 +13,26 @@
 #include "rt_fastgrnn_steps.inc"
 #undef RT_H
 
-/* a_j = ((w_j . x) << lsh_j + rnd_j) >> rsh_j + b_z_j for unpacked input words x (wdim / 2 of them). */
+/* a_j = ((w_j . x) << lsh_j + rnd_j) >> rsh_j + b_z_j for x as wdim / 2 words of int16 pairs (W's rows
+ * are stored in the same pairs: one SMLAD per word). */
 static void project(const rt_fastgrnn *cell, const uint32_t *x, int32_t *a) {
-    const int words = cell->wdim / 4, hidden = cell->hidden;
+    const int words = cell->wdim / 2, hidden = cell->hidden; /* even: wdim is whole RT_PACK */
     const int32_t *row = cell->w_rows;
-    if (words == 1) { /* up to 4 inputs (RNN1 on a few channels): the input stays in two registers */
-        const uint32_t x02 = x[0], x13 = x[1];
+    if (words == 2) { /* up to 4 inputs (RNN1 on a few channels): the input stays in two registers */
+        const uint32_t x0 = x[0], x1 = x[1];
         for (int j = 0; j < hidden; ++j, row += RT_W_ROW_WORDS(4)) {
-            const uint32_t w = (uint32_t)row[0];
-            const int32_t acc = RT_SMLAD(x13, RT_SXTB16_ROR8(w), RT_SMLAD(x02, RT_SXTB16(w), 0));
-            a[j] = (((acc << row[1]) + row[3]) >> row[2]) + row[4];
+            const int32_t acc = RT_SMLAD(x1, (uint32_t)row[1], RT_SMLAD(x0, (uint32_t)row[0], 0));
+            a[j] = (((acc << row[2]) + row[4]) >> row[3]) + row[5];
         }
         return;
     }
-    for (int j = 0; j < hidden; ++j, row += RT_W_ROW_WORDS(4 * words)) {
-        int32_t acc = 0;
-        for (int i = 0; i < words; ++i) {
-            const uint32_t w = (uint32_t)row[i];
-            acc = RT_SMLAD(x[2 * i], RT_SXTB16(w), acc);
-            acc = RT_SMLAD(x[2 * i + 1], RT_SXTB16_ROR8(w), acc);
+    for (int j = 0; j < hidden; ++j, row += words + 4) {
+        int32_t acc = 0, acc2 = 0;
+        for (int i = 0; i < words; i += 2) {
+            acc = RT_SMLAD(x[i], (uint32_t)row[i], acc);
+            acc2 = RT_SMLAD(x[i + 1], (uint32_t)row[i + 1], acc2);
         }
+        acc += acc2;
         a[j] = (((acc << row[words]) + row[words + 2]) >> row[words + 1]) + row[words + 3];
     }
 }
@@ -43,7 +43,7 @@ void rt_fastgrnn_project_pixel(const rt_fastgrnn *cell, const int8_t *x, int32_t
 }
 
 void rt_fastgrnn_project_state(const rt_fastgrnn *cell, const int16_t *x, int32_t *a) {
-    /* natural int16 pairs of x against W's columns stored (0, 2, 1, 3); copied as words (no aliasing) */
+    /* natural int16 pairs of x against W's columns stored in order; copied as words (no aliasing) */
     uint32_t pairs[RT_MAX_HIDDEN / 2];
     memcpy(pairs, x, (size_t)cell->wdim * sizeof(int16_t));
     project(cell, pairs, a);

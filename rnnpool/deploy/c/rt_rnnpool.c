@@ -42,7 +42,7 @@ void rt_rnnpool_row(const rt_rnnpool *p, rt_rnnpool_state *st, const rt_ring *in
                 const int y = y0 + i;
                 int32_t *a = col + (size_t)i * h1;
                 if (x < 0 || x >= p->w_in || y < 0 || y >= p->h_in) {
-                    for (int j = 0; j < h1; ++j) a[j] = c1->w_rows[j * RT_W_ROW_WORDS(c1->wdim) + c1->wdim / 4 + 3];
+                    for (int j = 0; j < h1; ++j) a[j] = c1->w_rows[j * RT_W_ROW_WORDS(c1->wdim) + RT_W_BIAS(c1->wdim)];
                 } else {
                     rt_fastgrnn_project_pixel(c1, rt_ring_row(in, y) + (size_t)x * p->cin, a, st->unpacked);
                 }
