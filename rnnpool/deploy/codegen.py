@@ -47,6 +47,15 @@ def pack_rows(matrix: np.ndarray, width: int) -> np.ndarray:
     return rows
 
 
+def depthwise_weights(op: QConv, kdim: int) -> np.ndarray:
+    """A depthwise conv's weights widened to int16 as the kernel reads them: [kdim / 4][k*k][4], for each four
+    channels c.. and each tap the pairs (c, c + 2), (c + 1, c + 3) (SXTB16's order of the input bytes)."""
+    taps = op.kernel ** 2
+    w = np.zeros((kdim, taps), dtype="<i2")
+    w[: op.out_channels] = op.weight.reshape(op.out_channels, taps)
+    return np.ascontiguousarray(w.reshape(kdim // 4, 4, taps)[:, [0, 2, 1, 3], :].transpose(0, 2, 1))
+
+
 def widen_rows(matrix: np.ndarray, width: int, unpacked_data: bool) -> np.ndarray:
     """int16 rows zero-padded to ``width`` columns, as little-endian int32 words of two: each word meets one
     word of the data in an SMLAD. ``unpacked_data``: the data are int8 pixels unpacked by SXTB16 (each four
@@ -145,13 +154,12 @@ class _Emitter:
         n = c_ident(op.output)
         kdim = conv_kdim(op)
         columns = gathers_columns(op)
-        if op.depthwise:  # [k*k][kdim]: each tap's weights for every channel
-            weight = pack_rows(op.weight.reshape(op.out_channels, -1).T, kdim)
+        if op.depthwise:
+            w = self.array("int16_t", f"w_{n}", depthwise_weights(op, kdim))
         elif columns:  # (dx, dy, c): the order of the column ring
-            weight = pack_rows(op.weight.transpose(0, 2, 1, 3).reshape(op.out_channels, -1), kdim)
+            w = self.array("int8_t", f"w_{n}", pack_rows(op.weight.transpose(0, 2, 1, 3).reshape(op.out_channels, -1), kdim))
         else:
-            weight = pack_rows(op.weight.reshape(op.out_channels, -1), kdim)
-        w = self.array("int8_t", f"w_{n}", weight)
+            w = self.array("int8_t", f"w_{n}", pack_rows(op.weight.reshape(op.out_channels, -1), kdim))
         chan = chan_records(op, conv_kdim(op) if not op.depthwise else op.kernel ** 2)
         self.constants.append(f"static const rt_chan chan_{n}[{op.out_channels}] = {{\n    "
                               + ", ".join(f"{{{b}, {m}, {r}, {l}}}" for b, m, r, l in chan.tolist()) + "\n};\n")

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from rnnpool.deploy.codegen import generate_c
 from rnnpool.deploy.graph import AvgPoolOp, ConvOp, Graph, L2NormOp, MBConvOp, RNNPoolOp, run_float
@@ -25,6 +25,9 @@ def run_one_op_program(graph: Graph, image: np.ndarray, folder) -> None:
     """Build the graph's program with per-map checksums and compare every map with the reference."""
     x = torch.from_numpy(image).permute(2, 0, 1)[None].double() / 255
     ranges = {name: (v.min().item(), v.max().item()) for name, v in run_float(graph, x).items()}
+    low, high = ranges[graph.ops[-1].output]
+    assume(high - low > 0.05)  # a nearly constant output (e.g. ReLU of one negative weight) proves little and
+    # quantizes to a scale the 32-bit requantization refuses (ScheduleError), as it should
     q = quantize_graph(graph, ranges)
     generate_c(build_schedule(q), folder, model_name="kernel")
     image.tofile(folder / "input.raw")

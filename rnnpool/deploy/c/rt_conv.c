@@ -146,37 +146,81 @@ void rt_pointwise(const rt_conv *p, const int8_t *in, int n, int8_t *out, int32_
     }
 }
 
+/* One tap of four channels: x's bytes (c, c + 2) and (c + 1, c + 3), less the zero point, times the tap's
+ * widened weights (two words, the same pairs): one multiply-add per channel. */
+#define RT_DW_TAP(tap, wp)                                                                    \
+    do {                                                                                      \
+        const uint32_t x_ = rt_load32((tap) + c);                                             \
+        const uint32_t x02_ = RT_SXTAB16(neg_zp, x_), x13_ = RT_SXTAB16_ROR8(neg_zp, x_);     \
+        const uint32_t w02_ = (wp)[0], w13_ = (wp)[1];                                        \
+        a0 = RT_SMLABB(x02_, w02_, a0);                                                       \
+        a2 = RT_SMLATT(x02_, w02_, a2);                                                       \
+        a1 = RT_SMLABB(x13_, w13_, a1);                                                       \
+        a3 = RT_SMLATT(x13_, w13_, a3);                                                       \
+    } while (0)
+
+/* Four channels from byte offset c of every tap (none is padding). On the M4 the loop is written out: 11
+ * instructions per tap of four multiply-adds (GCC's own allocation of the unrolled taps spills). */
+static inline void dw_taps(const int8_t *const *taps, int c, const uint32_t *w, int n, uint32_t neg_zp, int32_t *acc0,
+                           int32_t *acc1, int32_t *acc2, int32_t *acc3) {
+    int32_t a0 = *acc0, a1 = *acc1, a2 = *acc2, a3 = *acc3;
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+    uint32_t x, x02, w02, w13;
+    __asm__ volatile(
+        "1:\n\t"
+        "ldr %[x], [%[taps]], #4\n\t"
+        "ldr %[x], [%[x], %[c]]\n\t"
+        "ldrd %[w02], %[w13], [%[w]], #8\n\t"
+        "sxtab16 %[x02], %[nzp], %[x]\n\t"
+        "sxtab16 %[x], %[nzp], %[x], ror #8\n\t"
+        "smlabb %[a0], %[x02], %[w02], %[a0]\n\t"
+        "smlatt %[a2], %[x02], %[w02], %[a2]\n\t"
+        "smlabb %[a1], %[x], %[w13], %[a1]\n\t"
+        "smlatt %[a3], %[x], %[w13], %[a3]\n\t"
+        "subs %[n], %[n], #1\n\t"
+        "bne 1b\n\t"
+        : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [taps] "+r"(taps), [w] "+r"(w), [n] "+r"(n),
+          [x] "=&r"(x), [x02] "=&r"(x02), [w02] "=&r"(w02), [w13] "=&r"(w13)
+        : [c] "r"(c), [nzp] "r"(neg_zp)
+        : "cc", "memory");
+#else
+    for (int t = 0; t < n; ++t, w += 2) RT_DW_TAP(taps[t], w);
+#endif
+    *acc0 = a0;
+    *acc1 = a1;
+    *acc2 = a2;
+    *acc3 = a3;
+}
+
 void rt_depthwise_pixel(const rt_conv *p, const int8_t *const *taps, int8_t *out) {
-    const int channels = p->cout, taps_n = p->k * p->k, kdim = p->kdim;
+    const int channels = p->cout, taps_n = p->k * p->k;
     const int32_t zp = p->out_zp, lo = p->act_min, hi = p->act_max;
     const uint32_t neg_zp = rt_pair(-p->in_zp, -p->in_zp);
     const rt_chan *ch = p->chan;
+    const uint32_t *w = (const uint32_t *)p->w; /* [channels / 4][taps][2 words] */
     int complete = 1; /* no tap is padding: the loop needs no test */
     for (int t = 0; t < taps_n; ++t) complete &= taps[t] != NULL;
     int c = 0;
-    for (; c + 4 <= channels; c += 4, ch += 4) {
+    for (; c + 4 <= channels; c += 4, ch += 4, w += 2 * taps_n) {
         int32_t a0 = ch[0].bias, a1 = ch[1].bias, a2 = ch[2].bias, a3 = ch[3].bias;
-        const int8_t *w = p->w + c;
-        for (int t = 0; t < taps_n; ++t, w += kdim) {
-            const int8_t *tap = taps[t];
-            if (!complete && !tap) continue;
-            const uint32_t x = rt_load32(tap + c), ww = rt_load32(w);
-            const uint32_t x02 = RT_SXTAB16(neg_zp, x), x13 = RT_SXTAB16_ROR8(neg_zp, x);
-            const uint32_t w02 = RT_SXTB16(ww), w13 = RT_SXTB16_ROR8(ww);
-            a0 = RT_SMLABB(x02, w02, a0);
-            a2 = RT_SMLATT(x02, w02, a2);
-            a1 = RT_SMLABB(x13, w13, a1);
-            a3 = RT_SMLATT(x13, w13, a3);
+        if (complete) {
+            dw_taps(taps, c, w, taps_n, neg_zp, &a0, &a1, &a2, &a3);
+        } else {
+            for (int t = 0; t < taps_n; ++t)
+                if (taps[t]) RT_DW_TAP(taps[t], w + 2 * t);
         }
         out[c] = requant(a0, ch, zp, lo, hi);
         out[c + 1] = requant(a1, ch + 1, zp, lo, hi);
         out[c + 2] = requant(a2, ch + 2, zp, lo, hi);
         out[c + 3] = requant(a3, ch + 3, zp, lo, hi);
     }
+    /* the last channels (fewer than four): their group's halfwords, lanes stored (0, 2, 1, 3) */
+    const int16_t *w16 = (const int16_t *)(const void *)w;
+    static const int8_t lane[4] = {0, 2, 1, 3};
     for (; c < channels; ++c, ++ch) {
         int32_t a = ch->bias;
         for (int t = 0; t < taps_n; ++t)
-            if (taps[t]) a += (int32_t)(taps[t][c] - p->in_zp) * p->w[(size_t)t * kdim + c];
+            if (taps[t]) a += (int32_t)(taps[t][c] - p->in_zp) * w16[4 * t + lane[c % 4]];
         out[c] = requant(a, ch, zp, lo, hi);
     }
 }
