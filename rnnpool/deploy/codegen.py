@@ -95,13 +95,42 @@ class MemoryPlan:
     ccm_bytes: int = 0  # the CCM arena (0: none)
     weight_bytes: int = 0
     scratch_parts: Dict[str, int] = field(default_factory=dict)
+    wide_layers: List[str] = field(default_factory=list)  # dense convs with int16 weights (widened_convs)
 
     def as_dict(self) -> Dict:
         return {"arena_bytes": self.arena_bytes, "ccm_arena_bytes": self.ccm_bytes, "weight_bytes": self.weight_bytes,
                 "buffers": [{"name": n, "bytes": self.sizes[n], "region": self.regions[n], "offset": self.offsets[n],
                              "kind": self.kinds[n], "layer": self.layers[n]}
                             for n in sorted(self.offsets, key=lambda n: (self.regions[n], self.offsets[n]))],
-                "scratch_uses": self.scratch_parts}
+                "scratch_uses": self.scratch_parts, "int16_weight_layers": self.wide_layers}
+
+
+# Flash the program may spend on int16 copies of dense weights (an SMLAD per stored word, no unpacking):
+# well within the 2 MB of the paper's STM32F439 after the int8 weights of every model that fits its RAM.
+WIDE_WEIGHTS_BYTES = 512 * 1024
+
+
+def widened_convs(schedule: Schedule, budget: int = WIDE_WEIGHTS_BYTES) -> Dict[int, QConv]:
+    """The dense convs (1x1 included) whose weights are stored widened to int16, by id: those read most
+    often (once per output pixel) first, while the extra flash stays within ``budget`` bytes."""
+    uses: List[Tuple[int, QConv]] = []
+    for node in schedule.nodes:
+        if node.kind == "conv":
+            out = schedule.maps[node.outputs[0]]
+            uses += [(out.height * out.width, op) for op in node.ops if not op.depthwise]
+        elif node.kind == "mbconv":
+            m, out = schedule.maps[node.op.input], schedule.maps[node.op.output]
+            if node.op.expand is not None:
+                uses.append((m.height * m.width, node.op.expand))
+            uses.append((out.height * out.width, node.op.project))
+    chosen: Dict[int, QConv] = {}
+    spent = 0
+    for _, op in sorted(uses, key=lambda use: -use[0]):
+        extra = op.out_channels * conv_kdim(op)  # one more byte per weight
+        if spent + extra <= budget:
+            chosen[id(op)] = op
+            spent += extra
+    return chosen
 
 
 def plan_memory(schedule: Schedule, ram_capacity: Optional[int] = None, ccm_capacity: int = 0) -> MemoryPlan:
@@ -133,13 +162,16 @@ def plan_memory(schedule: Schedule, ram_capacity: Optional[int] = None, ccm_capa
 
 
 class _Emitter:
-    def __init__(self, schedule: Schedule, settings: DetectionSettings, model_name: str, plan: MemoryPlan) -> None:
+    def __init__(self, schedule: Schedule, settings: DetectionSettings, model_name: str, plan: MemoryPlan,
+                 wide_weights_bytes: int = WIDE_WEIGHTS_BYTES) -> None:
         self.s, self.graph, self.settings, self.model_name = schedule, schedule.graph, settings, model_name
         self.plan = plan
         self.constants: List[str] = []
         self.checks: List[str] = []
         self.weight_bytes = 0
         self.luts: Dict[bytes, str] = {}
+        self.wide = widened_convs(schedule, wide_weights_bytes)
+        plan.wide_layers = [op.output for op in self.wide.values()]
         self.names = [c_ident(n.name) for n in schedule.nodes]
         self.traced = [name for name, m in schedule.maps.items() if m.rows and name != schedule.graph.input]  # every map a layer writes
         self.map_index = {name: i for i, name in enumerate(self.traced)}
@@ -154,12 +186,13 @@ class _Emitter:
         n = c_ident(op.output)
         kdim = conv_kdim(op)
         columns = gathers_columns(op)
+        wide = id(op) in self.wide
         if op.depthwise:
             w = self.array("int16_t", f"w_{n}", depthwise_weights(op, kdim))
-        elif columns:  # (dx, dy, c): the order of the column ring
-            w = self.array("int8_t", f"w_{n}", pack_rows(op.weight.transpose(0, 2, 1, 3).reshape(op.out_channels, -1), kdim))
-        else:
-            w = self.array("int8_t", f"w_{n}", pack_rows(op.weight.reshape(op.out_channels, -1), kdim))
+        else:  # columns: (dx, dy, c), the order of the column ring; else (dy, dx, c)
+            rows = (op.weight.transpose(0, 2, 1, 3) if columns else op.weight).reshape(op.out_channels, -1)
+            w = (self.array("int32_t", f"w_{n}", widen_rows(rows, kdim, unpacked_data=True)) if wide
+                 else self.array("int8_t", f"w_{n}", pack_rows(rows, kdim)))
         chan = chan_records(op, conv_kdim(op) if not op.depthwise else op.kernel ** 2)
         self.constants.append(f"static const rt_chan chan_{n}[{op.out_channels}] = {{\n    "
                               + ", ".join(f"{{{b}, {m}, {r}, {l}}}" for b, m, r, l in chan.tolist()) + "\n};\n")
@@ -167,7 +200,7 @@ class _Emitter:
         pad = self.array("int8_t", f"pad_{n}", op.pad_values) if op.pad_values is not None else "NULL"
         self.constants.append(
             f"static const rt_conv conv_{n} = {{{op.in_channels}, {op.out_channels}, {op.kernel}, {op.stride}, {op.padding}, "
-            f"{int(op.depthwise)}, {op.maxout}, {kdim}, {int(columns)}, {op.input_zero_point}, {op.output_zero_point}, "
+            f"{int(op.depthwise)}, {op.maxout}, {kdim}, {int(columns)}, {int(wide)}, {op.input_zero_point}, {op.output_zero_point}, "
             f"{op.act_min}, {op.act_max}, {w}, chan_{n}, {pad}}};\n")
         return f"conv_{n}"
 
@@ -432,13 +465,15 @@ class _Emitter:
 
 def generate_c(graph_or_schedule: Union[QuantizedGraph, Schedule], out_dir: Union[str, Path],
                settings: DetectionSettings = DetectionSettings(), model_name: str = "model",
-               ram_capacity: Optional[int] = None, ccm_capacity: int = 0) -> MemoryPlan:
+               ram_capacity: Optional[int] = None, ccm_capacity: int = 0,
+               wide_weights_bytes: int = WIDE_WEIGHTS_BYTES) -> MemoryPlan:
     """Write the C program for a quantized graph (or its schedule) into ``out_dir`` (created); returns its
-    memory plan. ``ram_capacity`` / ``ccm_capacity``: bytes for buffers in the target's two RAM regions."""
+    memory plan. ``ram_capacity`` / ``ccm_capacity``: bytes for buffers in the target's two RAM regions;
+    ``wide_weights_bytes``: flash for int16 copies of the most used dense weights (0: none)."""
     schedule = graph_or_schedule if isinstance(graph_or_schedule, Schedule) else build_schedule(graph_or_schedule)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    emitter = _Emitter(schedule, settings, model_name, plan_memory(schedule, ram_capacity, ccm_capacity))
+    emitter = _Emitter(schedule, settings, model_name, plan_memory(schedule, ram_capacity, ccm_capacity), wide_weights_bytes)
     header, source = emitter.source()
     (out / "model.h").write_text(header)
     (out / "model.c").write_text(source)
@@ -450,4 +485,4 @@ def generate_c(graph_or_schedule: Union[QuantizedGraph, Schedule], out_dir: Unio
     return emitter.plan
 
 
-__all__ = ["MemoryPlan", "RUNTIME_FILES", "generate_c", "pack_rows", "plan_memory"]
+__all__ = ["MemoryPlan", "RUNTIME_FILES", "WIDE_WEIGHTS_BYTES", "generate_c", "pack_rows", "plan_memory", "widened_convs"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
-from rnnpool.deploy.codegen import generate_c
+from rnnpool.deploy.codegen import WIDE_WEIGHTS_BYTES, generate_c
 from rnnpool.deploy.graph import AvgPoolOp, ConvOp, Graph, L2NormOp, MBConvOp, RNNPoolOp, run_float
 from rnnpool.deploy.int8_reference import fnv1a, run_int8
 from rnnpool.deploy.programs import parse_program_output, run_tool, toolchain_available
@@ -21,15 +21,16 @@ pytestmark = pytest.mark.skipif(not toolchain_available("host"), reason="needs m
 KERNEL_SETTINGS = settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def run_one_op_program(graph: Graph, image: np.ndarray, folder) -> None:
-    """Build the graph's program with per-map checksums and compare every map with the reference."""
+def run_one_op_program(graph: Graph, image: np.ndarray, folder, wide_weights: bool = True) -> None:
+    """Build the graph's program with per-map checksums and compare every map with the reference.
+    ``wide_weights``: dense weights stored as int16 (the code generator's default for small models) or int8."""
     x = torch.from_numpy(image).permute(2, 0, 1)[None].double() / 255
     ranges = {name: (v.min().item(), v.max().item()) for name, v in run_float(graph, x).items()}
     low, high = ranges[graph.ops[-1].output]
     assume(high - low > 0.05)  # a nearly constant output (e.g. ReLU of one negative weight) proves little and
     # quantizes to a scale the 32-bit requantization refuses (ScheduleError), as it should
     q = quantize_graph(graph, ranges)
-    generate_c(build_schedule(q), folder, model_name="kernel")
+    generate_c(build_schedule(q), folder, model_name="kernel", wide_weights_bytes=WIDE_WEIGHTS_BYTES if wide_weights else 0)
     image.tofile(folder / "input.raw")
     run_tool(["make", "-s", "trace", "CFLAGS=-O1"], folder, 300)
     traced = parse_program_output(run_tool(["./model_trace", "input.raw"], folder, 300))["maps"]
@@ -59,14 +60,14 @@ def out_size(size: int, k: int, stride: int, pad: int) -> int:
 @KERNEL_SETTINGS
 @given(cin=st.sampled_from([1, 3, 4, 8, 12, 36]), cout=st.integers(1, 9), k=st.sampled_from([1, 3, 5]),
        stride=st.sampled_from([1, 2]), depthwise=st.booleans(), act=st.sampled_from([None, "relu", "relu6"]),
-       height=st.integers(5, 11), width=st.integers(5, 13), seed=st.integers(0, 999))
-def test_conv_kernels(cin, cout, k, stride, depthwise, act, height, width, seed, tmp_path_factory):
+       height=st.integers(5, 11), width=st.integers(5, 13), seed=st.integers(0, 999), wide=st.booleans())
+def test_conv_kernels(cin, cout, k, stride, depthwise, act, height, width, seed, wide, tmp_path_factory):
     gen = torch.Generator().manual_seed(seed)
     cout = cin if depthwise else cout
     op = conv_op(gen, "x", "y", cin, cout, k, stride, depthwise, act)
     shape = (cout, out_size(height, k, stride, k // 2), out_size(width, k, stride, k // 2))
     graph = Graph("x", [op], shapes={"x": (cin, height, width), "y": shape}, logits="y", task="classification")
-    run_one_op_program(graph, random_image(gen, cin, height, width), tmp_path_factory.mktemp("conv"))
+    run_one_op_program(graph, random_image(gen, cin, height, width), tmp_path_factory.mktemp("conv"), wide)
 
 
 @KERNEL_SETTINGS
