@@ -21,14 +21,18 @@ pytestmark = pytest.mark.skipif(not toolchain_available("host"), reason="needs m
 KERNEL_SETTINGS = settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def run_one_op_program(graph: Graph, image: np.ndarray, folder, wide_weights: bool = True) -> None:
+def run_one_op_program(graph: Graph, image: np.ndarray, folder, wide_weights: bool = True, clamped: bool = False) -> None:
     """Build the graph's program with per-map checksums and compare every map with the reference.
-    ``wide_weights``: dense weights stored as int16 (the code generator's default for small models) or int8."""
+    ``wide_weights``: dense weights stored as int16 (the code generator's default for small models) or int8;
+    ``clamped``: the output's range reaches below its values, so a fused ReLU clamps inside int8 (the
+    kernels' general clamp, not their SSAT)."""
     x = torch.from_numpy(image).permute(2, 0, 1)[None].double() / 255
     ranges = {name: (v.min().item(), v.max().item()) for name, v in run_float(graph, x).items()}
     low, high = ranges[graph.ops[-1].output]
     assume(high - low > 0.05)  # a nearly constant output (e.g. ReLU of one negative weight) proves little and
     # quantizes to a scale the 32-bit requantization refuses (ScheduleError), as it should
+    if clamped:
+        ranges[graph.ops[-1].output] = (low - (high - low) / 2, high)
     q = quantize_graph(graph, ranges)
     generate_c(build_schedule(q), folder, model_name="kernel", wide_weights_bytes=WIDE_WEIGHTS_BYTES if wide_weights else 0)
     image.tofile(folder / "input.raw")
@@ -60,14 +64,15 @@ def out_size(size: int, k: int, stride: int, pad: int) -> int:
 @KERNEL_SETTINGS
 @given(cin=st.sampled_from([1, 3, 4, 8, 12, 36]), cout=st.integers(1, 9), k=st.sampled_from([1, 3, 5]),
        stride=st.sampled_from([1, 2]), depthwise=st.booleans(), act=st.sampled_from([None, "relu", "relu6"]),
-       height=st.integers(5, 11), width=st.integers(5, 13), seed=st.integers(0, 999), wide=st.booleans())
-def test_conv_kernels(cin, cout, k, stride, depthwise, act, height, width, seed, wide, tmp_path_factory):
+       height=st.integers(5, 11), width=st.integers(5, 13), seed=st.integers(0, 999), wide=st.booleans(),
+       clamped=st.booleans())
+def test_conv_kernels(cin, cout, k, stride, depthwise, act, height, width, seed, wide, clamped, tmp_path_factory):
     gen = torch.Generator().manual_seed(seed)
     cout = cin if depthwise else cout
     op = conv_op(gen, "x", "y", cin, cout, k, stride, depthwise, act)
     shape = (cout, out_size(height, k, stride, k // 2), out_size(width, k, stride, k // 2))
     graph = Graph("x", [op], shapes={"x": (cin, height, width), "y": shape}, logits="y", task="classification")
-    run_one_op_program(graph, random_image(gen, cin, height, width), tmp_path_factory.mktemp("conv"), wide)
+    run_one_op_program(graph, random_image(gen, cin, height, width), tmp_path_factory.mktemp("conv"), wide, clamped)
 
 
 @KERNEL_SETTINGS
