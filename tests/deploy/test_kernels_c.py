@@ -9,7 +9,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
-from rnnpool.deploy.codegen import WIDE_WEIGHTS_BYTES, generate_c
+from rnnpool.deploy.codegen import WIDE_WEIGHTS_BYTES, chan_records, generate_c
 from rnnpool.deploy.graph import AvgPoolOp, ConvOp, Graph, L2NormOp, MBConvOp, RNNPoolOp, run_float
 from rnnpool.deploy.int8_reference import fnv1a, run_int8
 from rnnpool.deploy.programs import parse_program_output, run_tool, toolchain_available
@@ -21,16 +21,20 @@ pytestmark = pytest.mark.skipif(not toolchain_available("host"), reason="needs m
 KERNEL_SETTINGS = settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def run_one_op_program(graph: Graph, image: np.ndarray, folder, wide_weights: bool = True, clamped: bool = False) -> None:
+def run_one_op_program(graph: Graph, image: np.ndarray, folder, wide_weights: bool = True, clamped: bool = False,
+                       output_range=None) -> None:
     """Build the graph's program with per-map checksums and compare every map with the reference.
     ``wide_weights``: dense weights stored as int16 (the code generator's default for small models) or int8;
     ``clamped``: the output's range reaches below its values, so a fused ReLU clamps inside int8 (the
-    kernels' general clamp, not their SSAT)."""
+    kernels' general clamp, not their SSAT); ``output_range``: the output's (low, high) instead of its own."""
     x = torch.from_numpy(image).permute(2, 0, 1)[None].double() / 255
     ranges = {name: (v.min().item(), v.max().item()) for name, v in run_float(graph, x).items()}
     low, high = ranges[graph.ops[-1].output]
-    assume(high - low > 0.05)  # a nearly constant output (e.g. ReLU of one negative weight) proves little and
-    # quantizes to a scale the 32-bit requantization refuses (ScheduleError), as it should
+    if output_range is not None:
+        ranges[graph.ops[-1].output] = output_range
+    else:  # (property-based tests) a nearly constant output (e.g. ReLU of one negative weight) proves little
+        # and quantizes to a scale the 32-bit requantization refuses (ScheduleError), as it should
+        assume(high - low > 0.05)
     if clamped:
         ranges[graph.ops[-1].output] = (low - (high - low) / 2, high)
     q = quantize_graph(graph, ranges)
@@ -73,6 +77,22 @@ def test_conv_kernels(cin, cout, k, stride, depthwise, act, height, width, seed,
     shape = (cout, out_size(height, k, stride, k // 2), out_size(width, k, stride, k // 2))
     graph = Graph("x", [op], shapes={"x": (cin, height, width), "y": shape}, logits="y", task="classification")
     run_one_op_program(graph, random_image(gen, cin, height, width), tmp_path_factory.mktemp("conv"), wide, clamped)
+
+
+@pytest.mark.parametrize("depthwise", [False, True])
+def test_requantization_that_shifts_left(depthwise, tmp_path):
+    """An output range much narrower than the input's makes the multiplier >= 1/2: the requantization
+    shifts the accumulator left (rt_chan.lsh > 0), the path the common layers skip."""
+    gen = torch.Generator().manual_seed(3)
+    op = conv_op(gen, "x", "y", 4, 4, 3, 1, depthwise, None)
+    graph = Graph("x", [op], shapes={"x": (4, 6, 7), "y": (4, 6, 7)}, logits="y", task="classification")
+    image = random_image(gen, 4, 6, 7)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].double() / 255
+    assert run_float(graph, x)["y"].abs().max() > 0.1  # the output spreads far beyond the narrow range
+    narrow = (-0.003, 0.003)  # (it must hold 0); values outside saturate, as they would in a real model
+    q = quantize_graph(graph, {"x": (0.0, 1.0), "y": narrow})
+    assert (chan_records(q.ops[0], 9 if depthwise else 36)[:, 3] > 0).any()
+    run_one_op_program(graph, image, tmp_path, output_range=narrow)
 
 
 @KERNEL_SETTINGS

@@ -46,6 +46,7 @@ typedef struct {
     int16_t kdim;          /* dense: k*k*cin padded to RT_PACK (one weight row); depthwise: cin padded to RT_PACK */
     int16_t columns;       /* dense, cin a multiple of 4: gathers by columns, weights stored (dx, dy, c) */
     int16_t wide;          /* dense: weights stored as int16 [cout][kdim], each four columns (0, 2, 1, 3) */
+    int16_t left_shifts;   /* some channel's requantization shifts left (rt_chan.lsh > 0) */
     int32_t in_zp, out_zp, act_min, act_max;
     const void *w;         /* dense: int8 (or wide: int16) [cout][kdim], taps (dy, dx, ci) in order; depthwise: int16
                             * [kdim / 4][k*k][4], per four channels and tap the pairs (c, c + 2), (c + 1, c + 3) */

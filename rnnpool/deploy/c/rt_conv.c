@@ -30,10 +30,12 @@ void rt_unpack_pixel(const int8_t *x, int cin, int kdim, int32_t zp, uint32_t *o
     }
 }
 
-/* zp + rq(acc) clamped to [lo, hi]; `full`: the range is all of int8 (the common case), one SSAT. Callers
- * pass `full` as a constant to a body inlined twice, so the test never runs per value. */
-static inline int8_t requant(int32_t acc, const rt_chan *ch, int32_t zp, int32_t lo, int32_t hi, int full) {
-    const int32_t v = zp + rt_rq_chan(acc, ch->mult, ch->rsh, ch->lsh);
+/* zp + rq(acc) clamped to [lo, hi]. Two facts of a layer make it cheaper: `full`, the range is all of int8
+ * (the common case: one SSAT), and `unshifted`, no channel shifts left (rt_conv.left_shifts == 0, the
+ * common case). Callers pass them as constants to a body inlined once per case (rt_dot_requant, rt_depthwise_pixel), so
+ * neither is tested per value. */
+static inline int8_t requant(int32_t acc, const rt_chan *ch, int32_t zp, int32_t lo, int32_t hi, int full, int unshifted) {
+    const int32_t v = zp + rt_rq_chan(acc, ch->mult, ch->rsh, unshifted ? 0 : ch->lsh);
     return (int8_t)(full ? RT_SSAT(v, 8) : rt_clamp(v, lo, hi));
 }
 
@@ -152,7 +154,8 @@ static inline int32_t dot_one(const rt_conv *p, const uint32_t *x, const uint32_
 }
 
 static inline __attribute__((always_inline)) void dot_requant(const rt_conv *p, const uint32_t *x0, const uint32_t *x1,
-                                                              int8_t *out0, int8_t *out1, const int full) {
+                                                              int8_t *out0, int8_t *out1, const int full,
+                                                              const int unshifted) {
     const int words = p->wide ? p->kdim / 2 : p->kdim / 4, cout = p->cout;
     const int32_t zp = p->out_zp, lo = p->act_min, hi = p->act_max;
     const uint32_t *w = (const uint32_t *)(const void *)p->w;
@@ -161,8 +164,8 @@ static inline __attribute__((always_inline)) void dot_requant(const rt_conv *p, 
     if (p->maxout > 1) { /* S3FD max-out: the first `maxout` channels keep their maximum (a head's few scores) */
         int32_t best0 = -128, best1 = -128;
         for (int o = 0; o < cout; ++o, w += words) {
-            const int8_t v0 = requant(dot_one(p, x0, w, words, ch[o].bias), ch + o, zp, lo, hi, full);
-            const int8_t v1 = x1 ? requant(dot_one(p, x1, w, words, ch[o].bias), ch + o, zp, lo, hi, full) : 0;
+            const int8_t v0 = requant(dot_one(p, x0, w, words, ch[o].bias), ch + o, zp, lo, hi, full, unshifted);
+            const int8_t v1 = x1 ? requant(dot_one(p, x1, w, words, ch[o].bias), ch + o, zp, lo, hi, full, unshifted) : 0;
             if (o < p->maxout) {
                 best0 = v0 > best0 ? v0 : best0;
                 best1 = v1 > best1 ? v1 : best1;
@@ -185,24 +188,29 @@ static inline __attribute__((always_inline)) void dot_requant(const rt_conv *p, 
         } else {
             dot22(x0, second, w, words, acc);
         }
-        out0[o] = requant(acc[0], ch, zp, lo, hi, full);
-        out0[o + 1] = requant(acc[1], ch + 1, zp, lo, hi, full);
+        out0[o] = requant(acc[0], ch, zp, lo, hi, full, unshifted);
+        out0[o + 1] = requant(acc[1], ch + 1, zp, lo, hi, full, unshifted);
         if (x1) {
-            out1[o] = requant(acc[2], ch, zp, lo, hi, full);
-            out1[o + 1] = requant(acc[3], ch + 1, zp, lo, hi, full);
+            out1[o] = requant(acc[2], ch, zp, lo, hi, full, unshifted);
+            out1[o + 1] = requant(acc[3], ch + 1, zp, lo, hi, full, unshifted);
         }
     }
     if (o < cout) {
-        out0[o] = requant(dot_one(p, x0, w, words, ch->bias), ch, zp, lo, hi, full);
-        if (x1) out1[o] = requant(dot_one(p, x1, w, words, ch->bias), ch, zp, lo, hi, full);
+        out0[o] = requant(dot_one(p, x0, w, words, ch->bias), ch, zp, lo, hi, full, unshifted);
+        if (x1) out1[o] = requant(dot_one(p, x1, w, words, ch->bias), ch, zp, lo, hi, full, unshifted);
     }
 }
 
 void rt_dot_requant(const rt_conv *p, const uint32_t *x0, const uint32_t *x1, int8_t *out0, int8_t *out1) {
-    if (p->act_min == -128 && p->act_max == 127) {
-        dot_requant(p, x0, x1, out0, out1, 1);
+    const int full = p->act_min == -128 && p->act_max == 127;
+    if (full && !p->left_shifts) {
+        dot_requant(p, x0, x1, out0, out1, 1, 1);
+    } else if (full) {
+        dot_requant(p, x0, x1, out0, out1, 1, 0);
+    } else if (!p->left_shifts) {
+        dot_requant(p, x0, x1, out0, out1, 0, 1);
     } else {
-        dot_requant(p, x0, x1, out0, out1, 0);
+        dot_requant(p, x0, x1, out0, out1, 0, 0);
     }
 }
 
@@ -264,7 +272,7 @@ static inline void dw_taps(const int8_t *const *taps, int c, const uint32_t *w, 
 }
 
 static inline __attribute__((always_inline)) void depthwise_pixel(const rt_conv *p, const int8_t *const *taps, int8_t *out,
-                                                                  const int full) {
+                                                                  const int full, const int unshifted) {
     const int channels = p->cout, taps_n = p->k * p->k;
     const int32_t zp = p->out_zp, lo = p->act_min, hi = p->act_max;
     const uint32_t neg_zp = rt_pair(-p->in_zp, -p->in_zp);
@@ -281,10 +289,10 @@ static inline __attribute__((always_inline)) void depthwise_pixel(const rt_conv 
             for (int t = 0; t < taps_n; ++t)
                 if (taps[t]) RT_DW_TAP(taps[t], w + 2 * t);
         }
-        out[c] = requant(a0, ch, zp, lo, hi, full);
-        out[c + 1] = requant(a1, ch + 1, zp, lo, hi, full);
-        out[c + 2] = requant(a2, ch + 2, zp, lo, hi, full);
-        out[c + 3] = requant(a3, ch + 3, zp, lo, hi, full);
+        out[c] = requant(a0, ch, zp, lo, hi, full, unshifted);
+        out[c + 1] = requant(a1, ch + 1, zp, lo, hi, full, unshifted);
+        out[c + 2] = requant(a2, ch + 2, zp, lo, hi, full, unshifted);
+        out[c + 3] = requant(a3, ch + 3, zp, lo, hi, full, unshifted);
     }
     /* the last channels (fewer than four): their group's halfwords, lanes stored (0, 2, 1, 3) */
     const int16_t *w16 = (const int16_t *)(const void *)w;
@@ -293,15 +301,20 @@ static inline __attribute__((always_inline)) void depthwise_pixel(const rt_conv 
         int32_t a = ch->bias;
         for (int t = 0; t < taps_n; ++t)
             if (taps[t]) a += (int32_t)(taps[t][c] - p->in_zp) * w16[4 * t + lane[c % 4]];
-        out[c] = requant(a, ch, zp, lo, hi, full);
+        out[c] = requant(a, ch, zp, lo, hi, full, unshifted);
     }
 }
 
 void rt_depthwise_pixel(const rt_conv *p, const int8_t *const *taps, int8_t *out) {
-    if (p->act_min == -128 && p->act_max == 127) {
-        depthwise_pixel(p, taps, out, 1);
+    const int full = p->act_min == -128 && p->act_max == 127;
+    if (full && !p->left_shifts) {
+        depthwise_pixel(p, taps, out, 1, 1);
+    } else if (full) {
+        depthwise_pixel(p, taps, out, 1, 0);
+    } else if (!p->left_shifts) {
+        depthwise_pixel(p, taps, out, 0, 1);
     } else {
-        depthwise_pixel(p, taps, out, 0);
+        depthwise_pixel(p, taps, out, 0, 0);
     }
 }
 
