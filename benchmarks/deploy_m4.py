@@ -2,7 +2,7 @@
 
     python benchmarks/deploy_m4.py [--weights-dir benchmarks/weights] [--faces ../shared/data/faces]
                                    [--cifar ../shared/data/cifar10] [--val-limit 0] [--smoke]
-                                   [--json benchmarks/results/deploy_m4.json]
+                                   [--models M ...] [--json benchmarks/results/deploy_m4.json]
 
 Each run goes through ``rnnpool export c --target cortex-m4``: quantize (calibrated on 32 training images,
 never on the image it runs), stream every layer row by row within the RAM target, cross-compile, run in
@@ -24,6 +24,7 @@ what CI runs.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 import tempfile
@@ -208,7 +209,10 @@ def main() -> None:
     parser.add_argument("--faces", default=str(SHARED / "faces"), help="WIDER FACE-format face set (train/val_bbx_gt.txt)")
     parser.add_argument("--cifar", default=str(SHARED / "cifar10"), help="CIFAR-10 JPEG folders (the classifiers' images)")
     parser.add_argument("--val-limit", type=int, default=0, help="first N validation images for the AP (0: all)")
-    parser.add_argument("--smoke", action="store_true", help="Face-M4 only (CI)")
+    parser.add_argument("--smoke", action="store_true", help="Face-M4 only")
+    parser.add_argument("--models", nargs="+", choices=sorted({r.model for r in RUNS}),
+                        help="run only these models' rows (and the STM32 build only with rnnpool_face_quant); the "
+                             "JSON keeps the other rows of an earlier run")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "deploy_m4.json"))
     args = parser.parse_args()
     if not toolchain_available("cortex-m4"):
@@ -218,23 +222,44 @@ def main() -> None:
     have_faces = (faces / "train_bbx_gt.txt").is_file() and (faces / "val_bbx_gt.txt").is_file()
     face_data = _face_images(faces, work) if have_faces else _synthetic_images(work, 3)
     class_data = _cifar_images(cifar, work) if (cifar / "train").is_dir() else _synthetic_images(work, 3)
-    runs = [r for r in RUNS if r.model == "rnnpool_face_m4"] if args.smoke else RUNS
+    chosen = ["rnnpool_face_m4"] if args.smoke else args.models or [r.model for r in RUNS]
+    runs = [r for r in RUNS if r.model in chosen]
     rows = []
     for run in runs:
         calib, images = face_data if "face" in run.model else class_data
         weights = _weights(Path(args.weights_dir), run.model)
         rows.append(measure(run, weights, calib, images, work, faces if have_faces else None, args.val_limit))
         print(f"{run.model} within {run.ram_kib} KiB: {rows[-1]['seconds']:.0f} s", flush=True)
-    stm32 = None if args.smoke else stm32_build(_weights(Path(args.weights_dir), "rnnpool_face_quant"), *face_data[:1],
+    stm32 = None if "rnnpool_face_quant" not in chosen else stm32_build(_weights(Path(args.weights_dir), "rnnpool_face_quant"), *face_data[:1],
                                                 face_data[1][0], work)
     print_table(rows)
     if stm32:
         print(f"STM32F439 build of rnnpool_face_quant: flash {stm32['flash_bytes']:,} B, SRAM {stm32['sram_bytes']:,} B, "
               f"CCM {stm32['ccm_bytes']:,} B")
-    write_json(args.json, {"command": " ".join(["python"] + sys.argv), "machine": platform.platform(),
-                           "processor": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
-                           "emulator": "qemu-system-arm -machine mps2-an386 -cpu cortex-m4 -icount shift=0",
-                           "references": REFERENCES, "results": rows, "stm32f439": stm32})
+    run_info = {"command": " ".join(["python"] + sys.argv), "machine": platform.platform(),
+                "processor": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
+    for row in rows:
+        row["run"] = run_info
+    if stm32:
+        stm32["run"] = run_info
+    kept, kept_stm32 = _earlier(Path(args.json), chosen) if args.models or args.smoke else ([], None)
+    order = {(r.model, r.ram_kib * 1024): i for i, r in enumerate(RUNS)}
+    results = sorted(kept + rows, key=lambda r: order.get((r["model"], r["ram_target_bytes"]), len(order)))
+    write_json(args.json, {**run_info, "emulator": "qemu-system-arm -machine mps2-an386 -cpu cortex-m4 -icount shift=0",
+                           "references": REFERENCES, "results": results, "stm32f439": stm32 or kept_stm32})
+
+
+def _earlier(path: Path, rerun: List[str]):
+    """The rows (and STM32 build) of an earlier run at ``path`` for models not in ``rerun``."""
+    if not path.is_file():
+        return [], None
+    try:
+        earlier = json.loads(path.read_text())
+        rows = [r for r in earlier["results"] if r["model"] not in rerun]
+    except (ValueError, KeyError, TypeError) as err:
+        sys.exit(f"error: {path} is not a deploy_m4 result file ({err}); move it away or pass another --json")
+    stm32 = earlier.get("stm32f439") if "rnnpool_face_quant" not in rerun else None
+    return rows, stm32
 
 
 if __name__ == "__main__":

@@ -62,6 +62,12 @@ def deploy_table(data: Dict) -> str:
         notes.append(f"- STM32F439 build (`--target stm32f439`) of {stm['model']}: flash {stm['flash_bytes']:,} B, SRAM "
                      f"{stm['sram_bytes']:,} B (of 192 KiB), CCM {stm['ccm_bytes']:,} B; the same code bit-exact on the host: "
                      f"{'yes' if stm['bit_exact_on_host'] else 'NO'} (built, not run on a board).")
+    runs = []
+    for r in data["results"] + ([stm] if stm else []):
+        run = r.get("run", data)
+        if "command" in run and (run["command"], run.get("date")) not in runs:
+            runs.append((run["command"], run.get("date")))
+    notes += [f"- Measured by `{command}` ({date})." for command, date in runs]
     references = ["", "For comparison (quoted, not measured here):", ""]
     references += [f"- {ref['what']}: {ref['ram'] + '; ' if ref['ram'] else ''}{ref['note']}." for ref in data["references"]]
     return "\n".join(lines + [""] + notes + references) + "\n"
