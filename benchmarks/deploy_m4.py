@@ -37,7 +37,7 @@ from rnnpool.analysis import profile_model
 from rnnpool.data.faces import load_face_annotations
 from rnnpool.deploy.export import calibration_images, export_c, load_image, load_model
 from rnnpool.deploy.int8_reference import dead_maps
-from rnnpool.deploy.programs import RamLimitError, toolchain_available
+from rnnpool.deploy.programs import ExportError, RamLimitError, toolchain_available
 from rnnpool.deploy.quantize import quantize_model
 
 from _report import write_json  # benchmarks/_report.py, next to this script
@@ -147,6 +147,9 @@ def measure(run: Run, weights: Optional[str], calib: str, images: List[str], wor
     except RamLimitError as err:
         row.update({"fits": False, "needed_bytes": err.needed, "error": str(err), "seconds": time.time() - started})
         return row
+    except ExportError as err:  # e.g. the weights outgrow the board's flash: a row that says so, not a lost run
+        row.update({"fits": False, "needed_bytes": None, "error": str(err).splitlines()[0], "seconds": time.time() - started})
+        return row
     m4 = report["cortex_m4"]
     shape = report["input"]
     model, _, _ = load_model(run.model, weights, input_size=run.input_size)
@@ -189,7 +192,8 @@ def print_table(rows: List[Dict]) -> None:
           f"{'instructions':>12} {'MAdds/instr':>11} {'ms@168MHz':>9} {'bit-exact':>9} {'live maps':>9}")
     for r in rows:
         if not r["fits"]:
-            print(f"{r['model']:24} does not fit {_kib(r['ram_target_bytes'])}: needs {r['needed_bytes']:,} B")
+            need = f"needs {r['needed_bytes']:,} B" if r["needed_bytes"] else r["error"]
+            print(f"{r['model']:24} does not fit {_kib(r['ram_target_bytes'])}: {need}")
             continue
         size = f"{r['input']['width']}x{r['input']['height']}x{r['input']['channels']}"
         weights = "trained" if r["weights"].endswith(".pt") else "seeded"

@@ -35,8 +35,9 @@ def deploy_table(data: Dict) -> str:
     for r in data["results"]:
         target = _kib(r["ram_target_bytes"])
         if not r["fits"]:
-            lines.append(f"| {r['model']} | | {_weights(r['weights'])} | {target} | does not fit: needs {r['needed_bytes']:,} B "
-                         f"({_kib(r['needed_bytes'])}) | | | | | | | |")
+            need = (f"needs {r['needed_bytes']:,} B ({_kib(r['needed_bytes'])})" if r.get("needed_bytes")
+                    else r["error"].replace("|", "/"))
+            lines.append(f"| {r['model']} | | {_weights(r['weights'])} | {target} | does not fit: {need} | | | | | | | |")
             continue
         size = f"{r['input']['width']}x{r['input']['height']}x{r['input']['channels']}"
         ram = f"{r['static_ram_bytes']:,} + {r['stack_bytes']:,} = **{_kib(r['ram_bytes'])}**"
