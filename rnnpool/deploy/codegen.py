@@ -205,8 +205,8 @@ class _Emitter:
         pad = self.array("int8_t", f"pad_{n}", op.pad_values) if op.pad_values is not None else "NULL"
         self.constants.append(
             f"static const rt_conv conv_{n} = {{{op.in_channels}, {op.out_channels}, {op.kernel}, {op.stride}, {op.padding}, "
-            f"{int(op.depthwise)}, {op.maxout}, {kdim}, {int(columns)}, {int(wide)}, {int((chan[:, 3] > 0).any())}, {op.input_zero_point}, {op.output_zero_point}, "
-            f"{op.act_min}, {op.act_max}, {w}, chan_{n}, {pad}}};\n")
+            f"{int(op.depthwise)}, {op.maxout}, {kdim}, {int(columns)}, {int(wide)}, {int((chan[:, 3] > 0).any())}, "
+            f"{op.input_zero_point}, {op.output_zero_point}, {op.act_min}, {op.act_max}, {w}, chan_{n}, {pad}}};\n")
         return f"conv_{n}"
 
     def lut(self, gate: np.ndarray, update: np.ndarray) -> str:

@@ -32,8 +32,8 @@ void rt_unpack_pixel(const int8_t *x, int cin, int kdim, int32_t zp, uint32_t *o
 
 /* zp + rq(acc) clamped to [lo, hi]. Two facts of a layer make it cheaper: `full`, the range is all of int8
  * (the common case: one SSAT), and `unshifted`, no channel shifts left (rt_conv.left_shifts == 0, the
- * common case). Callers pass them as constants to a body inlined once per case (rt_dot_requant, rt_depthwise_pixel), so
- * neither is tested per value. */
+ * common case). rt_dot_requant and rt_depthwise_pixel pass them as constants to a body inlined once per
+ * case, so neither is tested per value. */
 static inline int8_t requant(int32_t acc, const rt_chan *ch, int32_t zp, int32_t lo, int32_t hi, int full, int unshifted) {
     const int32_t v = zp + rt_rq_chan(acc, ch->mult, ch->rsh, unshifted ? 0 : ch->lsh);
     return (int8_t)(full ? RT_SSAT(v, 8) : rt_clamp(v, lo, hi));
