@@ -50,6 +50,10 @@ def deploy_table(data: Dict) -> str:
         lines.append(f"| {r['model']} | {size} | {_weights(r['weights'])} | {target} | {ram} | {predicted} | {_kib(r['flash_bytes'])} "
                      f"| {instructions} | {r['madds_per_instruction']:.3f} | {r['ms_at_168mhz_lower_bound']:,.0f} | "
                      f"{'yes' if r['bit_exact'] else 'NO'} | {live} |")
+        if r.get("claimed_minus_64") and r["claimed_minus_64"] != "stack overflow":
+            notes.append(f"- {r['model']} within {target}: relinked with 64 B less than claimed, the run ended with "
+                         f"\"{r['claimed_minus_64']}\": no SysTick interrupt (every 10 ticks) landed at the stack's deepest "
+                         f"point, where the claimed exception frame is needed.")
         if r.get("planner_choices"):
             notes.append(f"- {r['model']} within {target}: the planner recomputes {len(r['planner_choices'])} layers' rows "
                          f"to fit ({'; '.join(c.split(':')[0] for c in r['planner_choices'])}).")
