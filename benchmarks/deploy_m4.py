@@ -19,7 +19,8 @@ else the seeded initialisation, said in the table (RAM and instructions do not d
 bit-exactness means more on live maps, counted in the table).
 With the shared face set, the face detectors' WIDER FACE AP is measured for the float model and for the
 int8 reference on the validation images (the accuracy the deployment keeps). ``--smoke``: Face-M4 only,
-what CI runs.
+a quick check (CI's tests run the same measurement on seeded weights). ``--models``: only these models'
+rows, keeping the others of an earlier run in the JSON.
 """
 from __future__ import annotations
 
@@ -234,8 +235,9 @@ def main() -> None:
         weights = _weights(Path(args.weights_dir), run.model)
         rows.append(measure(run, weights, calib, images, work, faces if have_faces else None, args.val_limit))
         print(f"{run.model} within {run.ram_kib} KiB: {rows[-1]['seconds']:.0f} s", flush=True)
-    stm32 = None if "rnnpool_face_quant" not in chosen else stm32_build(_weights(Path(args.weights_dir), "rnnpool_face_quant"), *face_data[:1],
-                                                face_data[1][0], work)
+    stm32 = None
+    if "rnnpool_face_quant" in chosen:
+        stm32 = stm32_build(_weights(Path(args.weights_dir), "rnnpool_face_quant"), face_data[0], face_data[1][0], work)
     print_table(rows)
     if stm32:
         print(f"STM32F439 build of rnnpool_face_quant: flash {stm32['flash_bytes']:,} B, SRAM {stm32['sram_bytes']:,} B, "
