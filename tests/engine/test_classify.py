@@ -70,7 +70,10 @@ def test_killed_or_interrupted_run_resumes_exactly(sig, color_data, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     run = lambda *extra: subprocess.run(cli + list(extra), capture_output=True, text=True, env=env, timeout=300)  # noqa: E731
     assert run("--name", "straight").returncode == 0
-    proc = subprocess.Popen(cli + ["--name", "stopped"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # SIGINT's default action restored in the child: a shell that starts the tests in the background hands its
+    # children SIGINT ignored, and Python then installs no KeyboardInterrupt handler
+    proc = subprocess.Popen(cli + ["--name", "stopped"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     last = tmp_path / "stopped" / "weights" / "last.pt"
     _wait_for(last, proc)
     proc.send_signal(sig)
