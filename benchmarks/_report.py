@@ -1,7 +1,9 @@
-"""What every benchmark does at the end: write its results as JSON and say where."""
+"""What every benchmark does at the end: write its results as JSON and say where, keeping an earlier run's
+rows of the models it did not run again."""
 import json
+import sys
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Collection, Dict, List, Tuple, Union
 
 
 def write_json(path: Union[str, Path], payload: Dict[str, Any]) -> None:
@@ -10,3 +12,16 @@ def write_json(path: Union[str, Path], payload: Dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2))
     print(f"wrote {path}")
+
+
+def earlier_results(path: Union[str, Path], rerun: Collection[str]) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
+    """The earlier result file at ``path`` (empty if there is none) and its rows of models not in ``rerun``;
+    exits with a one-line error if the file is not a benchmark result file."""
+    path = Path(path)
+    if not path.is_file():
+        return {}, []
+    try:
+        earlier = json.loads(path.read_text())
+        return earlier, [r for r in earlier["results"] if r["model"] not in rerun]
+    except (ValueError, KeyError, TypeError) as err:
+        sys.exit(f"error: {path} is not a benchmark result file ({err}); move it away or pass another --json")

@@ -25,7 +25,6 @@ rows, keeping the others of an earlier run in the JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -41,7 +40,7 @@ from rnnpool.deploy.int8_reference import dead_maps
 from rnnpool.deploy.programs import ExportError, RamLimitError, toolchain_available
 from rnnpool.deploy.quantize import quantize_model
 
-from _report import write_json  # benchmarks/_report.py, next to this script
+from _report import earlier_results, write_json  # benchmarks/_report.py, next to this script
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -248,24 +247,12 @@ def main() -> None:
         row["run"] = run_info
     if stm32:
         stm32["run"] = run_info
-    kept, kept_stm32 = _earlier(Path(args.json), chosen) if args.models or args.smoke else ([], None)
+    earlier, kept = earlier_results(args.json, chosen) if args.models or args.smoke else ({}, [])
+    kept_stm32 = earlier.get("stm32f439") if "rnnpool_face_quant" not in chosen else None
     order = {(r.model, r.ram_kib * 1024): i for i, r in enumerate(RUNS)}
     results = sorted(kept + rows, key=lambda r: order.get((r["model"], r["ram_target_bytes"]), len(order)))
     write_json(args.json, {**run_info, "emulator": "qemu-system-arm -machine mps2-an386 -cpu cortex-m4 -icount shift=0",
                            "references": REFERENCES, "results": results, "stm32f439": stm32 or kept_stm32})
-
-
-def _earlier(path: Path, rerun: List[str]):
-    """The rows (and STM32 build) of an earlier run at ``path`` for models not in ``rerun``."""
-    if not path.is_file():
-        return [], None
-    try:
-        earlier = json.loads(path.read_text())
-        rows = [r for r in earlier["results"] if r["model"] not in rerun]
-    except (ValueError, KeyError, TypeError) as err:
-        sys.exit(f"error: {path} is not a deploy_m4 result file ({err}); move it away or pass another --json")
-    stm32 = earlier.get("stm32f439") if "rnnpool_face_quant" not in rerun else None
-    return rows, stm32
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ continues cut-short runs from P bit for bit.
 """
 import argparse
 import csv
-import json
 import shutil
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import torch
 from rnnpool.analysis import profile_model
 from rnnpool.engine import DetectConfig, build_detector, evaluate_detector, train_detector
 from rnnpool.models import create_model, model_info
-from _report import write_json  # benchmarks/_report.py, next to this script
+from _report import earlier_results, write_json  # benchmarks/_report.py, next to this script
 
 
 def curve(run: Path):
@@ -45,14 +44,8 @@ def train_minutes(run: Path) -> float:
 def merged_results(path: str, args: dict, rows: list) -> dict:
     """This run's rows added to those already in ``path`` (a model trained again replaces its old row), so
     models trained by separate invocations (each with its own epochs) end up in one table."""
-    kept = []
-    if Path(path).is_file():
-        try:
-            kept = json.loads(Path(path).read_text()).get("results", [])
-        except (ValueError, AttributeError) as err:
-            sys.exit(f"error: {path} is not a train_faces result file ({err}); move it away or pass another --json")
-    names = {r["model"] for r in rows}
-    return {"args": args, "results": [r for r in kept if r.get("model") not in names] + rows}
+    _, kept = earlier_results(path, {r["model"] for r in rows})
+    return {"args": args, "results": kept + rows}
 
 
 def main() -> None:
