@@ -41,7 +41,8 @@ def deploy_table(data: Dict) -> str:
             continue
         size = f"{r['input']['width']}x{r['input']['height']}x{r['input']['channels']}"
         ram = f"{r['static_ram_bytes']:,} + {r['stack_bytes']:,} = **{_kib(r['ram_bytes'])}**"
-        predicted = f"{_kib(r['predicted_ram_bytes'])} ({100 * r['prediction_error']:+.1f}%)"
+        error = round(100 * r['prediction_error'], 1) + 0.0  # + 0.0: no "-0.0"
+        predicted = f"{_kib(r['predicted_ram_bytes'])} ({error:+.1f}%)"
         instructions = f"{r['instructions'] / 1e9:.3f} G"
         if r.get("instruction_target"):
             met = "met" if r["instructions"] <= r["instruction_target"] else "not met"

@@ -19,10 +19,11 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from .c_literals import C_TYPES, c_array, c_float, c_ident
+from .fixedpoint import HIGH_WORD_SHIFT
 from .int8_reference import DetectionSettings, head_key_params
 from .quantize import QAvgPool, QConv, QFastGRNN, QL2Norm, QMBConv, QRNNPool, QuantizedGraph
 from .runtime_limits import RUNTIME_DIR, padded
-from .schedule import (Node, Schedule, ScheduleError, build_schedule, conv_kdim, gathers_columns, mbconv_memory, rnnpool_memory,
+from .schedule import (Node, Schedule, ScheduleError, build_schedule, column_channels, conv_kdim, gathers_columns, mbconv_memory, rnnpool_memory,
                        rnnpool_valid_rows)
 
 RUNTIME_SOURCES = ("rt_conv.c", "rt_mbconv.c", "rt_fastgrnn.c", "rt_rnnpool.c", "rt_pixel.c", "rt_detect.c")
@@ -79,6 +80,14 @@ def chan_records(op: QConv, terms: int) -> np.ndarray:
         raise ScheduleError(f"layer {op.output}: channel {worst}'s requantization multiplier "
                             f"{op.mult[worst] / 2.0 ** op.shift[worst]:.3g} is too large for 32-bit accumulators")
     return np.stack((op.bias.astype(np.int64), op.mult.astype(np.int64), rsh, lsh), 1)
+
+
+def requant_form(op: QConv, chan: np.ndarray) -> str:
+    """How the kernels requantize this conv (rnnpool_rt.h): the rounded high word of every channel's product
+    (all shifts 32), shifts right only, or some channel shifting left."""
+    if (op.shift == HIGH_WORD_SHIFT).all():
+        return "RT_RQ_HIGH_WORD"
+    return "RT_RQ_SHIFT_LEFT" if (chan[:, 3] > 0).any() else "RT_RQ_SHIFT_RIGHT"
 
 
 @dataclass
@@ -194,8 +203,13 @@ class _Emitter:
         wide = id(op) in self.wide
         if op.depthwise:
             w = self.array("int16_t", f"w_{n}", depthwise_weights(op, kdim))
-        else:  # columns: (dx, dy, c), the order of the column ring; else (dy, dx, c)
-            rows = (op.weight.transpose(0, 2, 1, 3) if columns else op.weight).reshape(op.out_channels, -1)
+        elif columns:  # (dx, dy, c), the order of the column ring, channels padded as the ring holds them
+            weight = op.weight.transpose(0, 2, 1, 3)
+            weight = np.pad(weight, ((0, 0), (0, 0), (0, 0), (0, column_channels(op) - op.in_channels)))
+            rows = weight.reshape(op.out_channels, -1)
+        else:  # (dy, dx, c)
+            rows = op.weight.reshape(op.out_channels, -1)
+        if not op.depthwise:
             w = (self.array("int32_t", f"w_{n}", widen_rows(rows, kdim, unpacked_data=True)) if wide
                  else self.array("int8_t", f"w_{n}", pack_rows(rows, kdim)))
         chan = chan_records(op, conv_kdim(op) if not op.depthwise else op.kernel ** 2)
@@ -205,7 +219,7 @@ class _Emitter:
         pad = self.array("int8_t", f"pad_{n}", op.pad_values) if op.pad_values is not None else "NULL"
         self.constants.append(
             f"static const rt_conv conv_{n} = {{{op.in_channels}, {op.out_channels}, {op.kernel}, {op.stride}, {op.padding}, "
-            f"{int(op.depthwise)}, {op.maxout}, {kdim}, {int(columns)}, {int(wide)}, {int((chan[:, 3] > 0).any())}, "
+            f"{int(op.depthwise)}, {op.maxout}, {kdim}, {int(columns)}, {int(wide)}, {requant_form(op, chan)}, "
             f"{op.input_zero_point}, {op.output_zero_point}, {op.act_min}, {op.act_max}, {w}, chan_{n}, {pad}}};\n")
         return f"conv_{n}"
 
@@ -281,7 +295,7 @@ class _Emitter:
         for op in node.ops:
             if gathers_columns(op):
                 self.check(f"scratch_{c_ident(op.output)}",
-                           f"{self.plan.sizes['scratch']} >= RT_COLUMN_RING_BYTES({op.kernel}, {op.stride}, {op.in_channels})")
+                           f"{self.plan.sizes['scratch']} >= RT_COLUMN_RING_BYTES({op.kernel}, {op.stride}, {column_channels(op)})")
             elif not op.depthwise:
                 self.check(f"scratch_{c_ident(op.output)}", f"{self.plan.sizes['scratch']} >= RT_CONV_SCRATCH_BYTES({conv_kdim(op)})")
         comment = f"conv {', '.join(node.outputs)} <- {m.name}" + (" (L2Norm as gathered)" if node.norm is not None else "")
@@ -298,6 +312,9 @@ class _Emitter:
         add = "NULL"
         if op.add is not None:
             a = op.add
+            if 255 * (abs(a.mult_a) + abs(a.mult_b)) + (1 << (a.shift - 1)) >= 2**31:
+                raise ScheduleError(f"layer {op.output}: the residual add's multipliers ({a.mult_a}, {a.mult_b}) do not "
+                                    f"fit the kernel's 32-bit sum")
             self.constants.append(f"static const rt_add add_{name} = {{{a.a_zero_point}, {a.b_zero_point}, "
                                   f"{a.output_zero_point}, {a.mult_a}, {a.mult_b}, {a.shift}}};\n")
             add = f"&add_{name}"

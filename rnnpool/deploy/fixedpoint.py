@@ -1,7 +1,8 @@
 """Fixed-point arithmetic shared by the int8 reference and the generated C (the two must agree bit for bit).
 
 A real multiplier ``m`` is stored as an integer ``M`` and a right shift ``s`` with ``m ~= M / 2**s``
-(``|M|`` in [2**30, 2**31), as CMSIS-NN/TFLM do). Requantization is then
+(``|M|`` in [2**30, 2**31), as CMSIS-NN/TFLM do; convolutions use ``s = 32`` where ``M`` keeps enough bits,
+see :func:`quantize_multiplier_high_word`). Requantization is then
 ``requantize(v, M, s) = (v * M + 2**(s-1)) >> s`` in 64-bit integers (round half up, arithmetic shift),
 which the C runtime computes with exactly the same expression.
 
@@ -42,6 +43,22 @@ def quantize_multiplier(m: float, allow_negative: bool = False) -> Tuple[int, in
         q >>= shift - 62
         shift = 62
     return (-q if m < 0 else q), shift
+
+
+HIGH_WORD_SHIFT = 32  # the high-word form: (v * M + 2**31) >> 32, one SMMLAR on the Cortex-M4
+HIGH_WORD_MIN_MULT = 1 << 14  # below this, M keeps too few bits in the high-word form
+
+
+def quantize_multiplier_high_word(m: float) -> Tuple[int, int]:
+    """(M, 32) with ``m ~= M / 2**32`` where that keeps ``M`` in [2**14, 2**31) (m in [2**-18, 1/2)): the
+    requantization is then the rounded high word of ``v * M``, one instruction on the M4 (SMMLAR, which
+    also adds the output zero point). ``M`` keeps 15 to 31 bits, so the error stays far below an int8
+    step. Other multipliers get :func:`quantize_multiplier`'s normalized form."""
+    if math.isfinite(m) and m > 0:
+        q = int(round(m * 2.0 ** HIGH_WORD_SHIFT))
+        if HIGH_WORD_MIN_MULT <= q < 1 << 31:
+            return q, HIGH_WORD_SHIFT
+    return quantize_multiplier(m)
 
 
 def requantize(v: np.ndarray, mult, shift) -> np.ndarray:
@@ -86,5 +103,5 @@ NONLINEARITY_FUNCTIONS = {
     "quant_tanh": lambda x: np.clip(x, -1.0, 1.0),
 }
 
-__all__ = ["INT16_MAX", "INT16_MIN", "LUT_SHIFT", "LUT_SIZE", "NONLINEARITY_FUNCTIONS", "PRE_BITS", "STATE_BITS",
-           "build_lut", "lut_lookup", "quantize_multiplier", "requantize", "saturate", "shift_round"]
+__all__ = ["HIGH_WORD_SHIFT", "INT16_MAX", "INT16_MIN", "LUT_SHIFT", "LUT_SIZE", "NONLINEARITY_FUNCTIONS", "PRE_BITS", "STATE_BITS",
+           "build_lut", "lut_lookup", "quantize_multiplier", "quantize_multiplier_high_word", "requantize", "saturate", "shift_round"]

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from ..errors import RnnpoolError
-from .fixedpoint import NONLINEARITY_FUNCTIONS, PRE_BITS, STATE_BITS, build_lut, quantize_multiplier
+from .fixedpoint import (NONLINEARITY_FUNCTIONS, PRE_BITS, STATE_BITS, build_lut, quantize_multiplier,
+                         quantize_multiplier_high_word)
 from .graph import AvgPoolOp, ConvOp, Graph, Head, L2NormOp, MBConvOp, RNNPoolOp, build_graph, run_float
 
 INPUT_SCALE, INPUT_ZERO_POINT = 1.0 / 255.0, -128
@@ -213,8 +214,9 @@ def _quantize_weight(weight: torch.Tensor, scales: np.ndarray) -> np.ndarray:
     return np.clip(np.round(weight.numpy() / scales.reshape(shape)), -127, 127).astype(np.int8)
 
 
-def _multipliers(values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    pairs = [quantize_multiplier(float(v)) for v in values]
+def _multipliers(values: np.ndarray, high_word: bool) -> Tuple[np.ndarray, np.ndarray]:
+    form = quantize_multiplier_high_word if high_word else quantize_multiplier
+    pairs = [form(float(v)) for v in values]
     return np.array([p[0] for p in pairs], dtype=np.int32), np.array([p[1] for p in pairs], dtype=np.int32)
 
 
@@ -225,13 +227,13 @@ def _check_accumulator(name: str, bias: np.ndarray, terms: int) -> None:
                                 f"({terms} products); its input range is too narrow for its bias")
 
 
-def _quantize_conv(op: ConvOp, tensors: Dict[str, QTensor]) -> QConv:
+def _quantize_conv(op: ConvOp, tensors: Dict[str, QTensor], high_word: bool = True) -> QConv:
     x, y = tensors[op.input], tensors[op.output]
     scales = _weight_scales(op.weight)
     weight = _quantize_weight(op.weight, scales).transpose(0, 2, 3, 1).copy()  # (O, k, k, I/g)
     bias = np.round(op.bias.numpy() / (x.scale * scales))
     _check_accumulator(op.output, bias, int(np.prod(weight.shape[1:])))
-    mult, shift = _multipliers(x.scale * scales / y.scale)
+    mult, shift = _multipliers(x.scale * scales / y.scale, high_word)
     act_min, act_max = -128, 127
     if op.act in ("relu", "relu6"):
         act_min = max(-128, y.zero_point)
@@ -244,9 +246,16 @@ def _quantize_conv(op: ConvOp, tensors: Dict[str, QTensor]) -> QConv:
                  x.zero_point, y.zero_point, act_min, act_max, op.maxout, pad_values)
 
 
+ADD_MULT_BITS = 21  # residual-add multipliers below 2**21: (a - za) * ma + (b - zb) * mb then fits 32 bits
+
+
 def _quantize_add(a: QTensor, b: QTensor, out: QTensor) -> QAdd:
+    """Multipliers of at most ADD_MULT_BITS bits (20-21 bits of precision for ratios near 1, far below an int8
+    step), so the C kernel adds in 32 bits exactly: 2 * 255 * 2**21 + 2**(shift - 1) < 2**31."""
     ratios = (a.scale / out.scale, b.scale / out.scale)
-    shift = 30 - max(0, math.ceil(math.log2(max(ratios))))
+    shift = ADD_MULT_BITS - max(0, math.ceil(math.log2(max(ratios))))
+    if shift < 1:
+        raise QuantizationError(f"a residual add's scale ratio {max(ratios):.3g} is too large for fixed point")
     return QAdd(a.zero_point, b.zero_point, out.zero_point, int(round(ratios[0] * 2**shift)), int(round(ratios[1] * 2**shift)), shift)
 
 
@@ -348,9 +357,13 @@ def _key_bits(heads: List[Head], tensors: Dict[str, QTensor]) -> int:
 
 
 def quantize_graph(graph: Graph, ranges: Dict[str, Tuple[float, float]],
-                   input_quantization: Tuple[float, int] = (INPUT_SCALE, INPUT_ZERO_POINT)) -> QuantizedGraph:
+                   input_quantization: Tuple[float, int] = (INPUT_SCALE, INPUT_ZERO_POINT),
+                   high_word_multipliers: bool = True) -> QuantizedGraph:
     """Integer version of ``graph`` with activation ranges from :func:`calibrate`. The input is an image
-    (``pixel - 128``, scale 1/255) unless ``input_quantization`` (scale, zero point) says otherwise."""
+    (``pixel - 128``, scale 1/255) unless ``input_quantization`` (scale, zero point) says otherwise.
+    ``high_word_multipliers``: convolutions requantize with shift 32 where the multiplier allows it
+    (:func:`~rnnpool.deploy.fixedpoint.quantize_multiplier_high_word`, the fast form on the M4); False keeps
+    every multiplier normalized (the general form, which the kernel tests also cover)."""
     tensors = {name: QTensor(shape, *activation_params(*ranges[name])) for name, shape in graph.shapes.items()}
     tensors[graph.input] = QTensor(graph.shapes[graph.input], *input_quantization)
     for op in graph.ops:
@@ -359,9 +372,9 @@ def quantize_graph(graph: Graph, ranges: Dict[str, Tuple[float, float]],
     ops: List[QOp] = []
     for op in graph.ops:
         if isinstance(op, ConvOp):
-            ops.append(_quantize_conv(op, tensors))
+            ops.append(_quantize_conv(op, tensors, high_word_multipliers))
         elif isinstance(op, MBConvOp):
-            convs = {id(c): _quantize_conv(c, tensors) for c in op.convs()}
+            convs = {id(c): _quantize_conv(c, tensors, high_word_multipliers) for c in op.convs()}
             add = _quantize_add(tensors[op.project.output], tensors[op.input], tensors[op.output]) if op.residual else None
             ops.append(QMBConv(op.input, op.output, convs.get(id(op.expand)), convs[id(op.depthwise)], convs[id(op.project)], add))
         elif isinstance(op, RNNPoolOp):

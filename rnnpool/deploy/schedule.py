@@ -269,20 +269,33 @@ MAX_COLUMN_CHANNELS = 32  # wider inputs gather per pixel: a column ring would o
 
 
 def gathers_columns(conv: QConv) -> bool:
-    """A dense k x k conv (k > 1) on whole words of channels unpacks each input column once into a ring of
-    columns (its weights stored column-major: dx, dy, c) instead of gathering every pixel's taps."""
-    return (not conv.depthwise and conv.kernel > 1 and conv.in_channels % 4 == 0 and conv.pad_values is None
+    """A dense k x k conv (k > 1) unpacks each input column once into a ring of columns (its weights stored
+    column-major: dx, dy, c) instead of gathering every pixel's taps. The column holds each pixel's channels
+    padded to whole words (RT_PACK), so it serves channel counts that waste at most a quarter of the
+    multiply-adds that way: whole words, or 3 of 4 (an RGB image)."""
+    return (not conv.depthwise and conv.kernel > 1 and conv.in_channels % 4 in (0, 3) and conv.pad_values is None
             and conv.in_channels <= MAX_COLUMN_CHANNELS)
 
 
+def column_channels(conv: QConv) -> int:
+    """Channels of one pixel in a column: in_channels padded to whole words (the padding unpacks to 0)."""
+    return padded(conv.in_channels)
+
+
 def column_ring_bytes(conv: QConv) -> int:
-    """The ring: k + stride columns of k rows of cin int16, stored twice so any k adjacent ones are contiguous."""
-    return 2 * (conv.kernel + conv.stride) * conv.kernel * conv.in_channels * 2
+    """The ring: k + stride columns of k pixels of padded channels as int16, stored twice so any k adjacent
+    ones are contiguous."""
+    return 2 * (conv.kernel + conv.stride) * conv.kernel * column_channels(conv) * 2
 
 
 def conv_kdim(conv: QConv) -> int:
-    """Length of a packed weight row: k*k*cin (dense) or channels (depthwise), padded to RT_PACK."""
-    return padded(conv.in_channels) if conv.depthwise or conv.kernel == 1 else padded(conv.kernel ** 2 * conv.in_channels)
+    """Length of a packed weight row: k*k*cin (dense; k*k*padded cin when it gathers columns) or channels
+    (depthwise), padded to RT_PACK."""
+    if conv.depthwise or conv.kernel == 1:
+        return padded(conv.in_channels)
+    if gathers_columns(conv):
+        return conv.kernel ** 2 * column_channels(conv)
+    return padded(conv.kernel ** 2 * conv.in_channels)
 
 
 def _conv_scratch(conv: QConv) -> int:
@@ -451,6 +464,6 @@ def build_schedule(graph: QuantizedGraph, cache_rows: bool = True, ram_budget: O
     return Schedule(graph, maps, nodes, buffers, scratch, choices, ram_budget)
 
 
-__all__ = ["Buffer", "MapInfo", "Node", "Schedule", "ScheduleError", "build_schedule", "column_ring_bytes", "conv_kdim",
+__all__ = ["Buffer", "MapInfo", "Node", "Schedule", "ScheduleError", "build_schedule", "column_channels", "column_ring_bytes", "conv_kdim",
            "gathers_columns", "layer_by_layer_peak",
            "mbconv_memory", "rnnpool_memory", "rnnpool_valid_rows"]

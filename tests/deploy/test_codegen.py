@@ -95,7 +95,8 @@ def test_a_wrong_kernel_is_caught_and_located(face_m4_quantized, tmp_path):
     _, graph, images = face_m4_quantized
     generate_c(build_schedule(graph), tmp_path)
     source = (tmp_path / "rt_mbconv.c").read_text()
-    (tmp_path / "rt_mbconv.c").write_text(source.replace("a->b_zp) * a->mult_b", "a->b_zp - 1) * a->mult_b"))
+    assert "(res[i] - zb) * mb" in source
+    (tmp_path / "rt_mbconv.c").write_text(source.replace("(res[i] - zb) * mb", "(res[i] - zb - 1) * mb"))
     image = to_uint8(images[3])
     image.tofile(tmp_path / "input.raw")
     reference = reference_output(graph, image, DetectionSettings())

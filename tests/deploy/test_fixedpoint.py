@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from rnnpool.deploy.fixedpoint import build_lut, lut_lookup, quantize_multiplier, requantize, NONLINEARITY_FUNCTIONS
+from rnnpool.deploy.fixedpoint import (NONLINEARITY_FUNCTIONS, build_lut, lut_lookup, quantize_multiplier,
+                                      quantize_multiplier_high_word, requantize)
 
 
 @given(st.floats(min_value=1e-12, max_value=1e8, allow_nan=False))
@@ -24,6 +25,21 @@ def test_requantize_rounds_to_nearest(v, m):
     got = int(requantize(np.int64(v), mult, shift))
     assert abs(got - v * mult / 2**shift) <= 0.5
     assert abs(got - v * m) <= 0.5 + abs(v * m) * 2**-29 + 1e-9
+
+
+@given(st.floats(min_value=1e-12, max_value=1e3, allow_nan=False))
+@settings(max_examples=200, deadline=None)
+def test_high_word_multiplier(m):
+    """Shift 32 exactly where M keeps 15+ bits (m in [2**-18, 1/2)), the normalized form elsewhere; either
+    way M / 2**s is m to within M's last bit."""
+    mult, shift = quantize_multiplier_high_word(m)
+    if 2.0**-18 <= m < 0.5 - 2.0**-33:
+        assert shift == 32 and 2**14 <= mult < 2**31
+        assert abs(mult - m * 2**32) <= 0.5
+    elif m < 2.0**-18 * (1 - 2.0**-15) or m >= 0.5:
+        assert (mult, shift) == quantize_multiplier(m)
+    v = 255 * 127 * 9  # a large accumulator: the requantized value is still within half a step of v * m
+    assert abs(int(requantize(np.int64(v), mult, shift)) - v * m) <= 0.5 + v * 2.0**-(min(shift, 62) + 1) + 1e-9
 
 
 def test_multiplier_errors_name_the_problem():

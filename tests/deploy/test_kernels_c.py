@@ -7,14 +7,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, currently_in_test_context, given, settings, strategies as st
 
-from rnnpool.deploy.codegen import WIDE_WEIGHTS_BYTES, chan_records, generate_c
+from rnnpool.deploy.codegen import WIDE_WEIGHTS_BYTES, chan_records, generate_c, requant_form
 from rnnpool.deploy.graph import AvgPoolOp, ConvOp, Graph, L2NormOp, MBConvOp, RNNPoolOp, run_float
 from rnnpool.deploy.int8_reference import fnv1a, run_int8
 from rnnpool.deploy.programs import parse_program_output, run_tool, toolchain_available
 from rnnpool.deploy.quantize import quantize_graph
-from rnnpool.deploy.schedule import build_schedule
+from rnnpool.deploy.schedule import build_schedule, gathers_columns
 from rnnpool.nn import RNNPool2d
 
 pytestmark = pytest.mark.skipif(not toolchain_available("host"), reason="needs make and gcc")
@@ -22,22 +22,25 @@ KERNEL_SETTINGS = settings(max_examples=6, deadline=None, suppress_health_check=
 
 
 def run_one_op_program(graph: Graph, image: np.ndarray, folder, wide_weights: bool = True, clamped: bool = False,
-                       output_range=None) -> None:
+                       output_range=None, high_word_multipliers: bool = True):
     """Build the graph's program with per-map checksums and compare every map with the reference.
     ``wide_weights``: dense weights stored as int16 (the code generator's default for small models) or int8;
     ``clamped``: the output's range reaches below its values, so a fused ReLU clamps inside int8 (the
-    kernels' general clamp, not their SSAT); ``output_range``: the output's (low, high) instead of its own."""
+    kernels' general clamp, not their SSAT); ``output_range``: the output's (low, high) instead of its own;
+    ``high_word_multipliers``: False quantizes every multiplier normalized (the kernels' shifting path).
+    Returns the quantized graph."""
     x = torch.from_numpy(image).permute(2, 0, 1)[None].double() / 255
     ranges = {name: (v.min().item(), v.max().item()) for name, v in run_float(graph, x).items()}
     low, high = ranges[graph.ops[-1].output]
     if output_range is not None:
         ranges[graph.ops[-1].output] = output_range
-    else:  # (property-based tests) a nearly constant output (e.g. ReLU of one negative weight) proves little
-        # and quantizes to a scale the 32-bit requantization refuses (ScheduleError), as it should
+    elif currently_in_test_context():  # (property-based tests) a nearly constant output (e.g. ReLU of one
+        # negative weight) proves little and quantizes to a scale the 32-bit requantization refuses
+        # (ScheduleError), as it should
         assume(high - low > 0.05)
     if clamped:
         ranges[graph.ops[-1].output] = (low - (high - low) / 2, high)
-    q = quantize_graph(graph, ranges)
+    q = quantize_graph(graph, ranges, high_word_multipliers=high_word_multipliers)
     generate_c(build_schedule(q), folder, model_name="kernel", wide_weights_bytes=WIDE_WEIGHTS_BYTES if wide_weights else 0)
     image.tofile(folder / "input.raw")
     run_tool(["make", "-s", "trace", "CFLAGS=-O1"], folder, 300)
@@ -48,6 +51,7 @@ def run_one_op_program(graph: Graph, image: np.ndarray, folder, wide_weights: bo
         assert value == fnv1a(reference[name]), f"map {name} differs from the int8 reference"
     out = reference[graph.ops[-1].output]
     assert len(np.unique(out)) > 1 or out.size == 1, "a constant output would prove little"
+    return q
 
 
 def random_image(gen: torch.Generator, channels: int, height: int, width: int) -> np.ndarray:
@@ -93,6 +97,37 @@ def test_requantization_that_shifts_left(depthwise, tmp_path):
     q = quantize_graph(graph, {"x": (0.0, 1.0), "y": narrow})
     assert (chan_records(q.ops[0], 9 if depthwise else 36)[:, 3] > 0).any()
     run_one_op_program(graph, image, tmp_path, output_range=narrow)
+
+
+@pytest.mark.parametrize("cin,stride,norm", [(3, 2, False), (3, 1, True), (4, 1, False), (4, 2, True), (8, 1, False)])
+def test_column_gathering_convs(cin, stride, norm, tmp_path):
+    """Dense 3x3 convs that unpack each input column once (an RGB stem's 3 channels padded to a word, and
+    through an L2Norm applied as the columns are read), at both edges of odd-sized maps."""
+    gen = torch.Generator().manual_seed(cin + stride)
+    height, width = 9, 11
+    ops, shapes = [], {"x": (cin, height, width)}
+    if norm:
+        ops.append(L2NormOp("x", "n"))
+        shapes["n"] = (cin, height, width)
+    conv = conv_op(gen, "n" if norm else "x", "y", cin, 6, 3, stride, False, "relu6")
+    ops.append(conv)
+    shapes["y"] = (6, out_size(height, 3, stride, 1), out_size(width, 3, stride, 1))
+    graph = Graph("x", ops, shapes=shapes, logits="y", task="classification")
+    q = run_one_op_program(graph, random_image(gen, cin, height, width), tmp_path)
+    assert gathers_columns(q.ops[-1])
+    assert requant_form(q.ops[-1], chan_records(q.ops[-1], 36)) == "RT_RQ_HIGH_WORD"
+
+
+@pytest.mark.parametrize("kind", ["dense", "depthwise", "pointwise"])
+def test_normalized_multipliers(kind, tmp_path):
+    """The requantization's general form (normalized multipliers, shifts right beyond 32): what a layer whose
+    multiplier is below 2**-18 gets; the kernels' default builds give every common layer the high word."""
+    gen = torch.Generator().manual_seed(5)
+    k = 1 if kind == "pointwise" else 3
+    op = conv_op(gen, "x", "y", 8, 8, k, 1, kind == "depthwise", "relu")
+    graph = Graph("x", [op], shapes={"x": (8, 7, 9), "y": (8, 7, 9)}, logits="y", task="classification")
+    q = run_one_op_program(graph, random_image(gen, 8, 7, 9), tmp_path, high_word_multipliers=False)
+    assert requant_form(q.ops[0], chan_records(q.ops[0], 72)) == "RT_RQ_SHIFT_RIGHT"
 
 
 @KERNEL_SETTINGS

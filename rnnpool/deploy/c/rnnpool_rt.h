@@ -36,17 +36,24 @@ static inline int8_t *rt_ring_row(const rt_ring *r, int y) { return r->base + (s
 
 /* Convolution (+ folded BN, + ReLU/ReLU6 as [act_min, act_max]); dense (any k) or depthwise. Output
  * channel o: clamp(out_zp + rq(bias + sum w (x - in_zp), mult, s)) with rt_rq's rounding, computed as
- * ((((v << lsh) * mult) >> 32 >> rsh) + 1) >> 1 (s = 33 + rsh - lsh, one of rsh / lsh 0): SMULL and shifts. */
+ * ((((v << lsh) * mult) >> 32 >> rsh) + 1) >> 1 (s = 33 + rsh - lsh, one of rsh / lsh 0): SMULL and shifts;
+ * or, where every channel's s is 32 (RT_RQ_HIGH_WORD), as the rounded high word of v * mult plus out_zp:
+ * one SMMLAR. */
 typedef struct {
     int32_t bias, mult, rsh, lsh;
 } rt_chan;
 
+/* rt_conv.rq_form: what the requantization of a conv's channels needs */
+#define RT_RQ_SHIFT_LEFT 0  /* some channel shifts left (lsh > 0) */
+#define RT_RQ_SHIFT_RIGHT 1 /* every channel shifts right only (lsh == 0) */
+#define RT_RQ_HIGH_WORD 2   /* every channel's s is 32: the rounded high word */
+
 typedef struct {
     int16_t cin, cout, k, stride, pad, depthwise, maxout;
     int16_t kdim;          /* dense: k*k*cin padded to RT_PACK (one weight row); depthwise: cin padded to RT_PACK */
-    int16_t columns;       /* dense, cin a multiple of 4: gathers by columns, weights stored (dx, dy, c) */
+    int16_t columns;       /* dense: gathers by columns, weights stored (dx, dy, c) with c padded to RT_PACK */
     int16_t wide;          /* dense: weights stored as int16 [cout][kdim], each four columns (0, 2, 1, 3) */
-    int16_t left_shifts;   /* some channel's requantization shifts left (rt_chan.lsh > 0) */
+    int16_t rq_form;       /* RT_RQ_SHIFT_LEFT, RT_RQ_SHIFT_RIGHT or RT_RQ_HIGH_WORD */
     int32_t in_zp, out_zp, act_min, act_max;
     const void *w;         /* dense: int8 (or wide: int16) [cout][kdim], taps (dy, dx, ci) in order; depthwise: int16
                             * [kdim / 4][k*k][4], per four channels and tap the pairs (c, c + 2), (c + 1, c + 3) */
@@ -54,7 +61,7 @@ typedef struct {
     const int8_t *pad_values; /* [cin] what padding reads (dense only); NULL: the input zero point */
 } rt_conv;
 
-/* Residual add: out = zo + rq((a - za) * ma + (b - zb) * mb, 1, shift) in 64 bits. */
+/* Residual add: out = zo + rq((a - za) * ma + (b - zb) * mb, 1, shift), exact in 32 bits (|ma|, |mb| < 2^21). */
 typedef struct {
     int32_t a_zp, b_zp, out_zp, mult_a, mult_b, shift;
 } rt_add;
@@ -120,7 +127,7 @@ typedef struct {
     int32_t *wx;           /* [c][r][h1]: W1 x + b_z of the patch's columns, a ring over columns */
     int16_t *col_sums;     /* [c][h1] ring of column summaries */
     int16_t *row_sums;     /* [r][h1] */
-    int32_t *wx2;          /* [r + c][h2] */
+    int32_t *wx2;          /* [r + c][h2]: W2 of the patch's row summaries, then a ring over columns of W2 of theirs */
     int16_t *state;        /* 2 * max(h1, h2) */
     int32_t *unpacked;     /* 2 * max(wdim1, wdim2) int16 */
     int cached_through;    /* the row summaries of input rows <= this are in row_cache (RT_NONE: none) */
@@ -133,8 +140,9 @@ typedef struct {
  * w_out pixels of (cout - maxout + 1) channels. scratch: RT_CONV_SCRATCH_BYTES(kdim) (dense and 1x1). */
 void rt_conv_row(const rt_conv *p, const int8_t *const *rows, int w_in, int w_out, int8_t *out, void *scratch);
 #define RT_CONV_SCRATCH_BYTES(kdim) ((size_t)(kdim) * 5)
-/* A column-gathering conv's scratch: k + stride unpacked columns (k rows of cin int16 each), stored twice. */
-#define RT_COLUMN_RING_BYTES(k, stride, cin) ((size_t)2 * ((k) + (stride)) * (k) * (cin) * 2)
+/* A column-gathering conv's scratch: k + stride unpacked columns (k pixels of `channels` int16 each: cin
+ * padded to whole RT_PACK words), stored twice. */
+#define RT_COLUMN_RING_BYTES(k, stride, channels) ((size_t)2 * ((k) + (stride)) * (k) * (channels) * 2)
 
 struct rt_l2norm_s;
 /* n dense convolutions with the same input, kernel, stride and padding: one gathering of each output

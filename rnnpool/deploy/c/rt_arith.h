@@ -1,5 +1,5 @@
 /* Integer arithmetic shared by every rnnpool kernel: fixed-point requantization, saturation and the
- * Cortex-M4 DSP instructions (SXTB16, SXTAB16, SMLAD, SMLABB, SMLATT). On a core with the DSP extension
+ * Cortex-M4 DSP instructions (SXTB16, SXTAB16, SMLAD, SMLABB, SMLATT, SMULWB, SMULWT). On a core with the DSP extension
  * (__ARM_FEATURE_DSP) they are the ACLE intrinsics of arm_acle.h; elsewhere (the host build) they are
  * plain C with the same results bit for bit, so one kernel source serves both. */
 #ifndef RT_ARITH_H
@@ -19,6 +19,19 @@ static inline int32_t rt_hi16(uint32_t x) { return (int16_t)(x >> 16); }
 #define RT_SMLAD(x, y, acc) __smlad((int32_t)(x), (int32_t)(y), (acc))
 #define RT_SMLABB(x, y, acc) __smlabb((int32_t)(x), (int32_t)(y), (acc))
 #define RT_SMLATT(x, y, acc) __smlatt((int32_t)(x), (int32_t)(y), (acc))
+/* (a * the low / high signed half of x) >> 16, from the 48-bit product (not in this arm_acle.h) */
+static inline int32_t rt_smulwb(int32_t a, uint32_t x) {
+    int32_t r;
+    __asm__("smulwb %0, %1, %2" : "=r"(r) : "r"(a), "r"(x));
+    return r;
+}
+static inline int32_t rt_smulwt(int32_t a, uint32_t x) {
+    int32_t r;
+    __asm__("smulwt %0, %1, %2" : "=r"(r) : "r"(a), "r"(x));
+    return r;
+}
+#define RT_SMULWB(a, x) rt_smulwb((a), (x))
+#define RT_SMULWT(a, x) rt_smulwt((a), (x))
 /* clamp to the signed range of `bits` bits (SSAT) */
 #define RT_SSAT(v, bits) __ssat((v), (bits))
 #else
@@ -36,6 +49,8 @@ static inline int32_t rt_smlad(uint32_t x, uint32_t y, int32_t acc) {
 #define RT_SMLAD(x, y, acc) rt_smlad((x), (y), (acc))
 #define RT_SMLABB(x, y, acc) ((acc) + rt_lo16(x) * rt_lo16(y))
 #define RT_SMLATT(x, y, acc) ((acc) + rt_hi16(x) * rt_hi16(y))
+#define RT_SMULWB(a, x) ((int32_t)(((int64_t)(a) * rt_lo16(x)) >> 16))
+#define RT_SMULWT(a, x) ((int32_t)(((int64_t)(a) * rt_hi16(x)) >> 16))
 #define RT_SSAT(v, bits) rt_ssat((v), (bits))
 static inline int32_t rt_ssat(int32_t v, int bits) {
     const int32_t hi = (1 << (bits - 1)) - 1;
@@ -88,6 +103,20 @@ static inline int32_t rt_rq(int32_t v, int32_t m, int32_t s) {
 static inline int32_t rt_rq_chan(int32_t v, int32_t mult, int32_t rsh, int32_t lsh) {
     return ((((int32_t)(((int64_t)(v << lsh) * mult) >> 32)) >> rsh) + 1) >> 1;
 }
+
+/* zp + rt_rq(v, m, 32): the rounded high word of v * m, plus zp (SMMLAR on the M4: exact, as zp << 32
+ * adds nothing below the high word). */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+static inline int32_t rt_rq_high(int32_t v, int32_t m, int32_t zp) {
+    int32_t r;
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(r) : "r"(v), "r"(m), "r"(zp));
+    return r;
+}
+#else
+static inline int32_t rt_rq_high(int32_t v, int32_t m, int32_t zp) {
+    return (int32_t)(((int64_t)v * m + ((int64_t)zp << 32) + ((int64_t)1 << 31)) >> 32);
+}
+#endif
 
 /* The same with a 64-bit value and multiplier (RNNPool output affine, residual adds). */
 static inline int32_t rt_rq64(int64_t v, int32_t s) { return (int32_t)((v + ((int64_t)1 << (s - 1))) >> s); }

@@ -31,11 +31,13 @@ void rt_unpack_pixel(const int8_t *x, int cin, int kdim, int32_t zp, uint32_t *o
 }
 
 /* zp + rq(acc) clamped to [lo, hi]. Two facts of a layer make it cheaper: `full`, the range is all of int8
- * (the common case: one SSAT), and `unshifted`, no channel shifts left (rt_conv.left_shifts == 0, the
- * common case). rt_dot_requant and rt_depthwise_pixel pass them as constants to a body inlined once per
- * case, so neither is tested per value. */
-static inline int8_t requant(int32_t acc, const rt_chan *ch, int32_t zp, int32_t lo, int32_t hi, int full, int unshifted) {
-    const int32_t v = zp + rt_rq_chan(acc, ch->mult, ch->rsh, unshifted ? 0 : ch->lsh);
+ * (the common case: one SSAT), and its `form` (rt_conv.rq_form): RT_RQ_HIGH_WORD (the common case: one
+ * SMMLAR) or RT_RQ_SHIFT_RIGHT needs no left shift. rt_dot_requant and rt_depthwise_pixel pass them as
+ * constants to a body inlined once per common case, so neither is tested per value. */
+static inline int8_t requant(int32_t acc, const rt_chan *ch, int32_t zp, int32_t lo, int32_t hi, int full, int form) {
+    const int32_t v = form == RT_RQ_HIGH_WORD
+                          ? rt_rq_high(acc, ch->mult, zp)
+                          : zp + rt_rq_chan(acc, ch->mult, ch->rsh, form == RT_RQ_SHIFT_RIGHT ? 0 : ch->lsh);
     return (int8_t)(full ? RT_SSAT(v, 8) : rt_clamp(v, lo, hi));
 }
 
@@ -153,33 +155,27 @@ static inline int32_t dot_one(const rt_conv *p, const uint32_t *x, const uint32_
     return p->wide ? dot1_wide(x, w, words, acc) : dot1(x, w, words, acc);
 }
 
+/* Output channel o's value v: with `maxed` (a constant where inlined), S3FD max-out keeps the maximum of the
+ * first `maxout` channels in out[0] (a head's few scores) and moves the rest down. */
+static inline __attribute__((always_inline)) void put(int8_t *out, int o, int8_t v, int maxout, const int maxed) {
+    if (!maxed) {
+        out[o] = v;
+    } else if (o >= maxout) {
+        out[o - maxout + 1] = v;
+    } else if (o == 0 || v > out[0]) {
+        out[0] = v;
+    }
+}
+
+/* Every output channel of one or two pixels, two channels at a time (out1 unused without x1). */
 static inline __attribute__((always_inline)) void dot_requant(const rt_conv *p, const uint32_t *x0, const uint32_t *x1,
                                                               int8_t *out0, int8_t *out1, const int full,
-                                                              const int unshifted) {
-    const int words = p->wide ? p->kdim / 2 : p->kdim / 4, cout = p->cout;
+                                                              const int form, const int maxed) {
+    const int words = p->wide ? p->kdim / 2 : p->kdim / 4, cout = p->cout, maxout = p->maxout;
     const int32_t zp = p->out_zp, lo = p->act_min, hi = p->act_max;
     const uint32_t *w = (const uint32_t *)(const void *)p->w;
     const rt_chan *ch = p->chan;
     const uint32_t *second = x1 ? x1 : x0;
-    if (p->maxout > 1) { /* S3FD max-out: the first `maxout` channels keep their maximum (a head's few scores) */
-        int32_t best0 = -128, best1 = -128;
-        for (int o = 0; o < cout; ++o, w += words) {
-            const int8_t v0 = requant(dot_one(p, x0, w, words, ch[o].bias), ch + o, zp, lo, hi, full, unshifted);
-            const int8_t v1 = x1 ? requant(dot_one(p, x1, w, words, ch[o].bias), ch + o, zp, lo, hi, full, unshifted) : 0;
-            if (o < p->maxout) {
-                best0 = v0 > best0 ? v0 : best0;
-                best1 = v1 > best1 ? v1 : best1;
-                if (o == p->maxout - 1) {
-                    out0[0] = (int8_t)best0;
-                    if (x1) out1[0] = (int8_t)best1;
-                }
-            } else {
-                out0[o - p->maxout + 1] = v0;
-                if (x1) out1[o - p->maxout + 1] = v1;
-            }
-        }
-        return;
-    }
     int o = 0;
     for (; o + 2 <= cout; o += 2, w += 2 * words, ch += 2) {
         int32_t acc[4] = {ch[0].bias, ch[1].bias, 0, 0};
@@ -188,29 +184,29 @@ static inline __attribute__((always_inline)) void dot_requant(const rt_conv *p, 
         } else {
             dot22(x0, second, w, words, acc);
         }
-        out0[o] = requant(acc[0], ch, zp, lo, hi, full, unshifted);
-        out0[o + 1] = requant(acc[1], ch + 1, zp, lo, hi, full, unshifted);
+        put(out0, o, requant(acc[0], ch, zp, lo, hi, full, form), maxout, maxed);
+        put(out0, o + 1, requant(acc[1], ch + 1, zp, lo, hi, full, form), maxout, maxed);
         if (x1) {
-            out1[o] = requant(acc[2], ch, zp, lo, hi, full, unshifted);
-            out1[o + 1] = requant(acc[3], ch + 1, zp, lo, hi, full, unshifted);
+            put(out1, o, requant(acc[2], ch, zp, lo, hi, full, form), maxout, maxed);
+            put(out1, o + 1, requant(acc[3], ch + 1, zp, lo, hi, full, form), maxout, maxed);
         }
     }
     if (o < cout) {
-        out0[o] = requant(dot_one(p, x0, w, words, ch->bias), ch, zp, lo, hi, full, unshifted);
-        if (x1) out1[o] = requant(dot_one(p, x1, w, words, ch->bias), ch, zp, lo, hi, full, unshifted);
+        put(out0, o, requant(dot_one(p, x0, w, words, ch->bias), ch, zp, lo, hi, full, form), maxout, maxed);
+        if (x1) put(out1, o, requant(dot_one(p, x1, w, words, ch->bias), ch, zp, lo, hi, full, form), maxout, maxed);
     }
 }
 
 void rt_dot_requant(const rt_conv *p, const uint32_t *x0, const uint32_t *x1, int8_t *out0, int8_t *out1) {
     const int full = p->act_min == -128 && p->act_max == 127;
-    if (full && !p->left_shifts) {
-        dot_requant(p, x0, x1, out0, out1, 1, 1);
-    } else if (full) {
-        dot_requant(p, x0, x1, out0, out1, 1, 0);
-    } else if (!p->left_shifts) {
-        dot_requant(p, x0, x1, out0, out1, 0, 1);
-    } else {
-        dot_requant(p, x0, x1, out0, out1, 0, 0);
+    if (p->maxout > 1) { /* a detection head's scores: one instance, the facts tested per value */
+        dot_requant(p, x0, x1, out0, out1, full, p->rq_form, 1);
+    } else if (full && p->rq_form == RT_RQ_HIGH_WORD) {
+        dot_requant(p, x0, x1, out0, out1, 1, RT_RQ_HIGH_WORD, 0);
+    } else if (full && p->rq_form == RT_RQ_SHIFT_RIGHT) {
+        dot_requant(p, x0, x1, out0, out1, 1, RT_RQ_SHIFT_RIGHT, 0);
+    } else { /* a clamped range or left shifts: rare */
+        dot_requant(p, x0, x1, out0, out1, full, p->rq_form, 0);
     }
 }
 
@@ -272,7 +268,7 @@ static inline void dw_taps(const int8_t *const *taps, int c, const uint32_t *w, 
 }
 
 static inline __attribute__((always_inline)) void depthwise_pixel(const rt_conv *p, const int8_t *const *taps, int8_t *out,
-                                                                  const int full, const int unshifted) {
+                                                                  const int full, const int form) {
     const int channels = p->cout, taps_n = p->k * p->k;
     const int32_t zp = p->out_zp, lo = p->act_min, hi = p->act_max;
     const uint32_t neg_zp = rt_pair(-p->in_zp, -p->in_zp);
@@ -289,10 +285,10 @@ static inline __attribute__((always_inline)) void depthwise_pixel(const rt_conv 
             for (int t = 0; t < taps_n; ++t)
                 if (taps[t]) RT_DW_TAP(taps[t], w + 2 * t);
         }
-        out[c] = requant(a0, ch, zp, lo, hi, full, unshifted);
-        out[c + 1] = requant(a1, ch + 1, zp, lo, hi, full, unshifted);
-        out[c + 2] = requant(a2, ch + 2, zp, lo, hi, full, unshifted);
-        out[c + 3] = requant(a3, ch + 3, zp, lo, hi, full, unshifted);
+        out[c] = requant(a0, ch, zp, lo, hi, full, form);
+        out[c + 1] = requant(a1, ch + 1, zp, lo, hi, full, form);
+        out[c + 2] = requant(a2, ch + 2, zp, lo, hi, full, form);
+        out[c + 3] = requant(a3, ch + 3, zp, lo, hi, full, form);
     }
     /* the last channels (fewer than four): their group's halfwords, lanes stored (0, 2, 1, 3) */
     const int16_t *w16 = (const int16_t *)(const void *)w;
@@ -301,20 +297,18 @@ static inline __attribute__((always_inline)) void depthwise_pixel(const rt_conv 
         int32_t a = ch->bias;
         for (int t = 0; t < taps_n; ++t)
             if (taps[t]) a += (int32_t)(taps[t][c] - p->in_zp) * w16[4 * t + lane[c % 4]];
-        out[c] = requant(a, ch, zp, lo, hi, full, unshifted);
+        out[c] = requant(a, ch, zp, lo, hi, full, form);
     }
 }
 
 void rt_depthwise_pixel(const rt_conv *p, const int8_t *const *taps, int8_t *out) {
     const int full = p->act_min == -128 && p->act_max == 127;
-    if (full && !p->left_shifts) {
-        depthwise_pixel(p, taps, out, 1, 1);
-    } else if (full) {
-        depthwise_pixel(p, taps, out, 1, 0);
-    } else if (!p->left_shifts) {
-        depthwise_pixel(p, taps, out, 0, 1);
-    } else {
-        depthwise_pixel(p, taps, out, 0, 0);
+    if (full && p->rq_form == RT_RQ_HIGH_WORD) {
+        depthwise_pixel(p, taps, out, 1, RT_RQ_HIGH_WORD);
+    } else if (full && p->rq_form == RT_RQ_SHIFT_RIGHT) {
+        depthwise_pixel(p, taps, out, 1, RT_RQ_SHIFT_RIGHT);
+    } else { /* a clamped range or left shifts: rare */
+        depthwise_pixel(p, taps, out, full, p->rq_form);
     }
 }
 
@@ -377,49 +371,122 @@ static void gather(const rt_conv *p, const rt_l2norm *norm, const int8_t *const 
     rt_unpack(col, p->kdim, p->in_zp, u);
 }
 
-/* Input column x of the k rows, unpacked ((x - zp) int16 pairs; zeros where padding; L2-normalised with
- * norm) into k * cin / 2 words. */
-static void unpack_column(const rt_conv *p, const rt_l2norm *norm, const int8_t *const *rows, int w_in, int x, uint32_t *u) {
-    const int k = p->k, cin = p->cin, words = cin / 2;
-    const uint32_t neg_zp = rt_pair(-p->in_zp, -p->in_zp);
-    for (int dy = 0; dy < k; ++dy, u += words) {
-        if (!rows[dy] || x < 0 || x >= w_in) {
-            for (int i = 0; i < words; ++i) u[i] = 0;
+/* (x - zp) of one pixel's cin channels as int16 pairs (SXTB16 order), padded with zeros to whole words;
+ * written to u and to its second copy u2. Inlined with cin a constant where it is hot. */
+static inline __attribute__((always_inline)) void unpack_pixel2(const int8_t *src, const int cin, int32_t zp, uint32_t neg_zp,
+                                                                uint32_t *u, uint32_t *u2) {
+    int i = 0;
+    for (int c = 0; c + 4 <= cin; c += 4, i += 2) {
+        const uint32_t word = rt_load32(src + c);
+        u[i] = u2[i] = RT_SXTAB16(neg_zp, word);
+        u[i + 1] = u2[i + 1] = RT_SXTAB16_ROR8(neg_zp, word);
+    }
+    const int8_t *t = src + (cin & ~(RT_PACK - 1));
+    switch (cin & (RT_PACK - 1)) { /* 1 to 3 channels left: the rest of their word unpacks to 0 */
+        case 3: {
+            const uint32_t bytes02 = (uint32_t)(uint8_t)t[0] | (uint32_t)(uint8_t)t[2] << 16;
+            u[i] = u2[i] = RT_SXTAB16(neg_zp, bytes02);
+            u[i + 1] = u2[i + 1] = (uint16_t)(t[1] - zp);
+            break;
+        }
+        case 2:
+            u[i] = u2[i] = (uint16_t)(t[0] - zp);
+            u[i + 1] = u2[i + 1] = (uint16_t)(t[1] - zp);
+            break;
+        case 1:
+            u[i] = u2[i] = (uint16_t)(t[0] - zp);
+            u[i + 1] = u2[i + 1] = 0;
+            break;
+        default:
+            break;
+    }
+}
+
+/* An L2-normalised pixel of channels that are not whole words. Not inlined: its buffer then takes stack only
+ * when it runs (the painted stack measures what is written, an interrupt pushes below what is reserved). */
+static __attribute__((noinline)) void unpack_normalised(const rt_l2norm *norm, const int8_t *src, int cin, int32_t zp,
+                                                        uint32_t neg_zp, uint32_t *u, uint32_t *u2) {
+    int8_t normalised[RT_MAX_NORM_CHANNELS];
+    rt_l2norm_pixel(norm, src, normalised);
+    unpack_pixel2(normalised, cin, zp, neg_zp, u, u2);
+}
+
+/* Input column x of the k rows, unpacked ((x - zp) int16 pairs, each pixel's channels padded to whole
+ * words; zeros where padding; L2-normalised with norm) into k * padded(cin) / 2 words at u and at its
+ * second copy u2. */
+static void unpack_column(const rt_conv *p, const rt_l2norm *norm, const int8_t *const *rows, int w_in, int x, uint32_t *u,
+                          uint32_t *u2) {
+    const int k = p->k, cin = p->cin, words = (cin + RT_PACK - 1) / RT_PACK * (RT_PACK / 2);
+    const int32_t zp = p->in_zp;
+    const uint32_t neg_zp = rt_pair(-zp, -zp);
+    const int outside = x < 0 || x >= w_in;
+    for (int dy = 0; dy < k; ++dy, u += words, u2 += words) {
+        const int8_t *src = outside || !rows[dy] ? NULL : rows[dy] + (size_t)x * cin;
+        if (!src) {
+            for (int i = 0; i < words; ++i) u[i] = u2[i] = 0;
+        } else if (norm && cin % RT_PACK == 0) {
+            rt_l2norm_unpacked(norm, src, u);
+            for (int i = 0; i < words; ++i) u2[i] = u[i];
         } else if (norm) {
-            rt_l2norm_unpacked(norm, rows[dy] + (size_t)x * cin, u);
+            unpack_normalised(norm, src, cin, zp, neg_zp, u, u2);
         } else {
-            const int8_t *src = rows[dy] + (size_t)x * cin;
-            for (int i = 0; i < words; i += 2, src += 4) {
-                const uint32_t word = rt_load32(src);
-                u[i] = RT_SXTAB16(neg_zp, word);
-                u[i + 1] = RT_SXTAB16_ROR8(neg_zp, word);
-            }
+            unpack_pixel2(src, cin, zp, neg_zp, u, u2);
         }
     }
 }
 
 /* Dense conv by columns: each input column is unpacked once into a ring of k + stride columns, stored twice
- * so that the k columns an output pixel reads are always contiguous: that is its unpacked input, in the
- * weights' (dx, dy, c) order. */
-static void conv_group_row_columns(const rt_conv *const *convs, int n, const rt_l2norm *norm, const int8_t *const *rows,
-                                   int w_in, int w_out, int8_t *const *outs, uint32_t *ring) {
+ * (slot j and slot j + k + stride) so that the k columns an output pixel reads are always contiguous: that
+ * is its unpacked input, in the weights' (dx, dy, c) order. Inlined with K and CIN constant for the usual
+ * stems and heads (0: read them from the conv), so their columns unpack in straight-line code. */
+static inline __attribute__((always_inline)) void columns_row(const rt_conv *const *convs, int n, const rt_l2norm *norm,
+                                                              const int8_t *const *rows, int w_in, int w_out,
+                                                              int8_t *const *outs, uint32_t *ring, const int K, const int CIN) {
     const rt_conv *p = convs[0];
-    const int k = p->k, s = p->stride, slots = k + s, column = k * p->cin / 2; /* words per column */
-    int next = -p->pad;                                                      /* the next column to unpack */
+    const int k = K ? K : p->k, cin = CIN ? CIN : p->cin, s = p->stride, slots = k + s;
+    const int column = k * ((cin + RT_PACK - 1) / RT_PACK * (RT_PACK / 2)); /* words per column */
+    const int32_t zp = p->in_zp;
+    const uint32_t neg_zp = rt_pair(-zp, -zp);
+    int whole = 1; /* no row is padding: a column inside the rows unpacks directly */
+    for (int dy = 0; dy < k; ++dy) whole &= rows[dy] != NULL;
+    int next = -p->pad, next_slot = 0; /* the next column to unpack and its slot: columns -pad, ... from slot 0 */
+    int first_slot = 0;                /* the slot of the output pixel's first column */
     for (int ox = 0; ox < w_out; ox += 2) {
-        const int pair = ox + 1 < w_out, x0 = ox * s - p->pad, end = x0 + k + (pair ? s : 0);
+        const int pair = ox + 1 < w_out, end = ox * s - p->pad + k + (pair ? s : 0);
         for (; next < end; ++next) {
-            const int slot = ((next % slots) + slots) % slots;
-            uint32_t *dst = ring + (size_t)slot * column;
-            unpack_column(p, norm, rows, w_in, next, dst);
-            memcpy(ring + (size_t)(slot + slots) * column, dst, (size_t)column * 4);
+            uint32_t *dst = ring + (size_t)next_slot * column, *copy = dst + (size_t)slots * column;
+            const size_t offset = (size_t)next * cin;
+            const int words = column / k;
+            if (whole && !norm && next >= 0 && next < w_in) {
+                for (int dy = 0; dy < k; ++dy) unpack_pixel2(rows[dy] + offset, cin, zp, neg_zp, dst + dy * words, copy + dy * words);
+            } else if (whole && norm && cin % RT_PACK == 0 && next >= 0 && next < w_in) {
+                for (int dy = 0; dy < k; ++dy) rt_l2norm_unpacked(norm, rows[dy] + offset, dst + dy * words);
+                for (int i = 0; i < column; ++i) copy[i] = dst[i];
+            } else {
+                unpack_column(p, norm, rows, w_in, next, dst, copy);
+            }
+            if (++next_slot == slots) next_slot = 0;
         }
-        const uint32_t *u0 = ring + (size_t)(((x0 % slots) + slots) % slots) * column;
-        const uint32_t *u1 = ring + (size_t)((((x0 + s) % slots) + slots) % slots) * column;
+        const int second_slot = first_slot + s < slots ? first_slot + s : first_slot + s - slots;
+        const uint32_t *u0 = ring + (size_t)first_slot * column, *u1 = ring + (size_t)second_slot * column;
         for (int i = 0; i < n; ++i) {
             const int channels = convs[i]->cout - convs[i]->maxout + 1;
             rt_dot_requant(convs[i], u0, pair ? u1 : NULL, outs[i] + (size_t)ox * channels, outs[i] + (size_t)(ox + 1) * channels);
         }
+        first_slot += 2 * s;
+        while (first_slot >= slots) first_slot -= slots;
+    }
+}
+
+static void conv_group_row_columns(const rt_conv *const *convs, int n, const rt_l2norm *norm, const int8_t *const *rows,
+                                   int w_in, int w_out, int8_t *const *outs, uint32_t *ring) {
+    const int k = convs[0]->k, cin = convs[0]->cin;
+    if (k == 3 && cin == 3) {
+        columns_row(convs, n, norm, rows, w_in, w_out, outs, ring, 3, 3); /* an RGB stem */
+    } else if (k == 3 && cin == 4) {
+        columns_row(convs, n, norm, rows, w_in, w_out, outs, ring, 3, 4);
+    } else {
+        columns_row(convs, n, norm, rows, w_in, w_out, outs, ring, 0, 0);
     }
 }
 

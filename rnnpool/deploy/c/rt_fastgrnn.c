@@ -13,20 +13,29 @@
 #include "rt_fastgrnn_steps.inc"
 #undef RT_H
 
-/* a_j = ((w_j . x) << lsh_j + rnd_j) >> rsh_j + b_z_j for x as wdim / 2 words of int16 pairs (W's rows
- * are stored in the same pairs: one SMLAD per word). */
-static void project(const rt_fastgrnn *cell, const uint32_t *x, int32_t *a) {
-    const int words = cell->wdim / 2, hidden = cell->hidden; /* even: wdim is whole RT_PACK */
+/* a_j = ((w_j . x) << lsh_j + rnd_j) >> rsh_j + b_z_j for x as `words` words of int16 pairs (W's rows are
+ * stored in the same pairs: one SMLAD per word). Inlined once per common width; x and a never overlap
+ * (restrict), so x stays in registers across the units. */
+static inline __attribute__((always_inline)) void project_words(const rt_fastgrnn *cell, const uint32_t *restrict x,
+                                                                int32_t *restrict a, const int words) {
     const int32_t *row = cell->w_rows;
-    if (words == 2) { /* up to 4 inputs (RNN1 on a few channels): the input stays in two registers */
-        const uint32_t x0 = x[0], x1 = x[1];
-        for (int j = 0; j < hidden; ++j, row += RT_W_ROW_WORDS(4)) {
-            const int32_t acc = RT_SMLAD(x1, (uint32_t)row[1], RT_SMLAD(x0, (uint32_t)row[0], 0));
-            a[j] = (((acc << row[2]) + row[4]) >> row[3]) + row[5];
-        }
-        return;
+    for (int j = 0; j < cell->hidden; ++j, row += words + 4) {
+        int32_t acc = 0;
+        for (int i = 0; i < words; ++i) acc = RT_SMLAD(x[i], (uint32_t)row[i], acc);
+        a[j] = (((acc << row[words]) + row[words + 2]) >> row[words + 1]) + row[words + 3];
     }
-    for (int j = 0; j < hidden; ++j, row += words + 4) {
+}
+
+static void project(const rt_fastgrnn *cell, const uint32_t *restrict x, int32_t *restrict a) {
+    const int words = cell->wdim / 2; /* even: wdim is whole RT_PACK */
+    switch (words) {
+        case 2: project_words(cell, x, a, 2); return; /* RNN1 on up to 4 channels */
+        case 4: project_words(cell, x, a, 4); return; /* RNN2 on 8 units */
+        case 8: project_words(cell, x, a, 8); return; /* RNN2 on 16 units */
+        default: break;
+    }
+    const int32_t *row = cell->w_rows;
+    for (int j = 0; j < cell->hidden; ++j, row += words + 4) {
         int32_t acc = 0, acc2 = 0;
         for (int i = 0; i < words; i += 2) {
             acc = RT_SMLAD(x[i], (uint32_t)row[i], acc);

@@ -1,7 +1,7 @@
 /* The RNNPool row kernel (the FastGRNN cells are in rt_fastgrnn.c).
  *
- * Work shared between patches is done once: W1 x once per pixel and patch row, each column's sweep once
- * per patch row (horizontally overlapping patches share it), and, with cache_rows, each row's sweep once
+ * Work shared between patches is done once: W1 x once per pixel and patch row, each column's sweep and
+ * its RNN2 projection once per patch row (horizontally overlapping patches share them), and, with cache_rows, each row's sweep once
  * per frame (vertically overlapping patches share it through row_cache). The results equal the per-patch
  * definition of rnnpool.deploy.int8_reference bit for bit. */
 #include "rnnpool_rt.h"
@@ -48,7 +48,9 @@ void rt_rnnpool_row(const rt_rnnpool *p, rt_rnnpool_state *st, const rt_ring *in
                 }
                 steps[i] = a;
             }
-            rt_fastgrnn_run(c1, steps, r, st->col_sums + (size_t)mod(x, c) * ud1, tmp);
+            int16_t *sum = st->col_sums + (size_t)mod(x, c) * ud1;
+            rt_fastgrnn_run(c1, steps, r, sum, tmp);
+            rt_fastgrnn_project_state(c2, sum, st->wx2 + (size_t)(r + mod(x, c)) * h2); /* RNN2's input, shared too */
         }
         if (x0 + c > wx_next) wx_next = x0 + c;
         /* row sweeps: from the cache where the previous patch row computed them */
@@ -66,12 +68,12 @@ void rt_rnnpool_row(const rt_rnnpool *p, rt_rnnpool_state *st, const rt_ring *in
         }
         /* RNN2 over the row summaries and the column summaries, forward and reversed */
         for (int i = 0; i < r; ++i) rt_fastgrnn_project_state(c2, st->row_sums + (size_t)i * ud1, st->wx2 + (size_t)i * h2);
-        for (int j = 0; j < c; ++j)
-            rt_fastgrnn_project_state(c2, st->col_sums + (size_t)mod(x0 + j, c) * ud1, st->wx2 + (size_t)(r + j) * h2);
         for (int d = 0; d < 4; ++d) {
             const int len = d < 2 ? r : c;
-            const int32_t *base = st->wx2 + (d < 2 ? 0 : (size_t)r * h2);
-            for (int t = 0; t < len; ++t) steps[t] = base + (size_t)(d % 2 ? len - 1 - t : t) * h2;
+            for (int t = 0; t < len; ++t) {
+                const int i = d % 2 ? len - 1 - t : t; /* the i-th row or column of the patch */
+                steps[t] = st->wx2 + (size_t)(d < 2 ? i : r + mod(x0 + i, c)) * h2;
+            }
             rt_fastgrnn_run(c2, steps, len, finals + (size_t)d * ud2, tmp);
         }
         output_pixel(p, finals, out + (size_t)ox * channels);
