@@ -8,7 +8,7 @@ W and U are shared by the gate and the candidate, so a step costs one ``W x`` an
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Final, List, Optional
 
 import torch
 from torch import nn
@@ -39,6 +39,22 @@ class FastGRNNCell(RecurrentCell):
     """
 
     num_gates = 1
+    # Where prepare()'s constants sit in the list step() reads (a list, so TorchScript and torch.compile
+    # take it; Final, so TorchScript takes them as constants):
+    U: Final[int] = 0  # U (padded to 16 rows below 16 units)
+    PACKED_U: Final[int] = -1  # U on a block diagonal for packed states, or empty
+    ZETA: Final[int] = 2  # sigmoid(zeta)
+    # the general step: the candidate's bias b_h - b_z, and sigmoid(zeta) + sigmoid(nu)
+    BIAS: Final[int] = 1
+    ZETA_PLUS_NU: Final[int] = 3
+    # the sigmoid-gate/tanh-update step, which takes tanh(a) as 2 sigmoid(2 a) - 1 (zeta, nu after their
+    # sigmoid): 2 (b_h - b_z), -(zeta + nu), 2 (zeta + nu) and -2 zeta
+    BIAS_X2: Final[int] = 1
+    NEG_ZETA_PLUS_NU: Final[int] = 3
+    ZETA_PLUS_NU_X2: Final[int] = 4
+    NEG_ZETA_X2: Final[int] = 5
+    __constants__ = ["U", "PACKED_U", "ZETA", "BIAS", "ZETA_PLUS_NU", "BIAS_X2", "NEG_ZETA_PLUS_NU", "ZETA_PLUS_NU_X2",
+                     "NEG_ZETA_X2"]
 
     def __init__(
         self,
@@ -115,9 +131,14 @@ class FastGRNNCell(RecurrentCell):
             if copies > 1 and not compiling:  # the compiled loop fuses the slice instead
                 packed = torch.kron(torch.eye(copies, dtype=u.dtype, device=u.device), u)
             u = F.pad(u, (0, 0, 0, 16 - self.hidden_size))
-        if self.update_nonlinearity == "tanh":  # see step: the candidate's input is doubled
+        if self.tanh_through_sigmoid():  # see step: the candidate's input is doubled
             return [u, 2.0 * (self.bias_update - self.bias_gate), zeta, -(zeta + nu), 2.0 * (zeta + nu), -2.0 * zeta, packed]
         return [u, self.bias_update - self.bias_gate, zeta, zeta + nu, packed]
+
+    def tanh_through_sigmoid(self) -> bool:
+        """Whether :meth:`step` computes the candidate's tanh from a sigmoid (a sigmoid gate and a tanh
+        update: three fused passes); this one decision also picks :meth:`prepare`'s constants."""
+        return self.gate_nonlinearity == "sigmoid" and self.update_nonlinearity == "tanh"
 
     def _pack_copies(self) -> int:
         """States packed per row against the block-diagonal U of :meth:`prepare` (1: no packing)."""
@@ -127,28 +148,28 @@ class FastGRNNCell(RecurrentCell):
         return 1 if self.compiled else self._pack_copies()
 
     def step(self, wx: torch.Tensor, state: torch.Tensor, params: List[torch.Tensor]) -> torch.Tensor:
-        packed = params[-1]
+        packed = params[self.PACKED_U]
         if self.hidden_size < 16:
             width = packed.shape[0]
             if width > 0 and (state.shape[0] * self.hidden_size) % width == 0 and wx.is_contiguous():
                 pre = torch.addmm(wx.reshape(-1, width), state.reshape(-1, width), packed.t()).reshape(-1, self.hidden_size)
             else:
-                pre = wx + torch.mm(state, params[0].t())[:, : self.hidden_size]  # W x + U h + b_z (b_z came with wx)
+                pre = wx + torch.mm(state, params[self.U].t())[:, : self.hidden_size]  # W x + U h + b_z (b_z came with wx)
         else:
-            pre = torch.addmm(wx, state, params[0].t())
-        zeta = params[2]
-        if self.gate_nonlinearity == "sigmoid" and self.update_nonlinearity == "tanh":
+            pre = torch.addmm(wx, state, params[self.U].t())
+        zeta = params[self.ZETA]
+        if self.tanh_through_sigmoid():
             z = torch.sigmoid(pre)
             # h~ = tanh(a) = 2 s - 1 with s = sigmoid(2 a) (aten's sigmoid is much faster than its tanh on
             # CPUs); a = pre + b_h - b_z. Then (zeta (1 - z) + nu) h~ + z h
             #   = (zeta + nu)(2 s - 1) + z (h + zeta - 2 zeta s): three fused passes.
-            s = torch.sigmoid(torch.add(params[1], pre, alpha=2.0))
-            keep = torch.addcmul(state + zeta, s, params[5])
-            return torch.addcmul(torch.addcmul(params[3], s, params[4]), z, keep)
+            s = torch.sigmoid(torch.add(params[self.BIAS_X2], pre, alpha=2.0))
+            keep = torch.addcmul(state + zeta, s, params[self.NEG_ZETA_X2])
+            return torch.addcmul(torch.addcmul(params[self.NEG_ZETA_PLUS_NU], s, params[self.ZETA_PLUS_NU_X2]), z, keep)
         z = apply_nonlinearity(pre, self.gate_nonlinearity)
-        candidate = apply_nonlinearity(pre + params[1], self.update_nonlinearity)
+        candidate = apply_nonlinearity(pre + params[self.BIAS], self.update_nonlinearity)
         # (zeta (1 - z) + nu) h~ + z h = (zeta + nu) h~ + z (h - zeta h~)
-        return torch.addcmul(candidate * params[3], z, state - zeta * candidate)
+        return torch.addcmul(candidate * params[self.ZETA_PLUS_NU], z, state - zeta * candidate)
 
     def madds_per_step(self) -> int:
         h, d = self.hidden_size, self.input_size

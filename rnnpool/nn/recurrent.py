@@ -88,8 +88,10 @@ class RecurrentCell(nn.Module):
 
     def _run_steps(self, wx: torch.Tensor, params: List[torch.Tensor]) -> torch.Tensor:
         state = self.init_state(wx.shape[1], wx)
-        for t in range(wx.shape[0]):
-            state = self.step(wx[t], state, params)
+        # unbind, not wx[t]: autograd then stacks the steps' gradients once, where each indexing would
+        # allocate and zero a gradient of the whole sequence
+        for wx_t in wx.unbind(0):
+            state = self.step(wx_t, state, params)
         return self.hidden(state)
 
     @torch.jit.unused
@@ -136,17 +138,21 @@ class RecurrentCell(nn.Module):
         """
         t, n, lines, m, g = wx.shape
         offset = self.input_offset()
+        if wx.numel() == 0:  # no sequences (a batch of 0): no states, still on the autograd graph
+            return self._run_piece(wx, offset)
         pieces: List[torch.Tensor] = []
         per_image = lines * m
+        # split/unbind, not slicing: autograd then joins the pieces' gradients once, where each slice would
+        # allocate and zero a gradient of the whole grid (backward time grew with the square of the batch)
         if per_image <= chunk_size:  # whole images per piece
             images = max(1, chunk_size // max(per_image, 1))
-            for i in range(0, n, images):
-                pieces.append(self._run_piece(wx[:, i : i + images], offset))
+            for piece in wx.split(images, 1):
+                pieces.append(self._run_piece(piece, offset))
         else:  # bands of lines within each image
             step = max(1, chunk_size // max(m, 1))
-            for i in range(n):
-                for j in range(0, lines, step):
-                    pieces.append(self._run_piece(wx[:, i, j : j + step], offset))
+            for image in wx.unbind(1):
+                for piece in image.split(step, 1):
+                    pieces.append(self._run_piece(piece, offset))
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 0)
 
     def batch_multiple(self) -> int:

@@ -159,8 +159,8 @@ class RNNPool2d(nn.Module):
         row_sum, col_sum = self.rnn1.run_grids([row_grid, col_grid], chunk)
         # RNN2's W2 x, once per unique summary, then each patch's r rows / c columns.
         w2 = self.rnn2.input_weight()
-        row_wx = F.linear(row_sum.reshape(n, -1, out_w, self.hidden_row), w2)  # (N, HR, W', G2)
-        col_wx = F.linear(col_sum.reshape(n, out_h, -1, self.hidden_row), w2)  # (N, H', WC, G2)
+        row_wx = F.linear(row_sum.reshape(n, rows.shape[1], out_w, self.hidden_row), w2)  # (N, HR, W', G2)
+        col_wx = F.linear(col_sum.reshape(n, out_h, cols.shape[2], self.hidden_row), w2)  # (N, H', WC, G2)
         g2 = w2.shape[0]
         row_wx = row_wx.unfold(1, r, row_step).permute(4, 0, 1, 2, 3).reshape(r, num_patches, g2)  # (r, P, G2)
         col_wx = col_wx.unfold(2, c, col_step).permute(4, 0, 1, 2, 3).reshape(c, num_patches, g2)  # (c, P, G2)

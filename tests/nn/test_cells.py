@@ -25,11 +25,17 @@ def test_lstm_matches_torch_lstmcell():
 
 
 @pytest.mark.parametrize("w_rank,u_rank", [(None, None), (3, 2)])
-@pytest.mark.parametrize("gate,update", [("sigmoid", "tanh"), ("quant_sigmoid", "quant_tanh")])
-def test_fastgrnn_equations(w_rank, u_rank, gate, update):
+@pytest.mark.parametrize("gate", ["sigmoid", "quant_sigmoid"])
+@pytest.mark.parametrize("update", ["tanh", "quant_tanh"])
+@pytest.mark.parametrize("hidden,batch", [(4, 3), (4, 8), (16, 3)])  # U padded, U packed for 4 states a row, plain
+def test_fastgrnn_equations(w_rank, u_rank, gate, update, hidden, batch):
+    """Every gate x update pair against the direct formula, with zeta and nu away from their pinned values
+    (a wrong sign of zeta + nu or a doubled bias would show)."""
     torch.manual_seed(1)
-    cell = FastGRNNCell(6, 4, gate, update, w_rank=w_rank, u_rank=u_rank, zeta_init=0.5, nu_init=-1.0).double()
-    x, h = torch.randn(3, 6, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
+    cell = FastGRNNCell(6, hidden, gate, update, w_rank=w_rank, u_rank=u_rank, zeta_init=0.5, nu_init=-1.0).double()
+    with torch.no_grad():
+        cell.bias_update.normal_()
+    x, h = torch.randn(batch, 6, dtype=torch.float64), torch.randn(batch, hidden, dtype=torch.float64)
     w = cell.w1 if w_rank is None else cell.w1 @ cell.w2
     u = cell.u1 if u_rank is None else cell.u1 @ cell.u2
     pre = x @ w.T + h @ u.T

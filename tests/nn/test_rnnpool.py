@@ -74,6 +74,17 @@ def test_output_size_matches_maxpool(size, patch, stride, padding):
     assert rnnpool_output_size(size, patch, stride, padding) == expected[0]
 
 
+@pytest.mark.parametrize("chunk", [-1, 0, 5])
+def test_empty_batch(chunk):
+    """A batch of 0 gives an empty (0, C, H', W') output, as nn.MaxPool2d does, and backpropagates."""
+    layer = RNNPool2d(3, 8, 4, 8, 8, chunk_size=chunk)
+    x = torch.randn(0, 3, 32, 40, requires_grad=True)
+    y = layer(x)
+    assert y.shape == (0, 32, 7, 9) == (0, 32) + torch.nn.MaxPool2d(8, 4)(x).shape[2:]
+    y.sum().backward()
+    assert x.grad.shape == x.shape and torch.equal(layer.rnn1.w1.grad, torch.zeros_like(layer.rnn1.w1))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_dtypes(dtype):
     layer = RNNPool2d(4, 6, 4, 8, 8, padding=1).to(dtype)
