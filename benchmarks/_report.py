@@ -1,9 +1,17 @@
-"""What every benchmark does at the end: write its results as JSON and say where, keeping an earlier run's
-rows of the models it did not run again."""
+"""What every benchmark does at the end: say how and where it ran, write its results as JSON and say where,
+keeping an earlier run's rows of the models it did not run again."""
 import json
+import platform
 import sys
+import time
 from pathlib import Path
 from typing import Any, Collection, Dict, List, Tuple, Union
+
+
+def run_info() -> Dict[str, str]:
+    """How and where a benchmark ran: its command line, machine, processor and date."""
+    return {"command": " ".join(["python"] + sys.argv), "machine": platform.platform(),
+            "processor": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
 
 
 def write_json(path: Union[str, Path], payload: Dict[str, Any]) -> None:

@@ -25,7 +25,6 @@ rows, keeping the others of an earlier run in the JSON.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 import time
@@ -40,7 +39,7 @@ from rnnpool.deploy.int8_reference import dead_maps
 from rnnpool.deploy.programs import ExportError, RamLimitError, toolchain_available
 from rnnpool.deploy.quantize import quantize_model
 
-from _report import earlier_results, write_json  # benchmarks/_report.py, next to this script
+from _report import earlier_results, run_info, write_json  # benchmarks/_report.py, next to this script
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -241,17 +240,16 @@ def main() -> None:
     if stm32:
         print(f"STM32F439 build of rnnpool_face_quant: flash {stm32['flash_bytes']:,} B, SRAM {stm32['sram_bytes']:,} B, "
               f"CCM {stm32['ccm_bytes']:,} B")
-    run_info = {"command": " ".join(["python"] + sys.argv), "machine": platform.platform(),
-                "processor": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
+    run = run_info()
     for row in rows:
-        row["run"] = run_info
+        row["run"] = run
     if stm32:
-        stm32["run"] = run_info
+        stm32["run"] = run
     earlier, kept = earlier_results(args.json, chosen) if args.models or args.smoke else ({}, [])
     kept_stm32 = earlier.get("stm32f439") if "rnnpool_face_quant" not in chosen else None
     order = {(r.model, r.ram_kib * 1024): i for i, r in enumerate(RUNS)}
     results = sorted(kept + rows, key=lambda r: order.get((r["model"], r["ram_target_bytes"]), len(order)))
-    write_json(args.json, {**run_info, "emulator": "qemu-system-arm -machine mps2-an386 -cpu cortex-m4 -icount shift=0",
+    write_json(args.json, {**run, "emulator": "qemu-system-arm -machine mps2-an386 -cpu cortex-m4 -icount shift=0",
                            "references": REFERENCES, "results": results, "stm32f439": stm32 or kept_stm32})
 
 

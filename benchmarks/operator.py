@@ -7,19 +7,20 @@ Implementations: ``baseline`` (benchmarks/baseline_rnnpool.py), ``fast`` (RNNPoo
 compile time is excluded, it happens in the warm-up call). Times are the best of ``--repeats`` runs, the
 implementations interleaved so all see the same machine load; peak memory is what the call allocates
 beyond its input and weights (rnnpool.analysis.measure).
-Target (issue 2): forward throughput >= 3x the baseline on CPU at every config, >= 10x on a GPU.
+Target (issue 2): forward throughput >= 3x the baseline on CPU at every config, >= 10x on a GPU. Also the
+time per image of forward+backward at batch 8 against batch 1 (it must not grow with the batch).
 """
 import argparse
 import copy
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Callable, Dict, List
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import write_json  # noqa: E402
+from _report import run_info, write_json  # noqa: E402
 from baseline_rnnpool import UnfoldLoopRNNPool  # noqa: E402
 
 from rnnpool.analysis.measure import peak_allocated_bytes  # noqa: E402
@@ -81,6 +82,30 @@ def bench_config(config: str, device: str, repeats: int, compiled: bool = True) 
     return results
 
 
+SCALING_CONFIG, SCALING_BATCHES = "rnnpool_face_c", (1, 8)
+
+
+def bench_batch_scaling(device: str, repeats: int) -> Dict[str, object]:
+    """Forward+backward of the eager layer at two batch sizes of one config: the time per image should not
+    grow with the batch (autograd once zero-filled a whole-grid gradient per chunk and per step: 0.76 s at
+    batch 1, 24.4 s at batch 8 for Face-C 640x480)."""
+    channels, (h, w), patch, stride, hidden, padding, _ = CONFIGS[SCALING_CONFIG]
+    torch.manual_seed(0)
+    layer = RNNPool2d(channels, patch, stride, hidden, hidden, padding=padding).to(device)
+    inputs = {n: torch.randn(n, channels, h, w, device=device) for n in SCALING_BATCHES}
+    calls = {n: (lambda x=x: layer(x).sum().backward()) for n, x in inputs.items()}
+    times: Dict[int, List[float]] = {n: [] for n in SCALING_BATCHES}
+    for call in calls.values():
+        call()  # warm-up
+    for _ in range(repeats):
+        for n, call in calls.items():
+            times[n].append(_timed(call, device))
+    ms = {n: min(t) * 1e3 for n, t in times.items()}
+    small, large = SCALING_BATCHES
+    return {"config": SCALING_CONFIG, "impl": "fast", "device": device, "forward_backward_ms": {str(n): v for n, v in ms.items()},
+            "per_image_growth": (ms[large] / large) / (ms[small] / small)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -111,6 +136,11 @@ def main() -> None:
             s = summary[config]
             print(f"{'':22s} {name}: speed-up forward {s[f'{name}_forward_speedup']:.1f}x, forward+backward "
                   f"{s[f'{name}_forward_backward_speedup']:.1f}x, forward memory {s[f'{name}_forward_memory_ratio']:.1f}x less")
+    scaling = bench_batch_scaling(args.device, args.repeats)
+    small, large = SCALING_BATCHES
+    print(f"forward+backward {scaling['config']} (fast): batch {small} {scaling['forward_backward_ms'][str(small)]:.0f} ms, "
+          f"batch {large} {scaling['forward_backward_ms'][str(large)]:.0f} ms; time per image x{scaling['per_image_growth']:.2f} "
+          f"at batch {large}")
     target = 10.0 if args.device == "cuda" else 3.0
     met = {}
     for name in ("fast", "compiled"):
@@ -118,7 +148,8 @@ def main() -> None:
             met[name] = all(s[f"{name}_forward_speedup"] >= target for s in summary.values())
             print(f"target: {name} forward speed-up >= {target:.0f}x at every config: {'MET' if met[name] else 'NOT MET'}")
     write_json(args.json, {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                           "target_forward_speedup": target, "target_met": met, "runs": rows, "summary": summary})
+                           "target_forward_speedup": target, "target_met": met, "runs": rows, "summary": summary,
+                           "batch_scaling": scaling, "repeats": args.repeats, "run": run_info()})
 
 
 if __name__ == "__main__":

@@ -97,8 +97,52 @@ def train_faces_table(data: Dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+OPERATOR_LABELS = {"mobilenetv2": "MobileNetV2", "mobilenetv2_035_vww": "MobileNetV2-0.35x VWW", "densenet121": "DenseNet121",
+                   "rnnpool_face_c": "RNNPool-Face-C", "rnnpool_face_quant": "RNNPool-Face-Quant", "rnnpool_face_m4": "RNNPool-Face-M4"}
+
+
+def operator_table(data: Dict) -> str:
+    runs = {(r["config"], r["impl"]): r for r in data["runs"]}
+    impls = [i for i in ("fast", "compiled") if any(k[1] == i for k in runs)]
+    names = {"fast": "eager", "compiled": "compiled"}
+    lines = ["| config (channels, input, patch, stride, hidden, batch) | "
+             + " | ".join(f"{names[i]} forward | {names[i]} forward+backward" for i in impls) + " |",
+             "|---" * (1 + 2 * len(impls)) + "|"]
+    for config, summary in data["summary"].items():
+        r = runs[(config, "baseline")]
+        shape = next(x for x in data["runs"] if x["config"] == config)
+        cells = [f"{summary[f'{i}_forward_speedup']:.1f}x | {summary[f'{i}_forward_backward_speedup']:.1f}x" for i in impls]
+        lines.append(f"| {OPERATOR_LABELS.get(config, config)} (batch {shape['batch']}) | " + " | ".join(cells) + " |")
+        del r
+    lines.append("")
+    scaling = data.get("batch_scaling")
+    if scaling:
+        ms = scaling["forward_backward_ms"]
+        (small, t_small), (large, t_large) = sorted(((int(k), v) for k, v in ms.items()))
+        lines.append(f"Forward+backward of {OPERATOR_LABELS.get(scaling['config'], scaling['config'])} (eager): batch {small} "
+                     f"{t_small:,.0f} ms, batch {large} {t_large:,.0f} ms: the time per image is x{scaling['per_image_growth']:.2f} "
+                     f"at batch {large} (before the fix of issue 13: 0.76 s and 24.4 s, x4.0).")
+    lines.append(f"Measured by `{data['run']['command']}` on {data['device']} ({data['threads']} threads, torch {data['torch']}, "
+                 f"{data['run']['date']}); best of {data.get('repeats', 5)} runs, the implementations interleaved.")
+    return "\n".join(lines) + "\n"
+
+
+def reference_detectors_table(data: Dict) -> str:
+    lines = ["| detector | AP (all faces) | AP (<= 3 faces) | detections | ms / image (this CPU) |", "|---|---|---|---|---|"]
+    for r in data["results"]:
+        lines.append(f"| {r['detector']} (OpenCV {r['opencv']}) | {r['ap']:.3f} | {r['ap_le3']:.3f} | {r['detections']} "
+                     f"| {1e3 * r['seconds_per_image']:.0f} |")
+    settings = data["results"][0]["settings"] if data["results"] else {}
+    lines += ["", f"Scale step {settings.get('scale_factor')}, {settings.get('min_neighbors')} neighbours, faces from "
+              f"{settings.get('min_size')} px, {settings.get('input')} image; scores are the last stage's weights. "
+              f"Measured by `{data['command']}` ({data['date']})."]
+    return "\n".join(lines) + "\n"
+
+
 SECTIONS: Dict[str, Tuple[str, Callable[[Dict], str]]] = {
+    "reference-detectors-table": ("reference_detectors.json", reference_detectors_table),
     "deploy-table": ("deploy_m4.json", deploy_table),
+    "operator-table": ("operator.json", operator_table),
     "train-faces-table": ("train_faces.json", train_faces_table),
 }
 

@@ -185,7 +185,7 @@ def cmd_export_c(args: argparse.Namespace) -> None:
     settings = DetectionSettings(score_threshold=args.threshold)
     input_size = _export_input_size(args.model, args.input, args.input_size)
     report = export_c(args.model, args.output, args.weights, args.calib, args.target, args.run, args.ram_kib * 1024, settings,
-                      input_size, args.seed, not args.no_row_cache)
+                      input_size, args.seed, not args.no_row_cache, calibration=args.calibration, percentile=args.percentile)
     if args.json:
         write_report(report, args.json)
     print(format_export(report))
@@ -219,8 +219,9 @@ def _export_input_size(model: str, shape: Optional[List[int]], size: Optional[in
 def format_export(report: dict) -> str:
     """The export report's main numbers as a few lines."""
     s = report["schedule"]
-    lines = [f"{report['model']} ({report['weights']}), calibrated on {report['calibration']['images']} images of "
-             f"{report['calibration']['source']}",
+    cal = report["calibration"]
+    method = f"{cal['percentile']}th percentiles" if cal.get("method") == "percentile" else "min/max"
+    lines = [f"{report['model']} ({report['weights']}), calibrated ({method}) on {cal['images']} images of {cal['source']}",
              f"arena {s['arena_bytes']:,} B (layer by layer it would be {s['layer_by_layer_bytes']:,} B); largest: "
              + ", ".join(f"{b['name']} {b['bytes']:,} B" for b in s["largest_buffers"][:3])]
     if s.get("choices"):
@@ -366,6 +367,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="zoo model (rnnpool_face_quant, rnnpool_face_m4, mobilenetv2_035_rnnpool, ...)")
     p.add_argument("--weights", help="checkpoint from 'rnnpool train' (default: the model's initialisation under --seed)")
     p.add_argument("--calib", help="calibration image or folder of images (required: like the images the model will see)")
+    p.add_argument("--calibration", choices=["minmax", "percentile"], default="minmax",
+                   help="activation ranges: min/max of the calibration images, or their percentiles (--percentile)")
+    p.add_argument("--percentile", type=float, default=99.99, help="with --calibration percentile: keep this share")
     p.add_argument("-o", "--output", required=True, help="folder for the C sources, Makefile and memory report")
     p.add_argument("--target", choices=["host", "cortex-m4", "stm32f439"], default="host")
     p.add_argument("--run", help="image to run the built program on and compare with the int8 reference")

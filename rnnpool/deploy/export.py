@@ -149,10 +149,12 @@ def _schedule_summary(schedule: Schedule, plan: MemoryPlan, graph: QuantizedGrap
 def export_c(model_name: str, out_dir: Union[str, Path], weights: Optional[str] = None, calib: Optional[str] = None,
              target: str = "host", run_image: Optional[str] = None, ram_bytes: int = 256 * 1024,
              settings: DetectionSettings = DetectionSettings(), input_size: Optional[int] = None, seed: int = 0,
-             cache_rows: bool = True, calib_limit: int = 32, timeout: float = 600) -> Dict:
-    """Quantize ``model_name`` (calibrated on ``calib``: an image or a folder), write its C program to
-    ``out_dir`` and, with ``run_image``, build and run it on ``target`` and check it against the int8
-    reference. Returns the report (memory, instructions, bit-exactness, outputs)."""
+             cache_rows: bool = True, calib_limit: int = 32, timeout: float = 600, calibration: str = "minmax",
+             percentile: float = 99.99) -> Dict:
+    """Quantize ``model_name`` (calibrated on ``calib``: an image or a folder, by ``calibration`` "minmax" or
+    "percentile", see :func:`~rnnpool.deploy.quantize.calibrate`), write its C program to ``out_dir`` and, with
+    ``run_image``, build and run it on ``target`` and check it against the int8 reference. Returns the report
+    (memory, instructions, bit-exactness, outputs)."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
     if calib is None:
@@ -160,7 +162,7 @@ def export_c(model_name: str, out_dir: Union[str, Path], weights: Optional[str] 
     model, described, (channels, height, width) = load_model(model_name, weights, seed, input_size)
     files = image_files(calib, calib_limit)
     graph = quantize_model(model, [torch.from_numpy(load_image(f, channels, (height, width))).permute(2, 0, 1).float() / 255
-                                   for f in files], (height, width))
+                                   for f in files], (height, width), calibration, percentile)
     budget = arena_budget(graph, ram_bytes, settings) if target == "cortex-m4" else None
     schedule = build_schedule(graph, cache_rows, budget)
     out = Path(out_dir)
@@ -169,7 +171,8 @@ def export_c(model_name: str, out_dir: Union[str, Path], weights: Optional[str] 
     report: Dict = {
         "model": model_name, "weights": described, "target": target, "task": graph.task,
         "input": {"height": height, "width": width, "channels": channels},
-        "calibration": {"source": str(calib), "images": len(files)},
+        "calibration": {"source": str(calib), "images": len(files), "method": calibration,
+                        **({"percentile": percentile} if calibration == "percentile" else {})},
         "schedule": _schedule_summary(schedule, plan, graph),
         "predicted_ram": predict_ram(schedule, settings).as_dict(),
         "image_feed": "row by row from the camera (semihosting reads on the M4) into the first layer's ring; "

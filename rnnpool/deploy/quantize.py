@@ -316,17 +316,40 @@ def _quantize_avgpool(op: AvgPoolOp, tensors: Dict[str, QTensor]) -> QAvgPool:
     return QAvgPool(op.input, op.output, count, x.zero_point, mult, shift, y.zero_point)
 
 
+CALIBRATION_METHODS = ("minmax", "percentile")
+CALIBRATION_SAMPLES = 1 << 16  # values kept per tensor and batch for the percentile method
+
+
 @torch.no_grad()
-def calibrate(graph: Graph, images: Iterable[torch.Tensor], batch_size: int = 8) -> Dict[str, Tuple[float, float]]:
-    """(min, max) of every tensor of ``graph`` over float (C, H, W) images in [0, 1]."""
+def calibrate(graph: Graph, images: Iterable[torch.Tensor], batch_size: int = 8, method: str = "minmax",
+              percentile: float = 99.99) -> Dict[str, Tuple[float, float]]:
+    """The range of every tensor of ``graph`` over float (C, H, W) images in [0, 1].
+
+    ``method`` "minmax": the smallest and largest value seen. "percentile": the ``100 - percentile`` and
+    ``percentile`` percentiles of the values seen (a random sample of CALIBRATION_SAMPLES per tensor and batch,
+    seeded), so a few outliers do not coarsen a tensor's whole int8 step; the model's outputs (detection
+    scores and offsets, logits) keep their min/max, as clipping the highest scores would tie the best
+    detections.
+    """
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"unknown calibration method {method!r}; expected one of {', '.join(CALIBRATION_METHODS)}")
+    if not 50.0 < percentile <= 100.0:
+        raise ValueError(f"calibration percentile must be in (50, 100], got {percentile}")
     ranges: Dict[str, Tuple[float, float]] = {}
+    samples: Dict[str, List[torch.Tensor]] = {}
     batch: List[torch.Tensor] = []
+    generator = torch.Generator().manual_seed(0)
 
     def flush() -> None:
         for name, value in run_float(graph, torch.stack(batch)).items():
             lo, hi = value.min().item(), value.max().item()
             old = ranges.get(name, (lo, hi))
             ranges[name] = (min(lo, old[0]), max(hi, old[1]))
+            if method == "percentile":
+                flat = value.reshape(-1).float()
+                if flat.numel() > CALIBRATION_SAMPLES:
+                    flat = flat[torch.randint(flat.numel(), (CALIBRATION_SAMPLES,), generator=generator)]
+                samples.setdefault(name, []).append(flat)
         batch.clear()
 
     for image in images:
@@ -339,6 +362,13 @@ def calibrate(graph: Graph, images: Iterable[torch.Tensor], batch_size: int = 8)
         flush()
     if not ranges:
         raise ValueError("calibration needs at least one image")
+    if method == "percentile":
+        outputs = {h.conf for h in graph.heads} | {h.loc for h in graph.heads} | ({graph.logits} if graph.logits else set())
+        q = torch.tensor([(100.0 - percentile) / 100.0, percentile / 100.0])
+        for name, parts in samples.items():
+            if name not in outputs and name != graph.input:
+                lo, hi = torch.quantile(torch.cat(parts), q).tolist()
+                ranges[name] = (lo, hi)
     return ranges
 
 
@@ -386,11 +416,13 @@ def quantize_graph(graph: Graph, ranges: Dict[str, Tuple[float, float]],
     return QuantizedGraph(graph.input, ops, graph.heads, tensors, graph.logits, graph.task, _key_bits(graph.heads, tensors))
 
 
-def quantize_model(model, calibration_images: Iterable[torch.Tensor], input_size: Optional[Tuple[int, int]] = None) -> QuantizedGraph:
-    """Build, calibrate and quantize a face detector or classifier in one call (the model is put in eval mode)."""
+def quantize_model(model, calibration_images: Iterable[torch.Tensor], input_size: Optional[Tuple[int, int]] = None,
+                   calibration: str = "minmax", percentile: float = 99.99) -> QuantizedGraph:
+    """Build, calibrate and quantize a face detector or classifier in one call (the model is put in eval mode);
+    ``calibration`` and ``percentile`` as in :func:`calibrate`."""
     model.eval()
     graph = build_graph(model, input_size)
-    return quantize_graph(graph, calibrate(graph, calibration_images))
+    return quantize_graph(graph, calibrate(graph, calibration_images, method=calibration, percentile=percentile))
 
 
 __all__ = ["INPUT_SCALE", "INPUT_ZERO_POINT", "L2NORM_BITS", "L2NORM_SCALE", "QAdd", "QAvgPool", "QConv", "QFastGRNN", "QL2Norm",

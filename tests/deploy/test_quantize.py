@@ -69,6 +69,27 @@ def test_dead_maps_names_layers_that_ignore_the_image():
     assert all(name in dead for name in (op.output for op in graph.ops[:2]))
 
 
+def test_percentile_calibration_clips_outliers_inside_the_network_only():
+    """One outlier pixel stretches a min/max range; the 99th percentile ignores it (checked against NumPy's
+    percentile of the same values), while the model's output keeps its min/max."""
+    torch.manual_seed(0)
+    inner = ConvOp("x", "h", torch.ones(1, 1, 1, 1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64), 1, 0, 1, None)
+    outer = ConvOp("h", "y", torch.ones(1, 1, 1, 1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64), 1, 0, 1, None)
+    graph = Graph("x", [inner, outer], shapes={"x": (1, 20, 20), "h": (1, 20, 20), "y": (1, 20, 20)}, logits="y",
+                  task="classification")
+    image = torch.rand(1, 20, 20) * 0.5
+    image[0, 3, 4] = 1.0  # the outlier
+    minmax = calibrate(graph, [image])
+    clipped = calibrate(graph, [image], method="percentile", percentile=99.0)
+    assert minmax["h"][1] == pytest.approx(1.0)
+    assert clipped["h"] == pytest.approx(tuple(np.percentile(image.double().numpy(), [1.0, 99.0])), rel=1e-6)
+    assert clipped["h"][1] < 0.5 and clipped["y"] == minmax["y"]
+    with pytest.raises(ValueError, match="calibration method"):
+        calibrate(graph, [image], method="mse")
+    with pytest.raises(ValueError, match="percentile"):
+        calibrate(graph, [image], method="percentile", percentile=30.0)
+
+
 def _single_op_graph(op, in_shape, out_shape) -> Graph:
     return Graph("x", [op], shapes={"x": in_shape, op.output: out_shape}, logits=op.output, task="classification")
 
