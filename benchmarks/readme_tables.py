@@ -105,7 +105,7 @@ def operator_table(data: Dict) -> str:
     runs = {(r["config"], r["impl"]): r for r in data["runs"]}
     impls = [i for i in ("fast", "compiled") if any(k[1] == i for k in runs)]
     names = {"fast": "eager", "compiled": "compiled"}
-    lines = ["| config (channels, input, patch, stride, hidden, batch) | "
+    lines = ["| config (`benchmarks/operator.py` CONFIGS) | "
              + " | ".join(f"{names[i]} forward | {names[i]} forward+backward" for i in impls) + " |",
              "|---" * (1 + 2 * len(impls)) + "|"]
     for config, summary in data["summary"].items():

@@ -23,8 +23,8 @@ from .fixedpoint import HIGH_WORD_SHIFT
 from .int8_reference import DetectionSettings, head_key_params
 from .quantize import QAvgPool, QConv, QFastGRNN, QL2Norm, QMBConv, QRNNPool, QuantizedGraph
 from .runtime_limits import RUNTIME_DIR, padded
-from .schedule import (Node, Schedule, ScheduleError, build_schedule, column_channels, conv_kdim, gathers_columns, mbconv_memory, rnnpool_memory,
-                       rnnpool_valid_rows)
+from .schedule import (Node, Schedule, ScheduleError, build_schedule, column_channels, conv_kdim, gathers_columns, mbconv_memory,
+                       rnnpool_memory, rnnpool_valid_rows)
 
 RUNTIME_SOURCES = ("rt_conv.c", "rt_mbconv.c", "rt_fastgrnn.c", "rt_rnnpool.c", "rt_pixel.c", "rt_detect.c")
 RUNTIME_FILES = RUNTIME_SOURCES + ("rnnpool_rt.h", "rt_arith.h", "rt_kernels.h", "rt_fastgrnn_steps.inc", "main.c", "platform.h",

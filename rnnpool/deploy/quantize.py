@@ -318,6 +318,7 @@ def _quantize_avgpool(op: AvgPoolOp, tensors: Dict[str, QTensor]) -> QAvgPool:
 
 CALIBRATION_METHODS = ("minmax", "percentile")
 CALIBRATION_SAMPLES = 1 << 16  # values kept per tensor and batch for the percentile method
+QUANTILE_MAX_VALUES = 1 << 24  # the most values torch.quantile takes
 
 
 @torch.no_grad()
@@ -367,7 +368,10 @@ def calibrate(graph: Graph, images: Iterable[torch.Tensor], batch_size: int = 8,
         q = torch.tensor([(100.0 - percentile) / 100.0, percentile / 100.0])
         for name, parts in samples.items():
             if name not in outputs and name != graph.input:
-                lo, hi = torch.quantile(torch.cat(parts), q).tolist()
+                values = torch.cat(parts)
+                if values.numel() > QUANTILE_MAX_VALUES:  # torch.quantile's limit (many calibration images)
+                    values = values[torch.randint(values.numel(), (QUANTILE_MAX_VALUES,), generator=generator)]
+                lo, hi = torch.quantile(values, q).tolist()
                 ranges[name] = (lo, hi)
     return ranges
 

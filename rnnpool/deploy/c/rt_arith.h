@@ -1,7 +1,8 @@
 /* Integer arithmetic shared by every rnnpool kernel: fixed-point requantization, saturation and the
- * Cortex-M4 DSP instructions (SXTB16, SXTAB16, SMLAD, SMLABB, SMLATT, SMULWB, SMULWT). On a core with the DSP extension
- * (__ARM_FEATURE_DSP) they are the ACLE intrinsics of arm_acle.h; elsewhere (the host build) they are
- * plain C with the same results bit for bit, so one kernel source serves both. */
+ * Cortex-M4 DSP instructions (SXTB16, SXTAB16, SMLAD, SMLABB, SMLATT, SMULWB, SMULWT, SMMLAR). On a core
+ * with the DSP extension (__ARM_FEATURE_DSP) they are the ACLE intrinsics of arm_acle.h (or one inline
+ * instruction where it lacks them); elsewhere (the host build) they are plain C with the same results bit
+ * for bit, so one kernel source serves both. */
 #ifndef RT_ARITH_H
 #define RT_ARITH_H
 

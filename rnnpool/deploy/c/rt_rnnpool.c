@@ -1,9 +1,9 @@
 /* The RNNPool row kernel (the FastGRNN cells are in rt_fastgrnn.c).
  *
  * Work shared between patches is done once: W1 x once per pixel and patch row, each column's sweep and
- * its RNN2 projection once per patch row (horizontally overlapping patches share them), and, with cache_rows, each row's sweep once
- * per frame (vertically overlapping patches share it through row_cache). The results equal the per-patch
- * definition of rnnpool.deploy.int8_reference bit for bit. */
+ * its RNN2 projection once per patch row (horizontally overlapping patches share them), and, with
+ * cache_rows, each row's sweep once per frame (vertically overlapping patches share it through row_cache).
+ * The results equal the per-patch definition of rnnpool.deploy.int8_reference bit for bit. */
 #include "rnnpool_rt.h"
 #include "rt_arith.h"
 #include "rt_kernels.h"
