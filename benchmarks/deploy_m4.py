@@ -126,13 +126,11 @@ def _liveness(run: Run, weights: Optional[str], calib: str, images: List[str]) -
 
 def _accuracy(run: Run, weights: str, calib: str, faces: Path, limit: int) -> Dict:
     from rnnpool.deploy.accuracy import int8_accuracy
-    from rnnpool.engine.detect import build_detector
 
-    detector = build_detector(run.model, weights)
-    model = detector.detector
+    model, _, _ = load_model(run.model, weights)
     graph = quantize_model(model, calibration_images(calib, model.in_channels, model.input_size, CALIBRATION_IMAGES),
                            model.input_size)
-    return int8_accuracy(detector, graph, str(faces / "val_bbx_gt.txt"), limit=limit or None)
+    return int8_accuracy(model, graph, str(faces / "val_bbx_gt.txt"), limit=limit or None)
 
 
 def measure(run: Run, weights: Optional[str], calib: str, images: List[str], work: Path, accuracy_faces: Optional[Path],

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnpool.data import load_face_annotations
-from rnnpool.engine.widerface_eval import evaluate_widerface, truth_from_boxes
+from rnnpool.metrics.widerface import evaluate_widerface, truth_from_boxes
 from _report import run_info, write_json  # benchmarks/_report.py, next to this script
 
 CASCADES = ("haarcascade_frontalface_default.xml", "haarcascade_frontalface_alt2.xml")

@@ -1,8 +1,9 @@
 """Accuracy of the int8 reference against the float model on annotated face images.
 
 Both run at the model's fixed input size (the deployed program has one); their head outputs go through the
-same S3FD post-processing, and AP is computed with the WIDER FACE protocol of
-:mod:`rnnpool.engine.widerface_eval` against the annotations (boxes scaled back to each image's pixels).
+same S3FD post-processing (:mod:`rnnpool.models.detection_utils`), and AP is computed with the WIDER FACE
+protocol of :mod:`rnnpool.metrics.widerface` against the annotations (boxes scaled back to each image's
+pixels). Nothing here needs the training engine.
 """
 from __future__ import annotations
 
@@ -13,22 +14,24 @@ import torch
 from PIL import Image
 
 from ..data.faces import load_face_annotations
-from ..engine.s3fd import S3FD
-from ..engine.widerface_eval import evaluate_widerface, truth_from_boxes
+from ..metrics.widerface import evaluate_widerface, truth_from_boxes
+from ..models.detection_utils import flatten_heads, make_anchors, postprocess
+from ..models.face import FaceDetector
 from .export import load_image
 from .int8_reference import dequantize, run_int8
 from .quantize import QuantizedGraph
 
 
 def _flatten(maps, channels: int) -> torch.Tensor:
-    """Per-head (H, W, k) arrays -> (1, A, k), the layout of :meth:`S3FD.raw`."""
+    """Per-head (H, W, k) arrays -> (1, A, k), the layout of :func:`~rnnpool.models.detection_utils.flatten_heads`."""
     return torch.cat([torch.from_numpy(np.ascontiguousarray(m)).reshape(-1, channels) for m in maps]).float()[None]
 
 
 @torch.no_grad()
-def int8_accuracy(model: S3FD, graph: QuantizedGraph, annotations: str, image_root: Optional[str] = None,
+def int8_accuracy(model: FaceDetector, graph: QuantizedGraph, annotations: str, image_root: Optional[str] = None,
                   limit: Optional[int] = None) -> Dict[str, float]:
-    """AP of the float model and of the int8 reference, their difference, and the mean head-output SQNR (dB)."""
+    """AP of the float face detector and of its int8 reference ``graph``, their difference, and the mean
+    head-output SQNR (dB); both through S3FD's evaluation post-processing."""
     model.eval()
     data = load_face_annotations(annotations, image_root)
     records = data.records[:limit] if limit else data.records
@@ -40,7 +43,9 @@ def int8_accuracy(model: S3FD, graph: QuantizedGraph, annotations: str, image_ro
             width, height = img.size
         image = load_image(record.path, c, (h, w))
         x = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 255
-        conf, loc, anchors = model.raw(x)
+        outputs = model(x)
+        conf, loc = flatten_heads(outputs)
+        anchors = make_anchors([tuple(c.shape[2:]) for c in outputs["conf"]], model.head_strides, model.anchor_sizes, x.device)
         values = run_int8(graph, image)
         q_conf = _flatten([dequantize(graph, hd.conf, values[hd.conf]) for hd in graph.heads], 2)
         q_loc = _flatten([dequantize(graph, hd.loc, values[hd.loc]) for hd in graph.heads], 4)
@@ -48,7 +53,7 @@ def int8_accuracy(model: S3FD, graph: QuantizedGraph, annotations: str, image_ro
             sqnr.append(10 * np.log10(float((f**2).mean()) / max(float(((f - q) ** 2).mean()), 1e-20)))
         factor = torch.tensor([width / w, height / h, width / w, height / h])
         for key, (cf, lc) in (("fp32", (conf, loc)), ("int8", (q_conf, q_loc))):
-            det = model.postprocess(cf, lc, anchors)[0]
+            det = postprocess(cf, lc, anchors)[0]
             boxes = (det["boxes"] * factor).numpy()
             predictions[key][record.name] = np.c_[boxes[:, :2], boxes[:, 2:] - boxes[:, :2], det["scores"].numpy()]
     truth = truth_from_boxes({r.name: r.boxes for r in records}, {r.name: r.invalid for r in records})

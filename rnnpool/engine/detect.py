@@ -24,7 +24,7 @@ from . import distributed as dist
 from .checkpoint import load_checkpoint, model_state
 from .loop import RunBook, TrainConfig, prepare_training, resolve_device, setup_device
 from .s3fd import S3FD
-from .widerface_eval import evaluate_widerface, load_widerface_mat, plot_pr, truth_from_boxes
+from ..metrics.widerface import evaluate_widerface, load_widerface_mat, plot_pr, truth_from_boxes
 
 
 @dataclass(kw_only=True)

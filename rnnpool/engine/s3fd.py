@@ -13,9 +13,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchvision.ops import batched_nms, box_convert, box_iou, clip_boxes_to_image
+from torchvision.ops import box_convert, box_iou, clip_boxes_to_image, nms
 
-from ..models.detection_utils import decode, encode, make_anchors
+from ..models.detection_utils import (MAX_DETECTIONS, NMS_THRESHOLD, SCORE_THRESHOLD, encode, flatten_heads, make_anchors,
+                                      postprocess)
 from ..models.face import FaceDetector
 
 def match(anchors: torch.Tensor, boxes: torch.Tensor, threshold: float = 0.35, compensate_min_iou: float = 0.1) -> torch.Tensor:
@@ -66,7 +67,8 @@ class S3FD(nn.Module):
     per image with ``boxes`` (K, 4, xyxy pixels of the input), ``scores`` and ``labels`` (1 = face).
     """
 
-    def __init__(self, detector: FaceDetector, score_threshold: float = 0.05, nms_threshold: float = 0.3, max_detections: int = 750) -> None:
+    def __init__(self, detector: FaceDetector, score_threshold: float = SCORE_THRESHOLD, nms_threshold: float = NMS_THRESHOLD,
+                 max_detections: int = MAX_DETECTIONS) -> None:
         super().__init__()
         self.detector = detector
         self.score_threshold = score_threshold
@@ -76,9 +78,7 @@ class S3FD(nn.Module):
     def raw(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """conf (N, A, 2), loc (N, A, 4) and anchors (A, 4) for a batch."""
         out = self.detector(images)
-        n = images.shape[0]
-        conf = torch.cat([c.permute(0, 2, 3, 1).reshape(n, -1, 2) for c in out["conf"]], 1)
-        loc = torch.cat([l.permute(0, 2, 3, 1).reshape(n, -1, 4) for l in out["loc"]], 1)
+        conf, loc = flatten_heads(out)
         sizes = [tuple(c.shape[2:]) for c in out["conf"]]
         anchors = make_anchors(sizes, self.detector.head_strides, self.detector.anchor_sizes, images.device)
         return conf, loc, anchors
@@ -92,17 +92,7 @@ class S3FD(nn.Module):
         return self.postprocess(conf, loc, anchors)
 
     def postprocess(self, conf: torch.Tensor, loc: torch.Tensor, anchors: torch.Tensor) -> List[Dict[str, torch.Tensor]]:
-        scores = conf.float().softmax(-1)[..., 1]
-        boxes = decode(loc.float(), anchors)
-        results = []
-        for s, b in zip(scores, boxes):
-            keep = s > self.score_threshold
-            s, b = s[keep], b[keep]
-            order = s.argsort(descending=True)[: 5000]
-            s, b = s[order], b[order]
-            kept = batched_nms(b, s, torch.zeros_like(s, dtype=torch.long), self.nms_threshold)[: self.max_detections]
-            results.append({"boxes": b[kept], "scores": s[kept], "labels": torch.ones_like(kept)})
-        return results
+        return postprocess(conf, loc, anchors, self.score_threshold, self.nms_threshold, self.max_detections)
 
     @torch.no_grad()
     def detect(self, image: torch.Tensor, scales: Sequence[float] = (1.0,)) -> Dict[str, torch.Tensor]:
@@ -120,5 +110,5 @@ class S3FD(nn.Module):
             scores.append(det["scores"])
         self.train(was_training)
         b, s = clip_boxes_to_image(torch.cat(boxes), (h, w)), torch.cat(scores)
-        kept = batched_nms(b, s, torch.zeros_like(s, dtype=torch.long), self.nms_threshold)[: self.max_detections]
+        kept = nms(b, s, self.nms_threshold)[: self.max_detections]
         return {"boxes": b[kept], "scores": s[kept], "labels": torch.ones_like(kept)}

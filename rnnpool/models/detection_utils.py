@@ -1,15 +1,18 @@
-"""S3FD's anchors and box coding, next to the detectors that use them (as torchvision keeps
+"""S3FD's anchors, box coding and post-processing, next to the detectors that use them (as torchvision keeps
 ``models/detection/_utils.py``): one square anchor per head location, centred on the stride grid; SSD
-offsets with variances (0.1, 0.2). The training loss and matching live in :mod:`rnnpool.engine.s3fd`; the
-int8 runtime decodes boxes with the same variances.
+offsets with variances (0.1, 0.2); softmax scores, a score threshold and NMS. The training loss and
+matching live in :mod:`rnnpool.engine.s3fd`; the int8 runtime decodes boxes with the same variances.
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
+from torchvision.ops import nms
 
 VARIANCES = (0.1, 0.2)
+SCORE_THRESHOLD, NMS_THRESHOLD, MAX_DETECTIONS = 0.05, 0.3, 750  # S3FD's evaluation settings
+PRE_NMS_TOP = 5000  # candidates NMS looks at per image
 
 
 def make_anchors(feature_sizes: Sequence[Tuple[int, int]], strides: Sequence[int], sizes: Sequence[int],
@@ -37,4 +40,31 @@ def decode(offsets: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
     return torch.cat((centre - wh / 2, centre + wh / 2), -1)
 
 
-__all__ = ["VARIANCES", "decode", "encode", "make_anchors"]
+def flatten_heads(outputs: Dict[str, List[torch.Tensor]]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A face detector's per-head maps (``conf`` (N, 2, H, W) and ``loc`` (N, 4, H, W) lists) as conf (N, A, 2)
+    and loc (N, A, 4), head by head, row-major within a head: the order of :func:`make_anchors`."""
+    n = outputs["conf"][0].shape[0]
+    conf = torch.cat([c.permute(0, 2, 3, 1).reshape(n, -1, 2) for c in outputs["conf"]], 1)
+    loc = torch.cat([l.permute(0, 2, 3, 1).reshape(n, -1, 4) for l in outputs["loc"]], 1)
+    return conf, loc
+
+
+def postprocess(conf: torch.Tensor, loc: torch.Tensor, anchors: torch.Tensor, score_threshold: float = SCORE_THRESHOLD,
+                nms_threshold: float = NMS_THRESHOLD, max_detections: int = MAX_DETECTIONS) -> List[Dict[str, torch.Tensor]]:
+    """Detections per image from conf (N, A, 2) and loc (N, A, 4): face probability above the threshold, the
+    best PRE_NMS_TOP, NMS; ``boxes`` (K, 4) xyxy in input pixels, ``scores``, ``labels`` (1 = face)."""
+    scores = conf.float().softmax(-1)[..., 1]
+    boxes = decode(loc.float(), anchors)
+    results = []
+    for s, b in zip(scores, boxes):
+        keep = s > score_threshold
+        s, b = s[keep], b[keep]
+        order = s.argsort(descending=True)[:PRE_NMS_TOP]
+        s, b = s[order], b[order]
+        kept = nms(b, s, nms_threshold)[:max_detections]
+        results.append({"boxes": b[kept], "scores": s[kept], "labels": torch.ones_like(kept)})
+    return results
+
+
+__all__ = ["MAX_DETECTIONS", "NMS_THRESHOLD", "SCORE_THRESHOLD", "VARIANCES", "decode", "encode", "flatten_heads", "make_anchors",
+           "postprocess"]

@@ -10,7 +10,8 @@ from PIL import Image
 
 from rnnpool.cli import main
 from rnnpool.engine import DetectConfig, build_detector, evaluate_detector, train_detector
-from rnnpool.engine.s3fd import decode, encode, make_anchors, match, multibox_loss
+from rnnpool.engine.s3fd import match, multibox_loss
+from rnnpool.models.detection_utils import decode, encode, make_anchors
 
 from ..conftest import SHARED_DATA
 

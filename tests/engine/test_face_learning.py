@@ -10,7 +10,7 @@ from PIL import Image
 
 from rnnpool.data.faces import FaceAnnotations, FaceDataset, collate_detection, detection_transforms, load_face_annotations
 from rnnpool.engine.s3fd import S3FD
-from rnnpool.engine.widerface_eval import evaluate_widerface, truth_from_boxes
+from rnnpool.metrics.widerface import evaluate_widerface, truth_from_boxes
 from rnnpool.models import create_model
 
 from ..conftest import SHARED_DATA

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rnnpool.engine.widerface_eval import ImageTruth, evaluate_widerface, load_widerface_mat, plot_pr, truth_from_boxes
+from rnnpool.metrics.widerface import ImageTruth, evaluate_widerface, load_widerface_mat, plot_pr, truth_from_boxes
 
 from ..conftest import SHARED_DATA
 
