@@ -122,6 +122,13 @@ class RNNPool2d(nn.Module):
             raise ValueError(f"RNNPool2d expects a 4-D (N, C, H, W) input, got shape {list(x.shape)}")
         if x.shape[1] != self.in_channels:
             raise ValueError(f"RNNPool2d expects {self.in_channels} input channels, got {x.shape[1]} (shape {list(x.shape)})")
+        if not x.is_floating_point():
+            raise TypeError(f"RNNPool2d expects a floating-point input, got {x.dtype} (convert it, e.g. x.float())")
+        if not torch.jit.is_scripting():
+            dtype = next(self.rnn1.parameters()).dtype
+            if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+                raise TypeError(f"RNNPool2d's parameters are {dtype} and its input is {x.dtype}: convert one to the other "
+                                f"(layer.to({x.dtype}) or x.to({dtype})), or run under torch.autocast")
         padded_h = x.shape[2] + 2 * self.padding[0]
         padded_w = x.shape[3] + 2 * self.padding[1]
         if padded_h < self.patch_size[0] or padded_w < self.patch_size[1]:

@@ -140,6 +140,10 @@ def test_bad_input_errors():
         layer(torch.zeros(1, 5, 16, 16))
     with pytest.raises(ValueError, match="4-D"):
         layer(torch.zeros(3, 16, 16))
+    with pytest.raises(TypeError, match="expects a floating-point input, got torch.int64"):
+        layer(torch.zeros(1, 3, 16, 16, dtype=torch.int64))
+    with pytest.raises(TypeError, match="parameters are torch.float32 and its input is torch.float16"):
+        layer(torch.zeros(1, 3, 16, 16, dtype=torch.float16))
     with pytest.raises(ValueError, match="patch 6x6 is larger than the padded input 5x18"):
         layer(torch.zeros(1, 3, 3, 16))
     with pytest.raises(ValueError, match="patch_size must be >= 1"):
