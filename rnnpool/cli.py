@@ -21,9 +21,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
 
-from torch import nn
+if TYPE_CHECKING:  # torch is imported by the commands that need it, so --help and argument errors are instant
+    from torch import nn
 
 
 def _parse_shape(text: str) -> List[int]:
@@ -66,6 +67,22 @@ def cmd_list(args: argparse.Namespace) -> None:
         print(f"{name:26s} {info.task:15s} {'x'.join(map(str, info.input_shape)):10s} {info.description}")
 
 
+def _write_json(data: Any, path: str) -> None:
+    """``data`` as JSON to the file ``path``, or to standard output for ``-``."""
+    text = json.dumps(data, indent=2)
+    if path == "-":
+        print(text)
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+
+
+def _human_output(args: argparse.Namespace):
+    """Where the readable report goes: standard error when ``--json -`` takes standard output, so that stays
+    valid JSON."""
+    return sys.stderr if getattr(args, "json", None) == "-" else sys.stdout
+
+
 def cmd_profile(args: argparse.Namespace) -> None:
     from .analysis import compare_table, profile_model
     from .analysis.plot import plot_memory
@@ -92,14 +109,15 @@ def cmd_profile(args: argparse.Namespace) -> None:
             profiles.append(stream_profile(build_model(name), shape, name, ram_bytes=args.ram_kib * 1024))
         else:
             profiles.append(profile_model(build_model(name), shape, dtype, args.convention, name=name))
+    out = _human_output(args)
     for p in profiles:
-        print(p.table())
-        print()
+        print(p.table(), file=out)
+        print(file=out)
     if len(profiles) > 1:
-        print(compare_table(profiles))
+        print(compare_table(profiles), file=out)
     if args.json:  # the model's profile; with --compare, the other one under "compare"
         extra = {"compare": profiles[1].to_dict()} if len(profiles) > 1 else {}
-        Path(args.json).write_text(json.dumps({**profiles[0].to_dict(), **extra}, indent=2))
+        _write_json({**profiles[0].to_dict(), **extra}, args.json)
     if args.csv:
         profiles[0].save_csv(args.csv)
     if args.plot:
@@ -179,7 +197,7 @@ def cmd_detect(args: argparse.Namespace) -> None:
 
 
 def cmd_export_c(args: argparse.Namespace) -> None:
-    from .deploy.export import export_c, write_report
+    from .deploy.export import export_c
     from .deploy.int8_reference import DetectionSettings
 
     settings = DetectionSettings(score_threshold=args.threshold)
@@ -187,8 +205,8 @@ def cmd_export_c(args: argparse.Namespace) -> None:
     report = export_c(args.model, args.output, args.weights, args.calib, args.target, args.run, args.ram_kib * 1024, settings,
                       input_size, args.seed, not args.no_row_cache, calibration=args.calibration, percentile=args.percentile)
     if args.json:
-        write_report(report, args.json)
-    print(format_export(report))
+        _write_json(report, args.json)
+    print(format_export(report), file=_human_output(args))
     if report.get("bit_exact") is False:
         where = report.get("first_differing_map")
         raise SystemExit("error: the C program's output differs from the int8 reference: " + "; ".join(report["mismatches"][:3])
@@ -265,9 +283,9 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
 
 def _run_arguments(p: argparse.ArgumentParser, config: str) -> None:
     """Options every training run has (:class:`rnnpool.engine.TrainConfig`), defaulting to ``config``'s values."""
-    from . import engine
+    from .engine import config as configs  # dataclasses only: no torch while the parser is built
 
-    default = {name: f.default for name, f in getattr(engine, config).__dataclass_fields__.items()}
+    default = {name: f.default for name, f in getattr(configs, config).__dataclass_fields__.items()}
     p.add_argument("--epochs", type=int, default=default["epochs"])
     p.add_argument("--lr", type=float, default=default["lr"])
     p.add_argument("--optimizer", choices=["sgd", "adamw"], default=default["optimizer"])
@@ -305,7 +323,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="stream: the M4's RAM the program must fit (the planner trades work for RAM to fit it)")
     p.add_argument("--compare", metavar="OTHER", help="a second model to put side by side")
     p.add_argument("--plot", metavar="PNG")
-    p.add_argument("--json", metavar="PATH")
+    p.add_argument("--json", metavar="PATH", help="the profile as JSON ('-': standard output, the table then goes to stderr)")
     p.add_argument("--csv", metavar="PATH")
     p.add_argument("--zoo", action="store_true", help="every zoo model: params, MAdds, peak RAM (both conventions, fp32/int8)")
     p.add_argument("--markdown", action="store_true", help="with --zoo: a Markdown table")
@@ -373,7 +391,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="folder for the C sources, Makefile and memory report")
     p.add_argument("--target", choices=["host", "cortex-m4", "stm32f439"], default="host")
     p.add_argument("--run", help="image to run the built program on and compare with the int8 reference")
-    p.add_argument("--json", help="write the report (RAM, flash, instructions, bit_exact, outputs) here")
+    p.add_argument("--json", help="write the report (RAM, flash, instructions, bit_exact, outputs) here ('-': standard output)")
     p.add_argument("--ram-kib", dest="ram_kib", type=int, default=256, help="RAM of the Cortex-M4 (KiB)")
     p.add_argument("--input", type=_parse_shape, help="CxHxW, e.g. 3x224x224 (classifiers: any square side; detectors: their own)")
     p.add_argument("--input-size", dest="input_size", type=int, help="classifiers: the square input side (default: the model's)")

@@ -75,3 +75,22 @@ def test_ctrl_c_exits_130(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["list"])
     assert exit_info.value.code == 130 and "interrupted" in capsys.readouterr().err
+
+
+def test_json_dash_writes_standard_output(capsys):
+    """``--json -``: the JSON alone on standard output (the readable table moves to standard error)."""
+    main(["profile", "mobilenetv2_035_rnnpool", "--input", "3x64x64", "--json", "-"])
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["model"] == "mobilenetv2_035_rnnpool"
+    assert "mobilenetv2_035_rnnpool" in captured.err
+
+
+def test_help_is_instant_and_imports_no_torch():
+    """The parser is built (and --help answered) without importing torch."""
+    import subprocess
+    import sys
+
+    code = "import sys; from rnnpool.cli import make_parser; make_parser(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    done = subprocess.run([sys.executable, "-m", "rnnpool.cli", "train", "classify", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "--epochs" in done.stdout

@@ -8,7 +8,6 @@ reference; where they differ, a traced host build names the first map that does.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -215,10 +214,5 @@ def export_c(model_name: str, out_dir: Union[str, Path], weights: Optional[str] 
     return report
 
 
-def write_report(report: Dict, path: Union[str, Path]) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(report, indent=2))
-
-
 __all__ = ["ExportError", "TARGETS", "calibration_images", "compare_outputs", "export_c", "image_files", "load_image",
-           "load_model", "reference_output", "write_report"]
+           "load_model", "reference_output"]

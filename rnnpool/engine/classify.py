@@ -7,7 +7,6 @@ else, so ``resume`` continues a run exactly: 2 epochs == 1 epoch + resume + 1 ep
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -19,23 +18,8 @@ from ..models import create_model
 from ..nn import RNNPool2d
 from . import distributed as dist
 from .checkpoint import load_checkpoint, model_state
-from .loop import RunBook, TrainConfig, prepare_training, setup_device
-
-
-@dataclass(kw_only=True)
-class ClassifyConfig(TrainConfig):
-    """A classification run: the shared :class:`TrainConfig` plus its data and loss settings."""
-
-    data: str
-    layout: str = "imagefolder"  # or "vww"
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 0.05
-    label_smoothing: float = 0.0
-    rnn_clip: Optional[float] = 5.0  # max grad norm of the RNNPool parameters
-    min_scale: float = 0.08  # random-resized-crop scale (VWW: 0.2)
-    project: str = "runs/classify"
-    model_kwargs: Dict[str, Any] = field(default_factory=dict)
+from .config import ClassifyConfig
+from .loop import RunBook, prepare_training, setup_device
 
 
 @torch.no_grad()

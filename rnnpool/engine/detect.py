@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -22,27 +21,10 @@ from ..data import FaceDataset, collate_detection, detection_transforms, load_fa
 from ..models import create_model, model_info
 from . import distributed as dist
 from .checkpoint import load_checkpoint, model_state
-from .loop import RunBook, TrainConfig, prepare_training, resolve_device, setup_device
+from .config import DetectConfig
+from .loop import RunBook, prepare_training, resolve_device, setup_device
 from .s3fd import S3FD
 from ..metrics.widerface import evaluate_widerface, load_widerface_mat, plot_pr, truth_from_boxes
-
-
-@dataclass(kw_only=True)
-class DetectConfig(TrainConfig):
-    """A detection run: the shared :class:`TrainConfig` plus annotations and evaluation settings."""
-
-    train: str
-    val: Optional[str] = None
-    image_root: Optional[str] = None
-    epochs: int = 300
-    batch_size: int = 32
-    lr: float = 0.01
-    step_size: int = 100
-    warmup_epochs: int = 5
-    input_size: int = 640
-    project: str = "runs/detect"
-    eval_period: int = 10
-    eval_scales: Sequence[float] = (1.0,)
 
 
 def build_detector(model_name: str, weights: Optional[str] = None, device: Union[str, torch.device] = "cpu") -> S3FD:

@@ -17,51 +17,10 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from ..models import model_info
 from . import distributed as dist
 from .checkpoint import load_checkpoint, model_state, save_checkpoint, set_rng_state
+from .config import TrainConfig
 from .run_dir import append_metrics, new_run_dir, plot_curves, run_dir_of, truncate_metrics, write_config
-
-
-@dataclass(kw_only=True)
-class TrainConfig:
-    """Settings every training run has (each task adds its own; all are saved as the run's config.yaml)."""
-
-    model: str
-    epochs: int
-    batch_size: int
-    lr: float
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 4e-5
-    schedule: str = "cosine"
-    step_size: int = 30  # epochs per 10x decay with schedule="step"
-    warmup_epochs: int = 0
-    amp: bool = True
-    input_size: int = 224
-    workers: int = 2
-    seed: int = 0
-    device: str = "auto"
-    project: str = "runs"
-    name: str = "exp"
-    exist_ok: bool = False
-    resume: Optional[str] = None
-    skip_bad: bool = False
-    max_steps: int = 0  # cap on steps per epoch (0: all)
-    stop_epoch: int = 0  # stop after this epoch (0: at ``epochs``); the schedule still spans ``epochs``
-    deterministic: bool = False  # deterministic CUDA kernels (bit-exact reruns and resumes on GPUs; CPU runs are already)
-
-    def __post_init__(self) -> None:
-        model_info(self.model)  # an unknown name fails here, naming the closest one, before any data is read
-        for name in ("epochs", "batch_size", "input_size"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.lr <= 0 or self.warmup_epochs < 0 or self.max_steps < 0 or self.stop_epoch < 0:
-            raise ValueError(f"need lr > 0 and warmup_epochs, max_steps, stop_epoch >= 0; got lr={self.lr}, "
-                             f"warmup_epochs={self.warmup_epochs}, max_steps={self.max_steps}, stop_epoch={self.stop_epoch}")
-
-    def end_epoch(self) -> int:
-        return min(self.epochs, self.stop_epoch) if self.stop_epoch > 0 else self.epochs
 
 
 def resolve_device(name: str) -> torch.device:

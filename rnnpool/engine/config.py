@@ -1,0 +1,86 @@
+"""The settings of a training run, as dataclasses that import nothing heavy: the CLI builds its options
+from their defaults without importing torch (``rnnpool --help`` stays instant)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Sequence
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """Settings every training run has (each task adds its own; all are saved as the run's config.yaml)."""
+
+    model: str
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    schedule: str = "cosine"
+    step_size: int = 30  # epochs per 10x decay with schedule="step"
+    warmup_epochs: int = 0
+    amp: bool = True
+    input_size: int = 224
+    workers: int = 2
+    seed: int = 0
+    device: str = "auto"
+    project: str = "runs"
+    name: str = "exp"
+    exist_ok: bool = False
+    resume: Optional[str] = None
+    skip_bad: bool = False
+    max_steps: int = 0  # cap on steps per epoch (0: all)
+    stop_epoch: int = 0  # stop after this epoch (0: at ``epochs``); the schedule still spans ``epochs``
+    deterministic: bool = False  # deterministic CUDA kernels (bit-exact reruns and resumes on GPUs; CPU runs are already)
+
+    def __post_init__(self) -> None:
+        from ..models import model_info  # (here: the CLI reads these defaults without importing torch)
+
+        model_info(self.model)  # an unknown name fails here, naming the closest one, before any data is read
+        for name in ("epochs", "batch_size", "input_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0 or self.warmup_epochs < 0 or self.max_steps < 0 or self.stop_epoch < 0:
+            raise ValueError(f"need lr > 0 and warmup_epochs, max_steps, stop_epoch >= 0; got lr={self.lr}, "
+                             f"warmup_epochs={self.warmup_epochs}, max_steps={self.max_steps}, stop_epoch={self.stop_epoch}")
+
+    def end_epoch(self) -> int:
+        return min(self.epochs, self.stop_epoch) if self.stop_epoch > 0 else self.epochs
+
+
+@dataclass(kw_only=True)
+class ClassifyConfig(TrainConfig):
+    """A classification run: the shared :class:`TrainConfig` plus its data and loss settings."""
+
+    data: str
+    layout: str = "imagefolder"  # or "vww"
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.05
+    label_smoothing: float = 0.0
+    rnn_clip: Optional[float] = 5.0  # max grad norm of the RNNPool parameters
+    min_scale: float = 0.08  # random-resized-crop scale (VWW: 0.2)
+    project: str = "runs/classify"
+    model_kwargs: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class DetectConfig(TrainConfig):
+    """A detection run: the shared :class:`TrainConfig` plus annotations and evaluation settings."""
+
+    train: str
+    val: Optional[str] = None
+    image_root: Optional[str] = None
+    epochs: int = 300
+    batch_size: int = 32
+    lr: float = 0.01
+    step_size: int = 100
+    warmup_epochs: int = 5
+    input_size: int = 640
+    project: str = "runs/detect"
+    eval_period: int = 10
+    eval_scales: Sequence[float] = (1.0,)
+
+
+__all__ = ["ClassifyConfig", "DetectConfig", "TrainConfig"]
