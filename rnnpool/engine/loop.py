@@ -201,4 +201,5 @@ class RunBook:
             save_checkpoint(self.run / "weights" / "best.pt", payload)
         save_checkpoint(self.run / "weights" / "last.pt", payload)
         self.saved_epoch = epoch + 1
-        print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()), flush=True)
+        shown = {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}  # e.g. no validation
+        print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()), flush=True)

@@ -74,11 +74,14 @@ def make_square_faces(root, count=12, size=96):
     return root / "gt.txt"
 
 
-def test_train_detect_loss_falls_and_evaluates(tmp_path):
+def test_train_detect_loss_falls_and_evaluates(tmp_path, capsys):
     gt = make_square_faces(tmp_path / "faces")
     cfg = DetectConfig(model="rnnpool_face_a", train=str(gt), val=str(gt), epochs=4, batch_size=4, input_size=96, workers=0,
                        device="cpu", project=str(tmp_path / "runs"), name="sq", warmup_epochs=1, eval_period=4, lr=0.005, optimizer="adamw")
     result = train_detector(cfg)
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("epoch=")]
+    assert len(lines) == 4 and "nan" not in " ".join(lines)  # epochs without validation print no val_ap
+    assert "val_ap=" not in lines[0] and "val_ap=" in lines[-1]
     run = tmp_path / "runs" / "sq"
     rows = (run / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,lr,loss_conf,loss_loc,val_ap")
