@@ -6,6 +6,7 @@ import contextlib
 import itertools
 import math
 import os
+import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -138,11 +139,16 @@ class RunBook:
         # checked before anything is written, so a refused resume leaves its run folder as it was
         self.checkpoint = self._resume_checkpoint() if cfg.resume else None
         self.run: Optional[Path] = None
+        self.new_folder = False  # this run made its folder (it is removed if no epoch finishes)
         if dist.is_main():
             # a resumed run goes on in the folder its checkpoint came from, whatever --name says
-            self.run = (run_dir_of(cfg.resume) if cfg.resume else None) or new_run_dir(
-                cfg.project, cfg.name, exist_ok=cfg.exist_ok or cfg.resume is not None)
+            self.run = run_dir_of(cfg.resume) if cfg.resume else None
+            if self.run is None:
+                before = {p.name for p in Path(cfg.project).iterdir()} if Path(cfg.project).is_dir() else set()
+                self.run = new_run_dir(cfg.project, cfg.name, exist_ok=cfg.exist_ok or cfg.resume is not None)
+                self.new_folder = self.run.name not in before
             write_config(self.run, {**asdict(cfg), **extra_config, "world_size": dist.world_size()})
+            print(f"run folder: {self.run}", flush=True)
 
     def _resume_checkpoint(self) -> Dict[str, Any]:
         """``cfg.resume`` loaded, refused if the run it continues was started with other settings."""
@@ -182,7 +188,20 @@ class RunBook:
                 saved = (f"{last} holds epoch {self.saved_epoch}; continue with --resume {last}" if self.saved_epoch
                          else "no epoch was finished")
                 print(f"\ninterrupted: {saved}", file=sys.stderr, flush=True)
+            self._discard_empty_run()
             raise
+        except BaseException:
+            self._discard_empty_run()
+            raise
+        if self.run is not None:
+            print(f"run finished: {self.run} (weights/best.pt, weights/last.pt, metrics.csv, curves.png)", flush=True)
+
+    def _discard_empty_run(self) -> None:
+        """Remove the folder this run made if it holds no finished epoch (only its config.yaml): a rerun then
+        takes the same name instead of landing in ``name2``."""
+        if self.run is not None and self.new_folder and self.saved_epoch == 0:
+            shutil.rmtree(self.run, ignore_errors=True)
+            print(f"removed {self.run}: no epoch was finished", file=sys.stderr, flush=True)
 
     def end_epoch(self, epoch: int, metrics: Dict[str, Any], score: float, model: nn.Module, optimizer, scheduler, scaler,
                   extra: Optional[Dict[str, Any]] = None) -> None:

@@ -18,11 +18,13 @@ from ..conftest import SHARED_DATA
 SMALL = dict(model="mobilenetv2_035_rnnpool", input_size=32, batch_size=6, workers=0, lr=0.05, device="cpu")
 
 
-def test_loss_falls_and_outputs_run_folder(color_data, tmp_path):
+def test_loss_falls_and_outputs_run_folder(color_data, tmp_path, capsys):
     cfg = ClassifyConfig(data=str(color_data), epochs=4, project=str(tmp_path / "runs"), name="toy", optimizer="adamw", lr=0.005,
                          **{k: v for k, v in SMALL.items() if k != "lr"})
     result = train_classifier(cfg)
     run = tmp_path / "runs" / "toy"
+    out = capsys.readouterr().out
+    assert f"run folder: {run}" in out.splitlines()[0] and f"run finished: {run}" in out
     for name in ("config.yaml", "metrics.csv", "curves.png", "weights/last.pt", "weights/best.pt"):
         assert (run / name).exists(), name
     rows = (run / "metrics.csv").read_text().splitlines()
@@ -100,6 +102,7 @@ def test_bad_image_is_named_or_skipped(color_data, tmp_path):
     cfg = ClassifyConfig(data=str(color_data), epochs=1, project=str(tmp_path), name="bad", **SMALL)
     with pytest.raises(BadSampleError, match="zz_broken.png"):
         train_classifier(cfg)
+    assert not (tmp_path / "bad").exists()  # failed before its first epoch: no folder left, a rerun takes the name
     cfg.skip_bad, cfg.name = True, "skip"
     train_classifier(cfg)
     assert (tmp_path / "skip" / "metrics.csv").read_text().splitlines()[1].split(",")[6] == "1"
