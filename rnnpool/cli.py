@@ -422,8 +422,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except USER_ERRORS as err:
         if _want_traceback():
             raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        raise SystemExit(f"error: {message}") from None
+        raise SystemExit(f"error: {_one_line(err)}") from None
+
+
+def _one_line(err: BaseException) -> str:
+    """A user error's message. One raised in a DataLoader worker comes back wrapped in the worker's traceback
+    ("Caught BadSampleError in DataLoader worker process 0. Original Traceback ..."): keep its last line's message,
+    as with --workers 0."""
+    message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    if message.startswith("Caught ") and "Original Traceback" in message:
+        last = [line for line in message.splitlines() if line.strip()][-1]
+        message = last.split(": ", 1)[1] if ": " in last else last
+    return message
 
 
 def _want_traceback() -> bool:

@@ -126,6 +126,18 @@ def test_vww_layout(tmp_path):
     assert result["classes"] == ["no_person", "person"]
 
 
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_cli_names_a_bad_image_in_one_line_with_any_workers(workers, color_data, tmp_path):
+    """A broken image read by a DataLoader worker is the same one error line as one read in the main process."""
+    (color_data / "train" / "red" / "zz_broken.png").write_bytes(b"not an image at all")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "classify", "--model", "mobilenetv2_035", "--data", str(color_data), "--input-size", "32", "--epochs", "1",
+              "--batch-size", "8", "--workers", workers, "--device", "cpu", "--project", str(tmp_path), "--name", "bad"])
+    message = str(exit_info.value.code)
+    assert message.startswith("error: cannot read image ") and "zz_broken.png" in message and "\n" not in message
+    assert "Traceback" not in message
+
+
 def test_cli_train_and_eval(color_data, tmp_path, capsys):
     main(["train", "classify", "--model", "mobilenetv2_035", "--data", str(color_data), "--input-size", "32", "--epochs", "1",
           "--batch-size", "8", "--workers", "0", "--device", "cpu", "--project", str(tmp_path), "--name", "cli"])
