@@ -88,8 +88,8 @@ def cmd_profile(args: argparse.Namespace) -> None:
     from .analysis.plot import plot_memory
     from .analysis.zoo import zoo_markdown, zoo_rows
 
-    if args.zoo:
-        rows = zoo_rows()
+    if args.zoo:  # a minute or two: say which model is being profiled (on stderr, the table stays clean)
+        rows = zoo_rows(lambda i, n, name: print(f"[{i + 1}/{n}] {name}", file=sys.stderr, flush=True))
         if args.markdown:
             print(zoo_markdown(rows))
         else:

@@ -94,3 +94,14 @@ def test_help_is_instant_and_imports_no_torch():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
     done = subprocess.run([sys.executable, "-m", "rnnpool.cli", "train", "classify", "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "--epochs" in done.stdout
+
+
+def test_profile_zoo_shows_progress(monkeypatch, capsys):
+    """--zoo profiles every model (a minute or two): it says which one it is on, on stderr."""
+    from rnnpool.analysis import zoo
+
+    monkeypatch.setattr(zoo, "list_models", lambda: ["mobilenetv2_035", "rnnpool_face_m4"])
+    main(["profile", "--zoo", "--markdown"])
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == ["[1/2] mobilenetv2_035", "[2/2] rnnpool_face_m4"]
+    assert "| mobilenetv2_035 |" in captured.out and "[1/2]" not in captured.out

@@ -1,7 +1,7 @@
 """The README's zoo table: params, MAdds and peak RAM (both conventions, fp32 and int8) of every model."""
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional
 
 from ..models import create_model, list_models, model_info
 from .profile import profile_model
@@ -9,10 +9,14 @@ from .profile import profile_model
 ZOO_COLUMNS = ("model", "input", "params", "MAdds", "layer fp32 KiB", "layer int8 KiB", "tensor fp32 KiB", "tensor int8 KiB")
 
 
-def zoo_rows() -> List[Dict[str, object]]:
-    """One row per registered model at its default input shape (batch 1)."""
+def zoo_rows(progress: Optional[Callable[[int, int, str], None]] = None) -> List[Dict[str, object]]:
+    """One row per registered model at its default input shape (batch 1); ``progress(i, n, name)`` is called
+    before each model is profiled."""
     rows = []
-    for name in list_models():
+    names = list_models()
+    for i, name in enumerate(names):
+        if progress is not None:
+            progress(i, len(names), name)
         model, shape = create_model(name), model_info(name).input_shape
         row: Dict[str, object] = {"model": name, "input": "x".join(map(str, shape))}
         for convention in ("layer", "tensor"):
