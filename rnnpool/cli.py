@@ -146,7 +146,8 @@ def cmd_eval_classify(args: argparse.Namespace) -> None:
 
     result = evaluate_checkpoint(args.model, args.weights, args.data, args.layout, args.input_size, args.batch_size,
                                  args.workers, args.device, args.skip_bad, _model_kwargs(args))
-    print(f"top-1 {result['top1']:.4f} on {result['samples']} images (loss {result['loss']:.4f})")
+    print(f"{result['model']} at {result['input_size']}x{result['input_size']}: top-1 {result['top1']:.4f} on "
+          f"{result['samples']} images (loss {result['loss']:.4f})")
     for name, acc in zip(result["classes"], result["per_class"]):
         print(f"  {name:20s} {acc:.4f}")
 
@@ -266,15 +267,25 @@ def format_export(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _data_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="zoo classifier name (see 'rnnpool list')")
+def _data_arguments(p: argparse.ArgumentParser, evaluating: bool = False) -> None:
+    """The data and model options of ``train classify`` and ``eval classify``, defaulting to ClassifyConfig's
+    values; when evaluating, the model and input size default to the checkpoint's."""
+    from .engine.config import ClassifyConfig  # dataclasses only: no torch while the parser is built
+
+    default = {name: f.default for name, f in ClassifyConfig.__dataclass_fields__.items()}
+    if evaluating:
+        p.add_argument("--model", help="zoo classifier name (default: the one --weights was trained as)")
+    else:
+        p.add_argument("--model", required=True, help="zoo classifier name (see 'rnnpool list')")
     p.add_argument("--data", required=True, help="folder with train/ and val/ (or test/) subfolders")
-    p.add_argument("--layout", choices=["imagefolder", "vww"], default="imagefolder",
+    p.add_argument("--layout", choices=["imagefolder", "vww"], default=default["layout"],
                    help="one folder per class, or Visual Wake Words person/ + no_person/")
-    p.add_argument("--input-size", dest="input_size", type=int, default=224)
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=64, help="per process")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--input-size", dest="input_size", type=int, default=None if evaluating else default["input_size"],
+                   help="square input side" + (" (default: the one --weights was trained at, else the model's)" if evaluating
+                                               else f" (default {default['input_size']})"))
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=default["batch_size"], help="per process")
+    p.add_argument("--workers", type=int, default=default["workers"])
+    p.add_argument("--device", default=default["device"])
     p.add_argument("--skip-bad", dest="skip_bad", action="store_true", help="skip unreadable images and count them")
     p.add_argument("--model-arg", dest="model_arg", type=_model_arg, action="append", metavar="KEY=VALUE",
                    help="model option, repeatable: downsample=avg|max|strided_conv|renet, last_pool=rnnpool, width_mult=0.5, "
@@ -307,6 +318,8 @@ def _run_arguments(p: argparse.ArgumentParser, config: str) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    from .engine.config import ClassifyConfig  # dataclasses only: no torch while the parser is built
+
     parser = argparse.ArgumentParser(prog="rnnpool", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", help="list the zoo's models")
@@ -333,9 +346,12 @@ def make_parser() -> argparse.ArgumentParser:
     p = train.add_parser("classify", help="train a classifier (single process or under torchrun)")
     _data_arguments(p)
     _run_arguments(p, "ClassifyConfig")
-    p.add_argument("--label-smoothing", dest="label_smoothing", type=float, default=0.0)
-    p.add_argument("--rnn-clip", dest="rnn_clip", type=float, default=5.0, help="max grad norm of the RNNPool parameters")
-    p.add_argument("--min-scale", dest="min_scale", type=float, default=0.08, help="random-resized-crop scale (VWW: 0.2)")
+    classify = {name: f.default for name, f in ClassifyConfig.__dataclass_fields__.items()}
+    p.add_argument("--label-smoothing", dest="label_smoothing", type=float, default=classify["label_smoothing"])
+    p.add_argument("--rnn-clip", dest="rnn_clip", type=float, default=classify["rnn_clip"],
+                   help="max grad norm of the RNNPool parameters")
+    p.add_argument("--min-scale", dest="min_scale", type=float, default=classify["min_scale"],
+                   help="random-resized-crop scale (VWW: 0.2)")
     p.set_defaults(func=cmd_train_classify)
 
     p = train.add_parser("detect", help="train a face detector (S3FD recipe; single process or under torchrun)")
@@ -355,7 +371,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("eval", help="evaluate a model").add_subparsers(dest="task", required=True)
     p = evaluate.add_parser("classify", help="top-1 and per-class accuracy on the val split")
-    _data_arguments(p)
+    _data_arguments(p, evaluating=True)
     p.add_argument("--weights", help="checkpoint (weights/best.pt); none: the initial weights")
     p.set_defaults(func=cmd_eval_classify)
     p = evaluate.add_parser("detect", help="WIDER FACE AP (all, <= 3 faces; easy/medium/hard with --gt-dir)")

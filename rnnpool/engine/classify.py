@@ -14,7 +14,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data import build_classification_data, collate_skipping_bad
-from ..models import create_model
+from ..models import create_model, model_info
+from ..models.checkpoint import CheckpointError, checkpoint_config
 from ..nn import RNNPool2d
 from . import distributed as dist
 from .checkpoint import load_checkpoint, model_state
@@ -99,21 +100,34 @@ def train_classifier(cfg: ClassifyConfig) -> Dict[str, Any]:
             "classes": train_set.classes}
 
 
-def evaluate_checkpoint(model_name: str, weights: Optional[str], data: str, layout: str = "imagefolder", input_size: int = 224,
-                        batch_size: int = 64, workers: int = 2, device: str = "auto", skip_bad: bool = False,
-                        model_kwargs: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def evaluate_checkpoint(model_name: Optional[str], weights: Optional[str], data: str, layout: str = "imagefolder",
+                        input_size: Optional[int] = None, batch_size: int = 64, workers: int = 2, device: str = "auto",
+                        skip_bad: bool = False, model_kwargs: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Top-1 and per-class accuracy of ``model_name`` with ``weights`` on ``data``'s val (or test) split.
 
-    ``model_kwargs`` (e.g. ``{"downsample": "avg"}``) default to those the checkpoint's run was trained with.
+    The model, its input size and its ``model_kwargs`` (e.g. ``{"downsample": "avg"}``) default to those the
+    checkpoint's run was trained with (None: from the checkpoint; a model's own 224 without one); a checkpoint
+    of another model is refused, naming both. The result says which model and input size it evaluated.
     """
+    checkpoint = load_checkpoint(weights) if weights else {}
+    config = checkpoint_config(checkpoint)
+    saved = config.get("model")
+    if model_name is None:
+        if not saved:
+            raise CheckpointError(f"checkpoint {weights} does not say which model it is; give --model" if weights
+                                  else "give --model, or --weights of a training run")
+        model_name = saved
+    elif saved and saved != model_name:
+        raise CheckpointError(f"checkpoint {weights} is {saved}, not {model_name}")
+    if input_size is None:
+        input_size = int(config.get("input_size") or model_info(model_name).input_shape[-1])
+    if model_kwargs is None:
+        model_kwargs = config.get("model_kwargs", {})
     dev, _ = setup_device(device)
     _, val_set = build_classification_data(data, input_size, layout, skip_bad)
-    checkpoint = load_checkpoint(weights) if weights else {}
-    if model_kwargs is None:
-        model_kwargs = checkpoint.get("config", {}).get("model_kwargs", {})
     model = create_model(model_name, num_classes=len(val_set.classes), input_size=input_size, **model_kwargs).to(dev)
     if weights:
         model.load_state_dict(model_state(checkpoint))
     loader = DataLoader(val_set, batch_size, sampler=dist.ShardSampler(len(val_set)), num_workers=workers, collate_fn=collate_skipping_bad)
     result = evaluate_classifier(model, loader, len(val_set.classes), dev)
-    return {**result, "classes": val_set.classes}
+    return {**result, "classes": val_set.classes, "model": model_name, "input_size": input_size}

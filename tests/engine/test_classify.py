@@ -145,6 +145,14 @@ def test_cli_train_and_eval(color_data, tmp_path, capsys):
           "--weights", str(tmp_path / "cli" / "weights" / "last.pt")])
     out = capsys.readouterr().out
     assert "top-1" in out and "green" in out
+    explicit = [line for line in out.splitlines() if "top-1" in line][-1]  # the eval's (training prints one too)
+    # the model and its input size come from the checkpoint (trained at 32, not the default 224)
+    main(["eval", "classify", "--data", str(color_data), "--workers", "0", "--weights", str(tmp_path / "cli" / "weights" / "last.pt")])
+    from_checkpoint = next(line for line in capsys.readouterr().out.splitlines() if "top-1" in line)
+    assert from_checkpoint == explicit and from_checkpoint.startswith("mobilenetv2_035 at 32x32: top-1")
+    with pytest.raises(SystemExit, match="is mobilenetv2_035, not mobilenetv2_035_rnnpool"):
+        main(["eval", "classify", "--model", "mobilenetv2_035_rnnpool", "--data", str(color_data), "--workers", "0",
+              "--weights", str(tmp_path / "cli" / "weights" / "last.pt")])
 
 
 def test_cli_model_arguments_train_an_ablation_variant(color_data, tmp_path, capsys):
