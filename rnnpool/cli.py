@@ -201,6 +201,12 @@ def cmd_export_c(args: argparse.Namespace) -> None:
     from .deploy.export import export_c
     from .deploy.int8_reference import DetectionSettings
 
+    if args.weights:  # the checkpoint names its model: check a given one, or take it
+        from .models.checkpoint import checkpoint_model
+
+        args.model = checkpoint_model(args.weights, args.model)
+    elif not args.model:
+        raise ValueError("give a MODEL (see 'rnnpool list'), or --weights of a training run")
     settings = DetectionSettings(score_threshold=args.threshold)
     input_size = _export_input_size(args.model, args.input, args.input_size)
     report = export_c(args.model, args.output, args.weights, args.calib, args.target, args.run, args.ram_kib * 1024, settings,
@@ -375,7 +381,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="checkpoint (weights/best.pt); none: the initial weights")
     p.set_defaults(func=cmd_eval_classify)
     p = evaluate.add_parser("detect", help="WIDER FACE AP (all, <= 3 faces; easy/medium/hard with --gt-dir)")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", help="zoo face model (default: the one --weights was trained as)")
     p.add_argument("--weights", help="checkpoint; none: the initial weights")
     p.add_argument("--val", required=True, help="annotations of the images to evaluate")
     p.add_argument("--image-root", dest="image_root")
@@ -388,7 +394,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("detect", help="find faces in one image and draw them")
     p.add_argument("image")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", help="zoo face model (default: the one --weights was trained as)")
     p.add_argument("--weights")
     p.add_argument("-o", "--output", help="PNG/JPEG with the boxes drawn")
     p.add_argument("--scales", type=_scales, default=[1.0])
@@ -398,7 +404,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="deploy a model").add_subparsers(dest="format", required=True)
     p = export.add_parser("c", help="int8 C99 code (host, Cortex-M4 in QEMU, STM32F439), checked against the int8 reference")
-    p.add_argument("model", help="zoo model (rnnpool_face_quant, rnnpool_face_m4, mobilenetv2_035_rnnpool, ...)")
+    p.add_argument("model", nargs="?", help="zoo model (rnnpool_face_quant, rnnpool_face_m4, mobilenetv2_035_rnnpool, ...; "
+                                             "default: the one --weights was trained as)")
     p.add_argument("--weights", help="checkpoint from 'rnnpool train' (default: the model's initialisation under --seed)")
     p.add_argument("--calib", help="calibration image or folder of images (required: like the images the model will see)")
     p.add_argument("--calibration", choices=["minmax", "percentile"], default="minmax",

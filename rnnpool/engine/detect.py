@@ -20,22 +20,28 @@ from tqdm import tqdm
 from ..data import FaceDataset, collate_detection, detection_transforms, load_face_annotations
 from ..models import create_model, model_info
 from . import distributed as dist
-from .checkpoint import load_checkpoint, model_state
+from ..models.checkpoint import checkpoint_model, load_weights
 from .config import DetectConfig
 from .loop import RunBook, prepare_training, resolve_device, setup_device
 from .s3fd import S3FD
 from ..metrics.widerface import evaluate_widerface, load_widerface_mat, plot_pr, truth_from_boxes
 
 
-def build_detector(model_name: str, weights: Optional[str] = None, device: Union[str, torch.device] = "cpu") -> S3FD:
-    """A zoo face model inside :class:`S3FD`, with a checkpoint's weights if given; ``device`` may be "auto"."""
+def build_detector(model_name: Optional[str], weights: Optional[str] = None, device: Union[str, torch.device] = "cpu") -> S3FD:
+    """A zoo face model inside :class:`S3FD`, with a checkpoint's weights if given; ``device`` may be "auto".
+    ``model_name`` None: the model the checkpoint was trained as; a checkpoint of another model is refused,
+    naming both."""
+    if weights:
+        model_name = checkpoint_model(weights, model_name)
+    elif model_name is None:
+        raise ValueError("give a face model name, or the weights of a training run")
     if model_info(model_name).task != "detection":
         raise ValueError(f"{model_name!r} is not a face detector; see 'rnnpool list *face*'")
     device = resolve_device(device) if isinstance(device, str) else device
-    model = S3FD(create_model(model_name)).to(device)
+    model = S3FD(create_model(model_name))
     if weights:
-        model.load_state_dict(model_state(load_checkpoint(weights, map_location=str(device))))
-    return model
+        load_weights(model.detector, weights, model_name)
+    return model.to(device)
 
 
 def _load_image(path: Path, in_channels: int, device: torch.device) -> torch.Tensor:

@@ -64,6 +64,18 @@ def load_weights(model: nn.Module, path: Union[str, Path], name: Optional[str] =
     return checkpoint
 
 
+def checkpoint_model(path: Union[str, Path], name: Optional[str] = None) -> str:
+    """The zoo model a checkpoint is for: ``name``, checked against the one the checkpoint names, or that one
+    when ``name`` is None; raises, naming both, if they differ or neither is known."""
+    checkpoint = load_checkpoint(path)
+    saved = checkpoint_config(checkpoint).get("model") or checkpoint.get("model_name")
+    if name and saved and saved != name:
+        raise CheckpointError(f"checkpoint {path} is {saved}, not {name}")
+    if not (name or saved):
+        raise CheckpointError(f"checkpoint {path} does not say which model it is; give the model name")
+    return name or saved
+
+
 def create_model_from_checkpoint(path: Union[str, Path], name: Optional[str] = None, **kwargs: Any) -> nn.Module:
     """The zoo model a training checkpoint was saved from, built with its saved options and weights.
 
@@ -86,5 +98,5 @@ def create_model_from_checkpoint(path: Union[str, Path], name: Optional[str] = N
     return model
 
 
-__all__ = ["CheckpointError", "checkpoint_config", "create_model_from_checkpoint", "load_checkpoint", "load_weights",
+__all__ = ["CheckpointError", "checkpoint_config", "checkpoint_model", "create_model_from_checkpoint", "load_checkpoint", "load_weights",
            "model_state"]

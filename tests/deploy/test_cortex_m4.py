@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from rnnpool.cli import main
@@ -102,6 +103,12 @@ def test_export_cli_errors_name_the_problem(tmp_path):
     with pytest.raises(SystemExit, match="corrupt"):
         main(["export", "c", "rnnpool_face_m4", "-o", str(tmp_path), "--calib", str(tmp_path / "calib"), "--weights",
               str(tmp_path / "bad.pt")])
+    with pytest.raises(SystemExit, match="give a MODEL"):
+        main(["export", "c", "-o", str(tmp_path / "out"), "--calib", str(tmp_path / "calib")])
+    torch.save({"model": {}, "config": {"model": "rnnpool_face_quant"}}, tmp_path / "quant.pt")
+    with pytest.raises(SystemExit, match="is rnnpool_face_quant, not rnnpool_face_m4"):
+        main(["export", "c", "rnnpool_face_m4", "-o", str(tmp_path / "out"), "--calib", str(tmp_path / "calib"), "--weights",
+              str(tmp_path / "quant.pt")])
     (tmp_path / "broken" / "x").mkdir(parents=True)
     (tmp_path / "broken" / "x" / "a.jpg").write_bytes(b"\xff\xd8 truncated")
     with pytest.raises(SystemExit, match="cannot read image"):

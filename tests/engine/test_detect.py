@@ -90,9 +90,11 @@ def test_train_detect_loss_falls_and_evaluates(tmp_path, capsys):
     assert 0.0 <= result["last_epoch"]["val_ap"] <= 1.0
     for name in ("weights/last.pt", "weights/best.pt", "curves.png", "pr.png", "config.yaml"):
         assert (run / name).exists(), name
-    model = build_detector("rnnpool_face_a", str(run / "weights" / "last.pt"))
+    model = build_detector(None, str(run / "weights" / "last.pt"))  # the checkpoint names its model
     again = evaluate_detector(model, str(gt))
     assert again["ap"] == pytest.approx(result["last_epoch"]["val_ap"], abs=1e-9) and again["faces"] == 24
+    with pytest.raises(SystemExit, match="is rnnpool_face_a, not rnnpool_face_m4"):  # one line, not the state_dict's keys
+        main(["eval", "detect", "--model", "rnnpool_face_m4", "--val", str(gt), "--weights", str(run / "weights" / "last.pt")])
 
 
 def test_detection_resume_is_bit_exact(tmp_path):
@@ -116,6 +118,8 @@ def test_cli_detect_draws(tmp_path, capsys):
         assert img.size == (96, 96)
     with pytest.raises(ValueError, match="not a face detector"):
         build_detector("mobilenetv2")
+    with pytest.raises(ValueError, match="give a face model name"):
+        build_detector(None)
     with pytest.raises(SystemExit, match="error: image .*missing.jpg does not exist"):
         main(["detect", str(tmp_path / "missing.jpg"), "--model", "rnnpool_face_a", "--device", "cpu"])
 
