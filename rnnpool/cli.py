@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
 
+from .errors import InvalidInputError, RnnpoolError, UnknownModelError
+
 if TYPE_CHECKING:  # torch is imported by the commands that need it, so --help and argument errors are instant
     from torch import nn
 
@@ -46,7 +48,7 @@ def build_model(name: str) -> nn.Module:
         available = torchvision.models.list_models(module=torchvision.models)
         if tv_name not in available:
             close = difflib.get_close_matches(tv_name, available, n=1)
-            raise KeyError(f"unknown torchvision model {tv_name!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+            raise UnknownModelError(f"unknown torchvision model {tv_name!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
         return torchvision.models.get_model(tv_name, weights=None)
     from .models import create_model
 
@@ -97,7 +99,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
                 print("  ".join(f"{k}={v}" for k, v in row.items()))
         return
     if not args.model:
-        raise ValueError("give a MODEL (see 'rnnpool list') or --zoo")
+        raise InvalidInputError("give a MODEL (see 'rnnpool list') or --zoo")
     names = [args.model] + ([args.compare] if args.compare else [])
     profiles = []
     for name in names:
@@ -206,7 +208,7 @@ def cmd_export_c(args: argparse.Namespace) -> None:
 
         args.model = checkpoint_model(args.weights, args.model)
     elif not args.model:
-        raise ValueError("give a MODEL (see 'rnnpool list'), or --weights of a training run")
+        raise InvalidInputError("give a MODEL (see 'rnnpool list'), or --weights of a training run")
     settings = DetectionSettings(score_threshold=args.threshold)
     input_size = _export_input_size(args.model, args.input, args.input_size)
     report = export_c(args.model, args.output, args.weights, args.calib, args.target, args.run, args.ram_kib * 1024, settings,
@@ -229,15 +231,15 @@ def _export_input_size(model: str, shape: Optional[List[int]], size: Optional[in
     info = model_info(model)
     shape = shape[1:] if len(shape) == 4 and shape[0] == 1 else shape
     if len(shape) != 3:
-        raise ValueError(f"--input must be CxHxW (one image), got {'x'.join(map(str, shape))}")
+        raise InvalidInputError(f"--input must be CxHxW (one image), got {'x'.join(map(str, shape))}")
     if info.task == "detection":
         if tuple(shape) != tuple(info.input_shape):
-            raise ValueError(f"{model}'s input is fixed at {'x'.join(map(str, info.input_shape))}, got --input {'x'.join(map(str, shape))}")
+            raise InvalidInputError(f"{model}'s input is fixed at {'x'.join(map(str, info.input_shape))}, got --input {'x'.join(map(str, shape))}")
         return None
     if shape[0] != 3 or shape[1] != shape[2]:
-        raise ValueError(f"{model} takes square RGB inputs (3xNxN), got --input {'x'.join(map(str, shape))}")
+        raise InvalidInputError(f"{model} takes square RGB inputs (3xNxN), got --input {'x'.join(map(str, shape))}")
     if size is not None and size != shape[1]:
-        raise ValueError(f"--input {'x'.join(map(str, shape))} and --input-size {size} disagree")
+        raise InvalidInputError(f"--input {'x'.join(map(str, shape))} and --input-size {size} disagree")
     return shape[1]
 
 
@@ -428,7 +430,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 # What bad input raises in the library (missing or corrupt files, unknown names, bad settings, a failed
 # build): the CLI prints the message, which names the problem, instead of a traceback.
-USER_ERRORS = (OSError, KeyError, ValueError, RuntimeError, NotImplementedError)
+USER_ERRORS = (RnnpoolError, OSError)  # anything else is a bug in rnnpool: its traceback shows
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

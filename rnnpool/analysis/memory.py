@@ -23,6 +23,7 @@ from torch import nn
 from ..nn import RNNPool2d
 from ..nn.blocks import InvertedResidual
 from .trace import Op, Trace
+from ..errors import InvalidInputError
 
 CONVENTIONS = ("layer", "tensor")
 
@@ -58,7 +59,7 @@ def register_block_rule(module_type: type, rule: str) -> None:
     "inception" (input + three smallest branch outputs).
     """
     if rule not in ("mbconv", "residual", "dense", "inception"):
-        raise ValueError(f"unknown block rule {rule!r}")
+        raise InvalidInputError(f"unknown block rule {rule!r}")
     BLOCK_RULES[module_type] = rule
 
 

@@ -13,6 +13,7 @@ from torch import nn
 from .madds import op_madds
 from .memory import CONVENTIONS, layer_convention, peak, tensor_convention
 from .trace import trace_model
+from ..errors import InvalidInputError
 
 DTYPE_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 PROFILE_CONVENTIONS = CONVENTIONS + ("stream",)
@@ -106,12 +107,12 @@ def profile_model(
             streamed row by row; int8 only), see :mod:`rnnpool.deploy.stream_profile`.
     """
     if dtype not in DTYPE_BYTES:
-        raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPE_BYTES)}")
+        raise InvalidInputError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPE_BYTES)}")
     if convention not in PROFILE_CONVENTIONS:
-        raise ValueError(f"unknown convention {convention!r}; expected one of {', '.join(PROFILE_CONVENTIONS)}")
+        raise InvalidInputError(f"unknown convention {convention!r}; expected one of {', '.join(PROFILE_CONVENTIONS)}")
     if convention == "stream":
         if dtype != "int8":
-            raise ValueError(f"the stream convention is the deployed int8 program's RAM: use dtype int8, not {dtype}")
+            raise InvalidInputError(f"the stream convention is the deployed int8 program's RAM: use dtype int8, not {dtype}")
         from ..deploy.stream_profile import stream_profile  # deploy builds on analysis: imported when used
 
         return stream_profile(model, input_shape, name)
@@ -119,7 +120,7 @@ def profile_model(
     if len(shape) == 3:
         shape = (1,) + shape
     if len(shape) != 4 or min(shape) <= 0:
-        raise ValueError(f"input shape must be (C, H, W) or (N, C, H, W) with positive sizes, got {tuple(input_shape)}")
+        raise InvalidInputError(f"input shape must be (C, H, W) or (N, C, H, W) with positive sizes, got {tuple(input_shape)}")
     param = next(model.parameters(), None)
     example = torch.randn(shape, device=param.device if param is not None else "cpu")
     trace = trace_model(model, example)

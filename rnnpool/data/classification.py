@@ -12,12 +12,13 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import transforms as T
+from ..errors import InvalidInputError, RnnpoolError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
 VWW_CLASSES = ("no_person", "person")  # label 0, 1
 
 
-class BadSampleError(RuntimeError):
+class BadSampleError(RnnpoolError, RuntimeError):
     """An image that cannot be read; the message names the file."""
 
 
@@ -33,13 +34,13 @@ class ImageClassFolder(Dataset):
         self.classes = list(classes) if classes is not None else found
         missing = [c for c in self.classes if c not in found]
         if missing or not self.classes:
-            raise ValueError(f"{self.root}: expected class folders {self.classes or '(any)'}, found {found}")
+            raise InvalidInputError(f"{self.root}: expected class folders {self.classes or '(any)'}, found {found}")
         self.samples: List[Tuple[Path, int]] = []
         for label, name in enumerate(self.classes):
             files = sorted(p for p in (self.root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             self.samples += [(p, label) for p in files]
         if not self.samples:
-            raise ValueError(f"{self.root}: no images ({', '.join(IMAGE_SUFFIXES)}) in the class folders")
+            raise InvalidInputError(f"{self.root}: no images ({', '.join(IMAGE_SUFFIXES)}) in the class folders")
         self.transform = transform
         self.skip_bad = skip_bad
 
@@ -90,7 +91,7 @@ def build_classification_data(root: Union[str, Path], input_size: int, layout: s
     labels 1 / 0).
     """
     if layout not in ("imagefolder", "vww"):
-        raise ValueError(f"unknown data layout {layout!r}; expected 'imagefolder' or 'vww'")
+        raise InvalidInputError(f"unknown data layout {layout!r}; expected 'imagefolder' or 'vww'")
     root = Path(root)
     classes = VWW_CLASSES if layout == "vww" else None
     train = ImageClassFolder(_split_dir(root, ["train"]), classification_transforms(input_size, True, min_scale), classes, skip_bad)

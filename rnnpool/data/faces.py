@@ -23,9 +23,10 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from .classification import BadSampleError
+from ..errors import InvalidInputError, RnnpoolError
 
 
-class AnnotationError(ValueError):
+class AnnotationError(RnnpoolError, ValueError):
     """A malformed annotation; the message names the file and line."""
 
 
@@ -170,7 +171,7 @@ def load_face_annotations(path: Union[str, Path], image_root: Optional[Union[str
     root = Path(image_root) if image_root else path.parent
     readers = {".txt": read_widerface_txt, ".json": read_box_json, ".csv": read_box_csv}
     if path.suffix.lower() not in readers:
-        raise ValueError(f"{path}: unknown annotation format {path.suffix!r}; expected .txt (WIDER FACE), .json or .csv")
+        raise InvalidInputError(f"{path}: unknown annotation format {path.suffix!r}; expected .txt (WIDER FACE), .json or .csv")
     return readers[path.suffix.lower()](path, root, skip_bad)
 
 

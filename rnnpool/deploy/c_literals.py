@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Dict
 
 import numpy as np
+from ..errors import InvalidInputError
 
 C_TYPES: Dict[str, int] = {"int8_t": 1, "int16_t": 2, "int32_t": 4, "int64_t": 8}  # type -> bytes
 
@@ -17,13 +18,13 @@ def c_ident(name: str) -> str:
 def c_array(ctype: str, name: str, values: np.ndarray, per_line: int = 24) -> str:
     """``static const ctype name[n] = {...};`` holding ``values`` flattened (an empty array gets one 0)."""
     if ctype not in C_TYPES:
-        raise ValueError(f"unsupported C array type {ctype!r}; expected one of {', '.join(C_TYPES)}")
+        raise InvalidInputError(f"unsupported C array type {ctype!r}; expected one of {', '.join(C_TYPES)}")
     flat = [int(v) for v in np.asarray(values).reshape(-1)]
     bits = 8 * C_TYPES[ctype]
     low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     bad = [v for v in flat if not low <= v <= high]
     if bad:
-        raise ValueError(f"{name}: value {bad[0]} does not fit {ctype}")
+        raise InvalidInputError(f"{name}: value {bad[0]} does not fit {ctype}")
     if ctype == "int64_t":
         text = [f"INT64_C({v})" for v in flat]
     elif ctype == "int32_t":
@@ -40,7 +41,7 @@ def c_float(value: float) -> str:
     """A float literal that reads back as exactly ``float32(value)``."""
     f = float(np.float32(value))
     if not np.isfinite(f):
-        raise ValueError(f"cannot write {value!r} as a C float")
+        raise InvalidInputError(f"cannot write {value!r} as a C float")
     return f"{f:.9e}f"
 
 

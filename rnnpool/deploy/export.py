@@ -23,6 +23,7 @@ from .programs import ExportError, RamLimitError, build_stm32, measure_m4, parse
 from .quantize import QuantizedGraph, quantize_model
 from .ram import arena_budget, predict_ram
 from .schedule import Schedule, build_schedule, layer_by_layer_peak
+from ..errors import InvalidInputError
 
 TARGETS = ("host", "cortex-m4", "stm32f439")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm")
@@ -38,7 +39,7 @@ def load_image(path: Union[str, Path], channels: int, size: Sequence[int]) -> np
             img = img.convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.BILINEAR)
             array = np.array(img, dtype=np.uint8)
     except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from None
+        raise InvalidInputError(f"cannot read image {path}: {err}") from None
     return array.reshape(size[0], size[1], channels)
 
 
@@ -48,7 +49,7 @@ def image_files(source: Union[str, Path], limit: int) -> List[Path]:
     if source.is_dir():
         files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
         if not files:
-            raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {source}")
+            raise InvalidInputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {source}")
         return files
     if source.is_file():
         return [source]
@@ -155,9 +156,9 @@ def export_c(model_name: str, out_dir: Union[str, Path], weights: Optional[str] 
     ``run_image``, build and run it on ``target`` and check it against the int8 reference. Returns the report
     (memory, instructions, bit-exactness, outputs)."""
     if target not in TARGETS:
-        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+        raise InvalidInputError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
     if calib is None:
-        raise ValueError("int8 needs calibration images: give --calib IMAGE_OR_FOLDER (images like those the model will see)")
+        raise InvalidInputError("int8 needs calibration images: give --calib IMAGE_OR_FOLDER (images like those the model will see)")
     model, described, (channels, height, width) = load_model(model_name, weights, seed, input_size)
     files = image_files(calib, calib_limit)
     graph = quantize_model(model, [torch.from_numpy(load_image(f, channels, (height, width))).permute(2, 0, 1).float() / 255

@@ -15,6 +15,7 @@ import math
 from typing import Callable, Tuple
 
 import numpy as np
+from ..errors import InvalidInputError
 
 STATE_BITS = 14  # hidden states and gate values: value = q / 2**14
 PRE_BITS = 12  # pre-activations: value = q / 2**12
@@ -26,9 +27,9 @@ INT16_MIN, INT16_MAX = -(1 << 15), (1 << 15) - 1
 def quantize_multiplier(m: float, allow_negative: bool = False) -> Tuple[int, int]:
     """(M, s) with ``m ~= M / 2**s``, ``|M|`` in [2**30, 2**31) and 1 <= s <= 62 (0 gives (0, 1))."""
     if not math.isfinite(m):
-        raise ValueError(f"cannot represent multiplier {m!r} in fixed point")
+        raise InvalidInputError(f"cannot represent multiplier {m!r} in fixed point")
     if m < 0 and not allow_negative:
-        raise ValueError(f"multiplier must be non-negative here, got {m}")
+        raise InvalidInputError(f"multiplier must be non-negative here, got {m}")
     if m == 0:
         return 0, 1
     frac, exp = math.frexp(abs(m))  # abs(m) = frac * 2**exp, frac in [0.5, 1)
@@ -38,7 +39,7 @@ def quantize_multiplier(m: float, allow_negative: bool = False) -> Tuple[int, in
         exp += 1
     shift = 31 - exp
     if shift < 1:
-        raise ValueError(f"multiplier {m} is too large for fixed-point requantization (>= 2**30)")
+        raise InvalidInputError(f"multiplier {m} is too large for fixed-point requantization (>= 2**30)")
     if shift > 62:  # tiny multiplier: drop precision instead of overflowing the shift
         q >>= shift - 62
         shift = 62

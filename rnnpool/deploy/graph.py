@@ -30,6 +30,7 @@ from ..nn import L2Norm, RNNPool2d
 from ..nn.blocks import ConvBNAct, InvertedResidual
 from ..nn.fastgrnn import FastGRNNCell
 from ..nn.l2norm import EPS as L2NORM_EPS
+from ..errors import InvalidInputError, UnsupportedError
 
 Shape = Tuple[int, int, int]  # (C, H, W)
 # ImageNet normalisation of the classifiers' inputs (rnnpool.data.classification), folded into the first conv.
@@ -150,7 +151,7 @@ def _act_name(module: Optional[nn.Module]) -> Optional[str]:
         return "relu6"
     if isinstance(module, nn.ReLU):
         return "relu"
-    raise NotImplementedError(f"int8 deployment supports ReLU and ReLU6 activations, not {type(module).__name__}")
+    raise UnsupportedError(f"int8 deployment supports ReLU and ReLU6 activations, not {type(module).__name__}")
 
 
 def _bn_affine(bn: Optional[nn.BatchNorm2d], channels: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -178,9 +179,9 @@ class _Builder:
     def conv(conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d], act: Optional[str], x: str, out: str, maxout: int = 1) -> ConvOp:
         k, s, p = conv.kernel_size, conv.stride, conv.padding
         if k[0] != k[1] or s[0] != s[1] or not isinstance(p, tuple) or p[0] != p[1] or conv.dilation != (1, 1):
-            raise NotImplementedError(f"int8 deployment supports square, undilated convolutions, got {conv}")
+            raise UnsupportedError(f"int8 deployment supports square, undilated convolutions, got {conv}")
         if conv.groups not in (1, conv.in_channels) or (conv.groups > 1 and conv.out_channels != conv.in_channels):
-            raise NotImplementedError(f"int8 deployment supports dense or depthwise convolutions, got {conv}")
+            raise UnsupportedError(f"int8 deployment supports dense or depthwise convolutions, got {conv}")
         weight, bias = _fold_bn(conv, bn)
         return ConvOp(x, out, weight, bias, s[0], p[0], conv.groups, act, maxout)
 
@@ -205,18 +206,18 @@ class _Builder:
             for child in m:
                 x = self.module(child, x)
             return x
-        raise NotImplementedError(f"int8 deployment does not support {type(m).__name__} layers")
+        raise UnsupportedError(f"int8 deployment does not support {type(m).__name__} layers")
 
     def rnnpool(self, layer: RNNPool2d, rest: List[nn.Module], x: str) -> str:
         """RNNPool2d, then optionally an output pad (ZeroPad2d / ReplicationPad2d) and a BatchNorm2d."""
         for cell in (layer.rnn1, layer.rnn2):
             if not isinstance(cell, FastGRNNCell):
-                raise NotImplementedError(f"int8 RNNPool supports FastGRNN cells, not {type(cell).__name__}")
+                raise UnsupportedError(f"int8 RNNPool supports FastGRNN cells, not {type(cell).__name__}")
         pad, mode = (0, 0), "zero"
         if rest and isinstance(rest[0], (nn.ZeroPad2d, nn.ReplicationPad2d)):
             left, right, top, bottom = rest[0].padding
             if left or top:
-                raise NotImplementedError(f"int8 RNNPool output padding must be bottom/right only, got {rest[0].padding}")
+                raise UnsupportedError(f"int8 RNNPool output padding must be bottom/right only, got {rest[0].padding}")
             pad, mode = (bottom, right), "zero" if isinstance(rest[0], nn.ZeroPad2d) else "replicate"
             rest = rest[1:]
         bn = rest.pop(0) if rest and isinstance(rest[0], nn.BatchNorm2d) else None
@@ -251,7 +252,7 @@ class _Builder:
 def _check_modules(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d) and m.training:
-            raise ValueError("put the model in eval mode before building its graph (BatchNorm uses running statistics)")
+            raise InvalidInputError("put the model in eval mode before building its graph (BatchNorm uses running statistics)")
 
 
 @torch.no_grad()
@@ -273,10 +274,10 @@ def build_graph(model: nn.Module, input_size: Optional[Tuple[int, int]] = None) 
         graph = _classifier_graph(model, builder)
         size = input_size or getattr(model, "input_size", None)
         if size is None:
-            raise ValueError(f"give the input size (H, W) of this {type(model).__name__}")
+            raise InvalidInputError(f"give the input size (H, W) of this {type(model).__name__}")
         channels, (h, w) = 3, (size, size) if isinstance(size, int) else size
     else:
-        raise NotImplementedError(f"int8 deployment supports the zoo's face detectors and classifiers, got {type(model).__name__}")
+        raise UnsupportedError(f"int8 deployment supports the zoo's face detectors and classifiers, got {type(model).__name__}")
     values = run_float(graph, torch.zeros(1, channels, h, w))
     graph.shapes = {name: tuple(v.shape[1:]) for name, v in values.items()}
     return graph
@@ -286,7 +287,7 @@ def _classifier_graph(model: Classifier, builder: _Builder) -> Graph:
     x = builder.module(model.features, "image")
     first = builder.ops[0]
     if not isinstance(first, ConvOp) or first.input != "image":
-        raise NotImplementedError("int8 classifiers must start with a convolution (the input normalisation folds into it)")
+        raise UnsupportedError("int8 classifiers must start with a convolution (the input normalisation folds into it)")
     _fold_normalisation(first)
     pool = model.head_pool
     if isinstance(pool, nn.AdaptiveAvgPool2d) and pool.output_size in (1, (1, 1)):
@@ -296,10 +297,10 @@ def _classifier_graph(model: Classifier, builder: _Builder) -> Graph:
     elif isinstance(pool, RNNPool2d):
         x = builder.rnnpool(pool, [], x)
     else:
-        raise NotImplementedError(f"int8 classifiers pool with global average pooling or RNNPool, not {type(pool).__name__}")
+        raise UnsupportedError(f"int8 classifiers pool with global average pooling or RNNPool, not {type(pool).__name__}")
     linear = model.classifier
     if not isinstance(linear, nn.Linear):
-        raise NotImplementedError("int8 classifiers end with one nn.Linear")
+        raise UnsupportedError("int8 classifiers end with one nn.Linear")
     weight = linear.weight.detach().double()[:, :, None, None]
     bias = linear.bias.detach().double() if linear.bias is not None else torch.zeros(weight.shape[0], dtype=torch.float64)
     builder.ops.append(ConvOp(x, "logits", weight, bias, 1, 0, 1))

@@ -18,6 +18,7 @@ from ..models.detection_utils import VARIANCES
 from .fixedpoint import INT16_MAX, INT16_MIN, STATE_BITS, lut_lookup, requantize, saturate, shift_round
 from .quantize import (INPUT_ZERO_POINT, L2NORM_BITS, QAdd, QAvgPool, QConv, QFastGRNN, QL2Norm, QMBConv, QRNNPool,
                        QuantizedGraph)
+from ..errors import InvalidInputError
 
 
 def _exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -134,7 +135,7 @@ def avgpool_int8(op: QAvgPool, x: np.ndarray) -> np.ndarray:
 def image_to_int8(image: np.ndarray) -> np.ndarray:
     """uint8 (H, W, C) pixels -> the int8 input tensor (``pixel - 128``, scale 1/255)."""
     if image.dtype != np.uint8 or image.ndim != 3:
-        raise ValueError(f"expected a uint8 (H, W, C) image, got {image.dtype} with shape {image.shape}")
+        raise InvalidInputError(f"expected a uint8 (H, W, C) image, got {image.dtype} with shape {image.shape}")
     return (image.astype(np.int16) + INPUT_ZERO_POINT).astype(np.int8)
 
 
@@ -155,7 +156,7 @@ def run_int8(graph: QuantizedGraph, image: np.ndarray) -> Dict[str, np.ndarray]:
     """Every tensor of ``graph`` (int8, (H, W, C)) for one uint8 (H, W, C) image of the graph's input size."""
     c, h, w = graph.input_shape
     if image.shape != (h, w, c):
-        raise ValueError(f"the model takes ({h}, {w}, {c}) uint8 images, got shape {image.shape}")
+        raise InvalidInputError(f"the model takes ({h}, {w}, {c}) uint8 images, got shape {image.shape}")
     values = {graph.input: image_to_int8(image)}
     for op in graph.ops:
         values[op.output] = run_op(op, values[op.input])
@@ -196,7 +197,7 @@ class DetectionSettings:
 def head_key_params(graph: QuantizedGraph, settings: DetectionSettings) -> List[Tuple[int, int]]:
     """Per head: (multiplier turning a score difference into a logit in units of 2^-key_bits, smallest key kept)."""
     if not 0 < settings.score_threshold < 1:
-        raise ValueError(f"the score threshold must lie in (0, 1), got {settings.score_threshold}")
+        raise InvalidInputError(f"the score threshold must lie in (0, 1), got {settings.score_threshold}")
     unit = 2.0**graph.key_bits
     threshold = int(np.floor(np.log(settings.score_threshold / (1 - settings.score_threshold)) * unit))
     return [(int(round(graph.tensors[h.conf].scale * unit)), threshold) for h in graph.heads]

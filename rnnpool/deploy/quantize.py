@@ -21,7 +21,7 @@ from typing import Dict, Iterable, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from ..errors import RnnpoolError
+from ..errors import InvalidInputError, RnnpoolError, UnsupportedError
 from .fixedpoint import (NONLINEARITY_FUNCTIONS, PRE_BITS, STATE_BITS, build_lut, quantize_multiplier,
                          quantize_multiplier_high_word)
 from .graph import AvgPoolOp, ConvOp, Graph, Head, L2NormOp, MBConvOp, RNNPoolOp, build_graph, run_float
@@ -270,7 +270,7 @@ def _pow2_rows(matrix: torch.Tensor) -> Tuple[np.ndarray, np.ndarray]:
 def _quantize_cell(cell, input_scale: float, input_zero_point: int, name: str) -> QFastGRNN:
     for nonlinearity in (cell.gate_nonlinearity, cell.update_nonlinearity):
         if nonlinearity not in NONLINEARITY_FUNCTIONS:
-            raise NotImplementedError(f"int8 FastGRNN supports {', '.join(NONLINEARITY_FUNCTIONS)}, not {nonlinearity!r}")
+            raise UnsupportedError(f"int8 FastGRNN supports {', '.join(NONLINEARITY_FUNCTIONS)}, not {nonlinearity!r}")
     w = cell.input_weight().detach().double()
     u = cell.recurrent_weight().detach().double()
     # W (x - zx) * input_scale in Q12: the integer input times W * input_scale * 2^12
@@ -333,9 +333,9 @@ def calibrate(graph: Graph, images: Iterable[torch.Tensor], batch_size: int = 8,
     detections.
     """
     if method not in CALIBRATION_METHODS:
-        raise ValueError(f"unknown calibration method {method!r}; expected one of {', '.join(CALIBRATION_METHODS)}")
+        raise InvalidInputError(f"unknown calibration method {method!r}; expected one of {', '.join(CALIBRATION_METHODS)}")
     if not 50.0 < percentile <= 100.0:
-        raise ValueError(f"calibration percentile must be in (50, 100], got {percentile}")
+        raise InvalidInputError(f"calibration percentile must be in (50, 100], got {percentile}")
     ranges: Dict[str, Tuple[float, float]] = {}
     samples: Dict[str, List[torch.Tensor]] = {}
     batch: List[torch.Tensor] = []
@@ -355,14 +355,14 @@ def calibrate(graph: Graph, images: Iterable[torch.Tensor], batch_size: int = 8,
 
     for image in images:
         if tuple(image.shape) != graph.shapes[graph.input]:
-            raise ValueError(f"calibration images must be {graph.shapes[graph.input]} (C, H, W), got {tuple(image.shape)}")
+            raise InvalidInputError(f"calibration images must be {graph.shapes[graph.input]} (C, H, W), got {tuple(image.shape)}")
         batch.append(image)
         if len(batch) == batch_size:
             flush()
     if batch:
         flush()
     if not ranges:
-        raise ValueError("calibration needs at least one image")
+        raise InvalidInputError("calibration needs at least one image")
     if method == "percentile":
         outputs = {h.conf for h in graph.heads} | {h.loc for h in graph.heads} | ({graph.logits} if graph.logits else set())
         q = torch.tensor([(100.0 - percentile) / 100.0, percentile / 100.0])

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Set, Tuple, Union
+from ..errors import InvalidInputError
 
 NODE = re.compile(r'node: \{ title: "([^"]+)" label: "[^"]*?\\n[^"]*?\\n(\d+) bytes \(([^)]*)\)')
 EXTERNAL = re.compile(r'node: \{ title: "([^"]+)" label: "[^"]*" shape : ellipse')
@@ -45,12 +46,12 @@ def stack_bound(files: List[Union[str, Path]], root: str = "program_main") -> St
     default root is where the program's own stack starts (platform_m4.c)."""
     frames, calls, external, dynamic = read_call_graph(files)
     if root not in frames:
-        raise ValueError(f"{root} is not in the call graph ({len(frames)} functions read)")
+        raise InvalidInputError(f"{root} is not in the call graph ({len(frames)} functions read)")
     best: Dict[str, Tuple[int, List[str]]] = {}
 
     def deepest(name: str, path: Tuple[str, ...]) -> Tuple[int, List[str]]:
         if name in path:
-            raise ValueError(f"recursion through {name}: no static stack bound")
+            raise InvalidInputError(f"recursion through {name}: no static stack bound")
         if name in best:
             return best[name]
         below = [deepest(c, path + (name,)) for c in sorted(calls.get(name, ())) if c in frames]

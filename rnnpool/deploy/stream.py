@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from ..analysis.measure import peak_allocated_bytes
 from ..nn import RNNPool2d
 from ..nn.rnnpool import rnnpool_output_size
+from ..errors import InvalidInputError
 
 
 class RNNPoolStream:
@@ -24,11 +25,11 @@ class RNNPoolStream:
     def __init__(self, layer: RNNPool2d, height: int, width: int) -> None:
         (self.r, self.c), (self.sr, _), (self.pr, self.pc) = layer.patch_size, layer.stride, layer.padding
         if min(height, width) <= 0:
-            raise ValueError(f"stream size must be positive, got {height}x{width}")
+            raise InvalidInputError(f"stream size must be positive, got {height}x{width}")
         self.layer, self.height, self.width = layer, height, width
         self.out_rows = rnnpool_output_size(height, self.r, self.sr, self.pr)
         if self.out_rows <= 0 or rnnpool_output_size(width, self.c, layer.stride[1], self.pc) <= 0:
-            raise ValueError(f"a {height}x{width} map is smaller than the patch {self.r}x{self.c} (with padding)")
+            raise InvalidInputError(f"a {height}x{width} map is smaller than the patch {self.r}x{self.c} (with padding)")
         self.buffer: Optional[torch.Tensor] = None  # padded rows [base, base + buffer rows)
         self.base = 0
         self.rows_in = 0
@@ -54,9 +55,9 @@ class RNNPoolStream:
     def push(self, band: torch.Tensor) -> torch.Tensor:
         """Add the next (N, C, k, width) rows; returns the output rows they complete, (N, 4*h2, j, W')."""
         if band.dim() != 4 or band.shape[1] != self.layer.in_channels or band.shape[3] != self.width:
-            raise ValueError(f"expected a band (N, {self.layer.in_channels}, k, {self.width}), got shape {list(band.shape)}")
+            raise InvalidInputError(f"expected a band (N, {self.layer.in_channels}, k, {self.width}), got shape {list(band.shape)}")
         if self.rows_in + band.shape[2] > self.height:
-            raise ValueError(f"pushed {self.rows_in + band.shape[2]} rows into a stream of height {self.height}")
+            raise InvalidInputError(f"pushed {self.rows_in + band.shape[2]} rows into a stream of height {self.height}")
         band = F.pad(band, (self.pc, self.pc))
         if self.rows_in == 0 and self.pr:
             self._append(band.new_zeros(band.shape[0], band.shape[1], self.pr, band.shape[3]))
@@ -67,7 +68,7 @@ class RNNPoolStream:
     def finish(self) -> torch.Tensor:
         """Add the bottom padding and return the last output rows; the stream must have all ``height`` rows."""
         if self.rows_in != self.height:
-            raise ValueError(f"stream got {self.rows_in} of {self.height} rows")
+            raise InvalidInputError(f"stream got {self.rows_in} of {self.height} rows")
         if self.pr and self.buffer is not None:
             b = self.buffer
             self._append(b.new_zeros(b.shape[0], b.shape[1], self.pr, b.shape[3]))
@@ -88,7 +89,7 @@ class RNNPoolStream:
 def stream_rnnpool(layer: RNNPool2d, x: torch.Tensor, band_rows: int = 1) -> torch.Tensor:
     """Run ``layer`` over ``x`` (N, C, H, W) fed ``band_rows`` rows at a time; equals ``layer(x)``."""
     if band_rows <= 0:
-        raise ValueError(f"band_rows must be positive, got {band_rows}")
+        raise InvalidInputError(f"band_rows must be positive, got {band_rows}")
     stream = RNNPoolStream(layer, x.shape[2], x.shape[3])
     parts = [stream.push(x[:, :, i : i + band_rows]) for i in range(0, x.shape[2], band_rows)]
     return torch.cat(parts + [stream.finish()], 2)

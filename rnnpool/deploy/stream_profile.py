@@ -18,6 +18,7 @@ from .int8_reference import DetectionSettings
 from .quantize import QConv, QFastGRNN, QMBConv, QRNNPool, quantize_model
 from .ram import arena_budget, predict_ram
 from .schedule import Node, Schedule, build_schedule, rnnpool_valid_rows
+from ..errors import InvalidInputError
 
 
 def _synthetic_images(channels: int, height: int, width: int, count: int = 2) -> List[torch.Tensor]:
@@ -77,7 +78,7 @@ def stream_profile(model: nn.Module, input_shape: Sequence[int], name: Optional[
     if len(shape) == 4 and shape[0] == 1:
         shape = shape[1:]
     if len(shape) != 3:
-        raise ValueError(f"the stream convention profiles one image: input shape (C, H, W), got {tuple(input_shape)}")
+        raise InvalidInputError(f"the stream convention profiles one image: input shape (C, H, W), got {tuple(input_shape)}")
     channels, height, width = shape
     was_training = model.training
     model.eval()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Sequence
+from ..errors import InvalidInputError
 
 
 @dataclass(kw_only=True)
@@ -40,9 +41,9 @@ class TrainConfig:
         model_info(self.model)  # an unknown name fails here, naming the closest one, before any data is read
         for name in ("epochs", "batch_size", "input_size"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise InvalidInputError(f"{name} must be positive, got {getattr(self, name)}")
         if self.lr <= 0 or self.warmup_epochs < 0 or self.max_steps < 0 or self.stop_epoch < 0:
-            raise ValueError(f"need lr > 0 and warmup_epochs, max_steps, stop_epoch >= 0; got lr={self.lr}, "
+            raise InvalidInputError(f"need lr > 0 and warmup_epochs, max_steps, stop_epoch >= 0; got lr={self.lr}, "
                              f"warmup_epochs={self.warmup_epochs}, max_steps={self.max_steps}, stop_epoch={self.stop_epoch}")
 
     def end_epoch(self) -> int:

@@ -25,6 +25,7 @@ from .config import DetectConfig
 from .loop import RunBook, prepare_training, resolve_device, setup_device
 from .s3fd import S3FD
 from ..metrics.widerface import evaluate_widerface, load_widerface_mat, plot_pr, truth_from_boxes
+from ..errors import InvalidInputError
 
 
 def build_detector(model_name: Optional[str], weights: Optional[str] = None, device: Union[str, torch.device] = "cpu") -> S3FD:
@@ -34,9 +35,9 @@ def build_detector(model_name: Optional[str], weights: Optional[str] = None, dev
     if weights:
         model_name = checkpoint_model(weights, model_name)
     elif model_name is None:
-        raise ValueError("give a face model name, or the weights of a training run")
+        raise InvalidInputError("give a face model name, or the weights of a training run")
     if model_info(model_name).task != "detection":
-        raise ValueError(f"{model_name!r} is not a face detector; see 'rnnpool list *face*'")
+        raise InvalidInputError(f"{model_name!r} is not a face detector; see 'rnnpool list *face*'")
     device = resolve_device(device) if isinstance(device, str) else device
     model = S3FD(create_model(model_name))
     if weights:

@@ -22,6 +22,7 @@ from . import distributed as dist
 from .checkpoint import load_checkpoint, model_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .run_dir import append_metrics, new_run_dir, plot_curves, run_dir_of, truncate_metrics, write_config
+from ..errors import InvalidInputError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -54,9 +55,9 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int):
     elif cfg.optimizer == "adamw":
         opt = torch.optim.AdamW(model.parameters(), cfg.lr, weight_decay=cfg.weight_decay)
     else:
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; expected 'sgd' or 'adamw'")
+        raise InvalidInputError(f"unknown optimizer {cfg.optimizer!r}; expected 'sgd' or 'adamw'")
     if cfg.schedule not in ("cosine", "step"):
-        raise ValueError(f"unknown schedule {cfg.schedule!r}; expected 'cosine' or 'step'")
+        raise InvalidInputError(f"unknown schedule {cfg.schedule!r}; expected 'cosine' or 'step'")
     warm, total = cfg.warmup_epochs * steps_per_epoch, max(1, cfg.epochs * steps_per_epoch)
 
     def factor(step: int) -> float:
@@ -157,7 +158,7 @@ class RunBook:
         changed = sorted(k for k in now if k not in RESUME_MAY_CHANGE and k in saved and saved[k] != now[k])
         if changed:
             diffs = ", ".join(f"{k}: {saved[k]!r} -> {now[k]!r}" for k in changed)
-            raise ValueError(f"--resume {self.cfg.resume}: the run was started with other settings ({diffs}); "
+            raise InvalidInputError(f"--resume {self.cfg.resume}: the run was started with other settings ({diffs}); "
                              "resume with the same ones, or start a new run")
         return ckpt
 

@@ -18,6 +18,7 @@ from torchvision.ops import box_convert, box_iou, clip_boxes_to_image, nms
 from ..models.detection_utils import (MAX_DETECTIONS, NMS_THRESHOLD, SCORE_THRESHOLD, encode, flatten_heads, make_anchors,
                                       postprocess)
 from ..models.face import FaceDetector
+from ..errors import InvalidInputError
 
 def match(anchors: torch.Tensor, boxes: torch.Tensor, threshold: float = 0.35, compensate_min_iou: float = 0.1) -> torch.Tensor:
     """Index of the face each anchor detects, or -1 (background). S3FD's scale-compensation matching."""
@@ -87,7 +88,7 @@ class S3FD(nn.Module):
         conf, loc, anchors = self.raw(images)
         if self.training:
             if targets is None:
-                raise ValueError("S3FD in training mode needs targets (a list of {'boxes': (K, 4) xyxy})")
+                raise InvalidInputError("S3FD in training mode needs targets (a list of {'boxes': (K, 4) xyxy})")
             return multibox_loss(conf.float(), loc.float(), anchors, targets)
         return self.postprocess(conf, loc, anchors)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Tuple
 
 from torch import nn
+from ..errors import InvalidInputError, UnknownModelError
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ def register_model(input_shape: Tuple[int, int, int], task: str) -> Callable[[Ca
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if fn.__name__ in _MODELS:
-            raise ValueError(f"model {fn.__name__!r} is registered twice")
+            raise InvalidInputError(f"model {fn.__name__!r} is registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()
         _MODELS[fn.__name__] = ModelInfo(fn.__name__, fn, tuple(input_shape), task, doc[0] if doc else "")
         return fn
@@ -51,7 +52,7 @@ def model_info(name: str) -> ModelInfo:
     if name not in _MODELS:
         close = difflib.get_close_matches(name, list(_MODELS), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise KeyError(f"unknown model {name!r}{hint} (see rnnpool.models.list_models())")
+        raise UnknownModelError(f"unknown model {name!r}{hint} (see rnnpool.models.list_models())")
     return _MODELS[name]
 
 
@@ -63,4 +64,4 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     except TypeError as err:
         if "unexpected keyword argument" not in str(err):
             raise
-        raise ValueError(f"model {name!r} has no option {str(err).split('argument ')[-1]}") from None
+        raise InvalidInputError(f"model {name!r} has no option {str(err).split('argument ')[-1]}") from None

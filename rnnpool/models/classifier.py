@@ -5,6 +5,7 @@ from typing import Dict, List
 
 import torch
 from torch import nn
+from ..errors import InvalidInputError
 
 
 class Classifier(nn.Module):
@@ -45,5 +46,5 @@ class Classifier(nn.Module):
 
 def check_input_size(input_size: int, multiple: int) -> int:
     if input_size <= 0 or input_size % multiple:
-        raise ValueError(f"input_size must be a positive multiple of {multiple}, got {input_size}")
+        raise InvalidInputError(f"input_size must be a positive multiple of {multiple}, got {input_size}")
     return input_size

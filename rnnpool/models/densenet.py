@@ -14,6 +14,7 @@ from ..nn import RNNPool2d
 from ._registry import register_model
 from .classifier import Classifier, check_input_size
 from .downsample import create_downsample, last_rnnpool
+from ..errors import InvalidInputError
 
 DENSENET121_BLOCKS = (6, 12, 24, 16)  # dense layers in D1..D4
 
@@ -58,7 +59,7 @@ class Transition(nn.Sequential):
         elif pool == "rnnpool":
             down = RNNPool2d(out_channels, 4, 2, out_channels // 4, out_channels // 4, padding=1)
         else:
-            raise ValueError(f"intermediate_pool must be 'avg' or 'rnnpool', got {pool!r}")
+            raise InvalidInputError(f"intermediate_pool must be 'avg' or 'rnnpool', got {pool!r}")
         super().__init__(nn.BatchNorm2d(in_channels), nn.ReLU(inplace=True), nn.Conv2d(in_channels, out_channels, 1, bias=False), down)
         self.out_channels = out_channels
 
@@ -98,12 +99,12 @@ class DenseNet(Classifier):
         channels = stem_channels
         if downsample is None:
             if len(blocks) != 4:
-                raise ValueError(f"DenseNet needs 4 dense blocks, got block_config={block_config}")
+                raise InvalidInputError(f"DenseNet needs 4 dense blocks, got block_config={block_config}")
             layers.append(nn.MaxPool2d(3, 2, 1))
             stage_blocks, reduction, first_pool = blocks, 4, 0
         else:
             if len(blocks) not in (2, 4):
-                raise ValueError(f"DenseNet-RNNPool uses D3 and D4: block_config needs 2 (or 4) entries, got {block_config}")
+                raise InvalidInputError(f"DenseNet-RNNPool uses D3 and D4: block_config needs 2 (or 4) entries, got {block_config}")
             down = create_downsample(downsample, stem_channels, rnnpool_hidden, rnnpool_patch, 4, (rnnpool_patch - 4) // 2)
             layers.append(down)
             channels, reduction = down.out_channels, 8
@@ -129,7 +130,7 @@ class DenseNet(Classifier):
         elif last_pool == "rnnpool":
             self.head_pool = last_rnnpool(channels, input_size // reduction)
         else:
-            raise ValueError(f"last_pool must be 'avg' or 'rnnpool', got {last_pool!r}")
+            raise InvalidInputError(f"last_pool must be 'avg' or 'rnnpool', got {last_pool!r}")
         self.dropout_rate = dropout
         self.reset_classifier(num_classes)
         for m in self.modules():

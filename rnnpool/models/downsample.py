@@ -6,6 +6,7 @@ from torch import nn
 from ..nn import RNNPool2d
 from ..nn.blocks import ConvBNAct
 from ..nn.renet import ReNet2d
+from ..errors import InvalidInputError
 
 DOWNSAMPLERS = ("rnnpool", "avg", "max", "strided_conv", "renet")
 
@@ -31,7 +32,7 @@ def create_downsample(kind: str, in_channels: int, hidden: int, patch_size: int,
     elif kind == "renet":
         layer = ReNet2d(in_channels, stride, out_channels // 2)
     else:
-        raise ValueError(f"unknown downsample {kind!r}; expected one of {', '.join(DOWNSAMPLERS)}")
+        raise InvalidInputError(f"unknown downsample {kind!r}; expected one of {', '.join(DOWNSAMPLERS)}")
     layer.out_channels = out_channels
     return layer
 
@@ -39,7 +40,7 @@ def create_downsample(kind: str, in_channels: int, hidden: int, patch_size: int,
 def last_rnnpool(channels: int, map_size: int) -> nn.Module:
     """RNNPool over the whole final (map_size x map_size) map, h1 = h2 = channels / 4: replaces the avg pool."""
     if channels % 4:
-        raise ValueError(f"last_pool='rnnpool' needs channels divisible by 4, got {channels}")
+        raise InvalidInputError(f"last_pool='rnnpool' needs channels divisible by 4, got {channels}")
     return RNNPool2d(channels, map_size, map_size, channels // 4, channels // 4)
 
 

@@ -25,6 +25,7 @@ from torch import nn
 from ..nn import L2Norm, RNNPool2d
 from ..nn.blocks import ConvBNAct, inverted_residual_stage
 from ._registry import register_model
+from ..errors import InvalidInputError
 
 Spec = Tuple  # ("rnnpool", hidden[, update bias init]) | ("conv", out, kernel, stride) | ("dwpw", out, stride) | ("ir", t, c, n, s)
 #             | ("head", stride) | ("head", stride, hidden): a conv-BN-ReLU6 of `hidden` channels before each 3x3 conv
@@ -105,7 +106,7 @@ def _build_layer(spec: Spec, channels: int) -> Tuple[nn.Module, int, int]:
     if kind == "ir":
         _, t, c, n, s = spec
         return inverted_residual_stage(channels, t, c, n, s), c, s
-    raise ValueError(f"unknown face backbone layer {spec!r}")
+    raise InvalidInputError(f"unknown face backbone layer {spec!r}")
 
 
 class FaceDetector(nn.Module):
@@ -137,9 +138,9 @@ class FaceDetector(nn.Module):
                 current.append(layer)
                 stride *= layer_stride
         if current:
-            raise ValueError("a face backbone spec must end with a head")
+            raise InvalidInputError("a face backbone spec must end with a head")
         if len(self.heads) > len(ANCHOR_SIZES):
-            raise ValueError(f"at most {len(ANCHOR_SIZES)} heads, got {len(self.heads)}")
+            raise InvalidInputError(f"at most {len(ANCHOR_SIZES)} heads, got {len(self.heads)}")
         self.anchor_sizes = list(ANCHOR_SIZES[: len(self.heads)])
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -149,7 +150,7 @@ class FaceDetector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Dict[str, List[torch.Tensor]]:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"{type(self).__name__} expects (N, {self.in_channels}, H, W) images, got shape {list(x.shape)}")
+            raise InvalidInputError(f"{type(self).__name__} expects (N, {self.in_channels}, H, W) images, got shape {list(x.shape)}")
         conf, loc = [], []
         for stage, head in zip(self.stages, self.heads):
             x = stage(x)

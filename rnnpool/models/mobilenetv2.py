@@ -13,6 +13,7 @@ from ..nn.blocks import ConvBNAct, inverted_residual_stage, make_divisible
 from ._registry import register_model
 from .classifier import Classifier, check_input_size
 from .downsample import create_downsample, last_rnnpool
+from ..errors import InvalidInputError
 
 # t, c, n, s  (expansion, output channels, repeats, stride of the first repeat)
 MOBILENETV2_STAGES: Tuple[Tuple[int, int, int, int], ...] = (
@@ -82,7 +83,7 @@ class MobileNetV2(Classifier):
         elif last_pool == "rnnpool":
             self.head_pool = last_rnnpool(last_channels, input_size // reduction)
         else:
-            raise ValueError(f"last_pool must be 'avg' or 'rnnpool', got {last_pool!r}")
+            raise InvalidInputError(f"last_pool must be 'avg' or 'rnnpool', got {last_pool!r}")
         self.dropout_rate = dropout
         self.reset_classifier(num_classes)
         _init_weights(self)

@@ -6,6 +6,7 @@ Visual Wake Words models (Kusupati et al. 2018, FastGRNN, Sec. 3.3): they need n
 from __future__ import annotations
 
 import torch
+from ..errors import InvalidInputError
 
 NONLINEARITIES = ("sigmoid", "tanh", "quant_sigmoid", "quant_tanh", "relu", "identity")
 
@@ -34,11 +35,11 @@ def apply_nonlinearity(x: torch.Tensor, name: str) -> torch.Tensor:
         return torch.relu(x)
     if name == "identity":
         return x
-    raise ValueError("unknown nonlinearity '" + name + "'")
+    raise InvalidInputError("unknown nonlinearity '" + name + "'")
 
 
 def check_nonlinearity(name: str) -> str:
     """Return ``name`` if it is a known nonlinearity, else raise a ValueError listing the valid names."""
     if name not in NONLINEARITIES:
-        raise ValueError(f"unknown nonlinearity {name!r}; expected one of {', '.join(NONLINEARITIES)}")
+        raise InvalidInputError(f"unknown nonlinearity {name!r}; expected one of {', '.join(NONLINEARITIES)}")
     return name

@@ -5,6 +5,7 @@ from typing import Callable, Optional
 
 import torch
 from torch import nn
+from ..errors import InvalidInputError
 
 LayerFactory = Callable[..., nn.Module]
 
@@ -52,7 +53,7 @@ class InvertedResidual(nn.Module):
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
-            raise ValueError(f"InvertedResidual stride must be 1 or 2, got {stride}")
+            raise InvalidInputError(f"InvertedResidual stride must be 1 or 2, got {stride}")
         hidden = int(round(in_channels * expand_ratio))
         self.use_residual = stride == 1 and in_channels == out_channels
         layers = []

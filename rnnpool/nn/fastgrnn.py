@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from .activations import apply_nonlinearity, check_nonlinearity
 from .recurrent import RecurrentCell
+from ..errors import InvalidInputError
 
 
 class FastGRNNCell(RecurrentCell):
@@ -72,10 +73,10 @@ class FastGRNNCell(RecurrentCell):
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
             if int(value) != value or value <= 0:
-                raise ValueError(f"FastGRNNCell {name} must be a positive integer, got {value!r}")
+                raise InvalidInputError(f"FastGRNNCell {name} must be a positive integer, got {value!r}")
         for name, rank in (("w_rank", w_rank), ("u_rank", u_rank)):
             if rank is not None and (int(rank) != rank or rank <= 0):
-                raise ValueError(f"FastGRNNCell {name} must be None or a positive integer, got {rank!r}")
+                raise InvalidInputError(f"FastGRNNCell {name} must be None or a positive integer, got {rank!r}")
         self.input_size = int(input_size)
         self.hidden_size = int(hidden_size)
         self.state_size = self.hidden_size

@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .recurrent import RecurrentCell
+from ..errors import InvalidInputError
 
 
 class _GatedCell(RecurrentCell):
@@ -20,7 +21,7 @@ class _GatedCell(RecurrentCell):
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
             if int(value) != value or value <= 0:
-                raise ValueError(f"{type(self).__name__} {name} must be a positive integer, got {value!r}")
+                raise InvalidInputError(f"{type(self).__name__} {name} must be a positive integer, got {value!r}")
         self.input_size = int(input_size)
         self.hidden_size = int(hidden_size)
         self.num_gates = num_gates

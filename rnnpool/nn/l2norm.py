@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from ..errors import InvalidInputError
 
 EPS = 1e-10  # added to the norm, as the reference code does
 
@@ -15,13 +16,13 @@ class L2Norm(nn.Module):
     def __init__(self, channels: int, scale: float) -> None:
         super().__init__()
         if not isinstance(channels, int) or channels <= 0:
-            raise ValueError(f"L2Norm channels must be a positive int, got {channels!r}")
+            raise InvalidInputError(f"L2Norm channels must be a positive int, got {channels!r}")
         self.channels = channels
         self.weight = nn.Parameter(torch.full((channels,), float(scale)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.channels:
-            raise ValueError(f"L2Norm expects (N, {self.channels}, H, W), got shape {list(x.shape)}")
+            raise InvalidInputError(f"L2Norm expects (N, {self.channels}, H, W), got shape {list(x.shape)}")
         norm = x.pow(2).sum(1, keepdim=True).sqrt() + EPS
         return x / norm * self.weight[None, :, None, None]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from ..errors import InvalidInputError
 
 
 class ReNet2d(nn.Module):
@@ -15,7 +16,7 @@ class ReNet2d(nn.Module):
     def __init__(self, in_channels: int, patch_size: int, hidden: int) -> None:
         super().__init__()
         if min(in_channels, patch_size, hidden) <= 0:
-            raise ValueError(f"ReNet2d needs positive sizes, got in_channels={in_channels}, patch_size={patch_size}, hidden={hidden}")
+            raise InvalidInputError(f"ReNet2d needs positive sizes, got in_channels={in_channels}, patch_size={patch_size}, hidden={hidden}")
         self.patch_size = patch_size
         self.out_channels = 2 * hidden
         self.horizontal = nn.GRU(in_channels * patch_size**2, hidden, batch_first=True, bidirectional=True)

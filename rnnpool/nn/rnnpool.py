@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .factory import create_cell
+from ..errors import InvalidInputError
 
 IntPair = Union[int, Tuple[int, int]]
 
@@ -29,9 +30,9 @@ IntPair = Union[int, Tuple[int, int]]
 def _pair(value: IntPair, name: str, minimum: int) -> Tuple[int, int]:
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
-        raise ValueError(f"RNNPool2d {name} must be an int or a pair of ints, got {value!r}")
+        raise InvalidInputError(f"RNNPool2d {name} must be an int or a pair of ints, got {value!r}")
     if min(pair) < minimum:
-        raise ValueError(f"RNNPool2d {name} must be >= {minimum}, got {value!r}")
+        raise InvalidInputError(f"RNNPool2d {name} must be >= {minimum}, got {value!r}")
     return pair[0], pair[1]
 
 
@@ -94,7 +95,7 @@ class RNNPool2d(nn.Module):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("hidden_row", hidden_row), ("hidden_summary", hidden_summary)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"RNNPool2d {name} must be a positive int, got {value!r}")
+                raise InvalidInputError(f"RNNPool2d {name} must be a positive int, got {value!r}")
         self.in_channels = in_channels
         self.patch_size = _pair(patch_size, "patch_size", 1)
         self.stride = _pair(stride, "stride", 1)
@@ -104,7 +105,7 @@ class RNNPool2d(nn.Module):
         self.out_channels = 4 * hidden_summary
         self.cell_name = cell
         if not isinstance(chunk_size, int) or chunk_size < -1:
-            raise ValueError(f"RNNPool2d chunk_size must be -1 (auto), 0 (no chunks) or positive, got {chunk_size!r}")
+            raise InvalidInputError(f"RNNPool2d chunk_size must be -1 (auto), 0 (no chunks) or positive, got {chunk_size!r}")
         self.chunk_size = chunk_size
         kwargs = dict(cell_kwargs or {})
         self.rnn1 = create_cell(cell, in_channels, hidden_row, **kwargs)
@@ -119,9 +120,9 @@ class RNNPool2d(nn.Module):
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4:
-            raise ValueError(f"RNNPool2d expects a 4-D (N, C, H, W) input, got shape {list(x.shape)}")
+            raise InvalidInputError(f"RNNPool2d expects a 4-D (N, C, H, W) input, got shape {list(x.shape)}")
         if x.shape[1] != self.in_channels:
-            raise ValueError(f"RNNPool2d expects {self.in_channels} input channels, got {x.shape[1]} (shape {list(x.shape)})")
+            raise InvalidInputError(f"RNNPool2d expects {self.in_channels} input channels, got {x.shape[1]} (shape {list(x.shape)})")
         if not x.is_floating_point():
             raise TypeError(f"RNNPool2d expects a floating-point input, got {x.dtype} (convert it, e.g. x.float())")
         if not torch.jit.is_scripting():
@@ -132,7 +133,7 @@ class RNNPool2d(nn.Module):
         padded_h = x.shape[2] + 2 * self.padding[0]
         padded_w = x.shape[3] + 2 * self.padding[1]
         if padded_h < self.patch_size[0] or padded_w < self.patch_size[1]:
-            raise ValueError(
+            raise InvalidInputError(
                 f"RNNPool2d patch {self.patch_size[0]}x{self.patch_size[1]} is larger than the padded input "
                 f"{padded_h}x{padded_w} (input {x.shape[2]}x{x.shape[3]}, padding {self.padding[0]},{self.padding[1]})"
             )
