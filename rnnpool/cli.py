@@ -275,12 +275,18 @@ def format_export(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _config_defaults(config: str) -> dict:
+    """The default of every field of the run settings class ``config`` of :mod:`rnnpool.engine.config`
+    (dataclasses only: no torch while the parser is built)."""
+    from .engine import config as configs
+
+    return {name: f.default for name, f in getattr(configs, config).__dataclass_fields__.items()}
+
+
 def _data_arguments(p: argparse.ArgumentParser, evaluating: bool = False) -> None:
     """The data and model options of ``train classify`` and ``eval classify``, defaulting to ClassifyConfig's
     values; when evaluating, the model and input size default to the checkpoint's."""
-    from .engine.config import ClassifyConfig  # dataclasses only: no torch while the parser is built
-
-    default = {name: f.default for name, f in ClassifyConfig.__dataclass_fields__.items()}
+    default = _config_defaults("ClassifyConfig")
     if evaluating:
         p.add_argument("--model", help="zoo classifier name (default: the one --weights was trained as)")
     else:
@@ -302,9 +308,7 @@ def _data_arguments(p: argparse.ArgumentParser, evaluating: bool = False) -> Non
 
 def _run_arguments(p: argparse.ArgumentParser, config: str) -> None:
     """Options every training run has (:class:`rnnpool.engine.TrainConfig`), defaulting to ``config``'s values."""
-    from .engine import config as configs  # dataclasses only: no torch while the parser is built
-
-    default = {name: f.default for name, f in getattr(configs, config).__dataclass_fields__.items()}
+    default = _config_defaults(config)
     p.add_argument("--epochs", type=int, default=default["epochs"])
     p.add_argument("--lr", type=float, default=default["lr"])
     p.add_argument("--optimizer", choices=["sgd", "adamw"], default=default["optimizer"])
@@ -326,8 +330,6 @@ def _run_arguments(p: argparse.ArgumentParser, config: str) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    from .engine.config import ClassifyConfig  # dataclasses only: no torch while the parser is built
-
     parser = argparse.ArgumentParser(prog="rnnpool", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", help="list the zoo's models")
@@ -354,7 +356,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = train.add_parser("classify", help="train a classifier (single process or under torchrun)")
     _data_arguments(p)
     _run_arguments(p, "ClassifyConfig")
-    classify = {name: f.default for name, f in ClassifyConfig.__dataclass_fields__.items()}
+    classify = _config_defaults("ClassifyConfig")
     p.add_argument("--label-smoothing", dest="label_smoothing", type=float, default=classify["label_smoothing"])
     p.add_argument("--rnn-clip", dest="rnn_clip", type=float, default=classify["rnn_clip"],
                    help="max grad norm of the RNNPool parameters")
