@@ -145,9 +145,9 @@ class RunBook:
             # a resumed run goes on in the folder its checkpoint came from, whatever --name says
             self.run = run_dir_of(cfg.resume) if cfg.resume else None
             if self.run is None:
-                before = {p.name for p in Path(cfg.project).iterdir()} if Path(cfg.project).is_dir() else set()
-                self.run = new_run_dir(cfg.project, cfg.name, exist_ok=cfg.exist_ok or cfg.resume is not None)
-                self.new_folder = self.run.name not in before
+                reuse = cfg.exist_ok or cfg.resume is not None  # else new_run_dir picks a name that is free
+                self.new_folder = not (reuse and (Path(cfg.project) / cfg.name).exists())
+                self.run = new_run_dir(cfg.project, cfg.name, exist_ok=reuse)
             write_config(self.run, {**asdict(cfg), **extra_config, "world_size": dist.world_size()})
             print(f"run folder: {self.run}", flush=True)
 
