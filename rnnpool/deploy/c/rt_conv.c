@@ -411,12 +411,15 @@ static __attribute__((noinline)) void unpack_normalised(const rt_l2norm *norm, c
     unpack_pixel2(normalised, cin, zp, neg_zp, u, u2);
 }
 
+/* Words of one pixel in a column: cin int16 padded to whole RT_PACK groups. */
+static inline int column_pixel_words(int cin) { return (cin + RT_PACK - 1) / RT_PACK * (RT_PACK / 2); }
+
 /* Input column x of the k rows, unpacked ((x - zp) int16 pairs, each pixel's channels padded to whole
  * words; zeros where padding; L2-normalised with norm) into k * padded(cin) / 2 words at u and at its
  * second copy u2. */
 static void unpack_column(const rt_conv *p, const rt_l2norm *norm, const int8_t *const *rows, int w_in, int x, uint32_t *u,
                           uint32_t *u2) {
-    const int k = p->k, cin = p->cin, words = (cin + RT_PACK - 1) / RT_PACK * (RT_PACK / 2);
+    const int k = p->k, cin = p->cin, words = column_pixel_words(cin);
     const int32_t zp = p->in_zp;
     const uint32_t neg_zp = rt_pair(-zp, -zp);
     const int outside = x < 0 || x >= w_in;
@@ -444,7 +447,7 @@ static inline __attribute__((always_inline)) void columns_row(const rt_conv *con
                                                               int8_t *const *outs, uint32_t *ring, const int K, const int CIN) {
     const rt_conv *p = convs[0];
     const int k = K ? K : p->k, cin = CIN ? CIN : p->cin, s = p->stride, slots = k + s;
-    const int column = k * ((cin + RT_PACK - 1) / RT_PACK * (RT_PACK / 2)); /* words per column */
+    const int words = column_pixel_words(cin), column = k * words; /* words per pixel and per column */
     const int32_t zp = p->in_zp;
     const uint32_t neg_zp = rt_pair(-zp, -zp);
     int whole = 1; /* no row is padding: a column inside the rows unpacks directly */
@@ -456,7 +459,6 @@ static inline __attribute__((always_inline)) void columns_row(const rt_conv *con
         for (; next < end; ++next) {
             uint32_t *dst = ring + (size_t)next_slot * column, *copy = dst + (size_t)slots * column;
             const size_t offset = (size_t)next * cin;
-            const int words = column / k;
             if (whole && !norm && next >= 0 && next < w_in) {
                 for (int dy = 0; dy < k; ++dy) unpack_pixel2(rows[dy] + offset, cin, zp, neg_zp, dst + dy * words, copy + dy * words);
             } else if (whole && norm && cin % RT_PACK == 0 && next >= 0 && next < w_in) {
