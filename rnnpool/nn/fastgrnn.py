@@ -8,7 +8,7 @@ W and U are shared by the gate and the candidate, so a step costs one ``W x`` an
 """
 from __future__ import annotations
 
-from typing import Final, List, Optional
+from typing import List, Optional
 
 import torch
 from torch import nn
@@ -41,19 +41,19 @@ class FastGRNNCell(RecurrentCell):
 
     num_gates = 1
     # Where prepare()'s constants sit in the list step() reads (a list, so TorchScript and torch.compile
-    # take it; Final, so TorchScript takes them as constants):
-    U: Final[int] = 0  # U (padded to 16 rows below 16 units)
-    PACKED_U: Final[int] = -1  # U on a block diagonal for packed states, or empty
-    ZETA: Final[int] = 2  # sigmoid(zeta)
+    # take it; listed in __constants__, so TorchScript takes them as constants):
+    U = 0  # U (padded to 16 rows below 16 units)
+    PACKED_U = -1  # U on a block diagonal for packed states, or empty
+    ZETA = 2  # sigmoid(zeta)
     # the general step: the candidate's bias b_h - b_z, and sigmoid(zeta) + sigmoid(nu)
-    BIAS: Final[int] = 1
-    ZETA_PLUS_NU: Final[int] = 3
+    BIAS = 1
+    ZETA_PLUS_NU = 3
     # the sigmoid-gate/tanh-update step, which takes tanh(a) as 2 sigmoid(2 a) - 1 (zeta, nu after their
     # sigmoid): 2 (b_h - b_z), -(zeta + nu), 2 (zeta + nu) and -2 zeta
-    BIAS_X2: Final[int] = 1
-    NEG_ZETA_PLUS_NU: Final[int] = 3
-    ZETA_PLUS_NU_X2: Final[int] = 4
-    NEG_ZETA_X2: Final[int] = 5
+    BIAS_X2 = 1
+    NEG_ZETA_PLUS_NU = 3
+    ZETA_PLUS_NU_X2 = 4
+    NEG_ZETA_X2 = 5
     __constants__ = ["U", "PACKED_U", "ZETA", "BIAS", "ZETA_PLUS_NU", "BIAS_X2", "NEG_ZETA_PLUS_NU", "ZETA_PLUS_NU_X2",
                      "NEG_ZETA_X2"]
 
