@@ -19,11 +19,12 @@ from tqdm import tqdm
 
 from ..data import FaceDataset, collate_detection, detection_transforms, load_face_annotations
 from ..models import create_model, model_info
+from ..models.detection_utils import wider_rows
 from . import distributed as dist
 from ..models.checkpoint import checkpoint_model, load_weights
 from .config import DetectConfig
 from .loop import RunBook, prepare_training, resolve_device, setup_device
-from .s3fd import S3FD
+from .s3fd import EncodeTargets, S3FD
 from ..metrics.widerface import evaluate_widerface, load_widerface_mat, plot_pr, truth_from_boxes
 from ..errors import InvalidInputError
 
@@ -59,9 +60,7 @@ def evaluate_detector(model: S3FD, annotations: str, image_root: Optional[str] =
     device = next(model.parameters()).device
     predictions: Dict[str, np.ndarray] = {}
     for record in tqdm(data.records, desc="detect", leave=False, disable=not dist.is_main()):
-        det = model.detect(_load_image(record.path, model.detector.in_channels, device), scales)
-        boxes = det["boxes"].cpu().numpy()
-        predictions[record.name] = np.c_[boxes[:, :2], boxes[:, 2:] - boxes[:, :2], det["scores"].cpu().numpy()]
+        predictions[record.name] = wider_rows(model.detect(_load_image(record.path, model.detector.in_channels, device), scales))
     truth = truth_from_boxes({r.name: r.boxes for r in data.records}, {r.name: r.invalid for r in data.records})
     overall = evaluate_widerface(predictions, truth)
     result = {"ap": overall["all"]["ap"], "ap_le3": evaluate_widerface(predictions, truth, max_faces=3)["all"]["ap"],
@@ -87,7 +86,8 @@ def train_detector(cfg: DetectConfig) -> Dict[str, Any]:
     if annotations.problems and dist.is_main():
         print(f"--skip-bad dropped {len(annotations.problems)} boxes/images (listed in config.yaml):", *annotations.problems[:5], sep="\n  ")
     train_set = FaceDataset(annotations, detection_transforms(cfg.input_size, True, model.detector.in_channels))
-    parts = prepare_training(cfg, model, train_set, collate_detection, device, distributed)
+    collate = EncodeTargets(model.anchors_for(cfg.input_size, cfg.input_size), collate_detection)  # matching runs in the workers
+    parts = prepare_training(cfg, model, train_set, collate, device, distributed)
     book = RunBook(cfg, {"skipped_boxes": annotations.problems}, [("loss_conf", "loss_loc"), ("val_ap", "val_ap_le3")])
     book.resume(model, parts.optimizer, parts.scheduler, parts.scaler)
     end_epoch = cfg.end_epoch()
@@ -99,7 +99,7 @@ def train_detector(cfg: DetectConfig) -> Dict[str, Any]:
             bar = parts.epoch_batches(cfg, epoch)
             for images, targets in bar:
                 images = images.to(device, non_blocking=True)
-                targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+                targets = {k: v.to(device, non_blocking=True) for k, v in targets.items()}
                 with torch.autocast(device.type, enabled=parts.use_amp):
                     losses = parts.net(images, targets)
                 parts.optimize(losses["loss_conf"] + losses["loss_loc"])

@@ -8,17 +8,18 @@ Inference: decode, score threshold, NMS (torchvision.ops), optionally over sever
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchvision.ops import box_convert, box_iou, clip_boxes_to_image, nms
+from torchvision.ops import box_convert, box_iou
 
 from ..models.detection_utils import (MAX_DETECTIONS, NMS_THRESHOLD, SCORE_THRESHOLD, encode, flatten_heads, make_anchors,
-                                      postprocess)
+                                      merge_detections, postprocess)
 from ..models.face import FaceDetector
 from ..errors import InvalidInputError
+
 
 def match(anchors: torch.Tensor, boxes: torch.Tensor, threshold: float = 0.35, compensate_min_iou: float = 0.1) -> torch.Tensor:
     """Index of the face each anchor detects, or -1 (background). S3FD's scale-compensation matching."""
@@ -39,15 +40,44 @@ def match(anchors: torch.Tensor, boxes: torch.Tensor, threshold: float = 0.35, c
     return matched
 
 
-def multibox_loss(conf: torch.Tensor, loc: torch.Tensor, anchors: torch.Tensor, targets: List[Dict[str, torch.Tensor]],
-                  neg_pos_ratio: int = 3) -> Dict[str, torch.Tensor]:
-    """conf (N, A, 2), loc (N, A, 4) -> {"loss_conf", "loss_loc"}, both normalised by the positive count."""
-    labels, loc_targets = [], []
-    for t in targets:
-        m = match(anchors, t["boxes"])
-        labels.append((m >= 0).long())
-        loc_targets.append(encode(t["boxes"][m.clamp(min=0)], anchors) if len(t["boxes"]) else torch.zeros_like(anchors))
-    labels_t, loc_t = torch.stack(labels), torch.stack(loc_targets)
+def encode_targets(anchors: torch.Tensor, boxes: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One image's training targets: anchor labels (A,) (1 = face) and SSD offsets (A, 4) of the matched faces."""
+    matched = match(anchors, boxes)
+    offsets = encode(boxes[matched.clamp(min=0)], anchors) if len(boxes) else torch.zeros_like(anchors)
+    return (matched >= 0).long(), offsets
+
+
+class EncodeTargets:
+    """A collate function that also matches every image's faces to the anchors of a fixed input size.
+
+    Matching loops over faces on the CPU; done here, it runs in the DataLoader workers, in parallel with the
+    training step, instead of in the main process between steps. The batch's targets become
+    ``{"labels": (N, A), "loc": (N, A, 4)}``, which :class:`S3FD` takes in place of the list of boxes.
+    """
+
+    def __init__(self, anchors: torch.Tensor, collate: Callable) -> None:
+        self.anchors = anchors.cpu()
+        self.collate = collate
+
+    def __call__(self, batch):
+        images, targets = self.collate(batch)
+        labels, offsets = zip(*(encode_targets(self.anchors, t["boxes"]) for t in targets))
+        return images, {"labels": torch.stack(labels), "loc": torch.stack(offsets)}
+
+
+def multibox_loss(conf: torch.Tensor, loc: torch.Tensor, anchors: torch.Tensor,
+                  targets: Union[List[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]], neg_pos_ratio: int = 3) -> Dict[str, torch.Tensor]:
+    """conf (N, A, 2), loc (N, A, 4) -> {"loss_conf", "loss_loc"}, both normalised by the positive count.
+
+    ``targets``: one {"boxes": (K, 4) xyxy} per image, or the batch already encoded by :class:`EncodeTargets`.
+    """
+    if isinstance(targets, dict):
+        labels_t, loc_t = targets["labels"], targets["loc"]
+        if labels_t.shape != conf.shape[:2]:
+            raise InvalidInputError(f"encoded targets are for {labels_t.shape[1]} anchors, the detector has {conf.shape[1]}: "
+                                    "they were encoded for another input size")
+    else:
+        labels_t, loc_t = (torch.stack(t) for t in zip(*(encode_targets(anchors, t["boxes"]) for t in targets)))
     pos = labels_t > 0
     num_pos = pos.sum().clamp(min=1).float()
     loss_loc = F.smooth_l1_loss(loc[pos], loc_t[pos], reduction="sum") / num_pos
@@ -84,11 +114,22 @@ class S3FD(nn.Module):
         anchors = make_anchors(sizes, self.detector.head_strides, self.detector.anchor_sizes, images.device)
         return conf, loc, anchors
 
-    def forward(self, images: torch.Tensor, targets: Optional[List[Dict[str, torch.Tensor]]] = None):
+    @torch.no_grad()
+    def anchors_for(self, height: int, width: int) -> torch.Tensor:
+        """The (A, 4) anchors of an input of this size (one forward pass of a blank image, on the CPU)."""
+        param = next(self.detector.parameters())
+        was_training = self.detector.training
+        self.detector.eval()  # a blank batch of one must not move BN statistics
+        out = self.detector(torch.zeros(1, self.detector.in_channels, height, width, dtype=param.dtype, device=param.device))
+        self.detector.train(was_training)
+        sizes = [tuple(c.shape[2:]) for c in out["conf"]]
+        return make_anchors(sizes, self.detector.head_strides, self.detector.anchor_sizes, torch.device("cpu"))
+
+    def forward(self, images: torch.Tensor, targets=None):
         conf, loc, anchors = self.raw(images)
         if self.training:
             if targets is None:
-                raise InvalidInputError("S3FD in training mode needs targets (a list of {'boxes': (K, 4) xyxy})")
+                raise InvalidInputError("S3FD in training mode needs targets (a list of {'boxes': (K, 4) xyxy}, or EncodeTargets' batch)")
             return multibox_loss(conf.float(), loc.float(), anchors, targets)
         return self.postprocess(conf, loc, anchors)
 
@@ -110,6 +151,4 @@ class S3FD(nn.Module):
             boxes.append(det["boxes"] * factor)
             scores.append(det["scores"])
         self.train(was_training)
-        b, s = clip_boxes_to_image(torch.cat(boxes), (h, w)), torch.cat(scores)
-        kept = nms(b, s, self.nms_threshold)[: self.max_detections]
-        return {"boxes": b[kept], "scores": s[kept], "labels": torch.ones_like(kept)}
+        return merge_detections(boxes, scores, (h, w), self.nms_threshold, self.max_detections)
