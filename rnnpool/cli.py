@@ -16,18 +16,13 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
-from .errors import InvalidInputError, RnnpoolError, UnknownModelError
-
-if TYPE_CHECKING:  # torch is imported by the commands that need it, so --help and argument errors are instant
-    from torch import nn
-
+from .errors import InvalidInputError, RnnpoolError
 
 def _parse_shape(text: str) -> List[int]:
     try:
@@ -37,22 +32,6 @@ def _parse_shape(text: str) -> List[int]:
     if len(shape) not in (3, 4) or min(shape) <= 0:
         raise argparse.ArgumentTypeError(f"input shape must be CxHxW or NxCxHxW with positive sizes, got {text!r}")
     return shape
-
-
-def build_model(name: str) -> nn.Module:
-    """A zoo model by name, or ``torchvision:NAME`` for any torchvision classification model."""
-    if name.startswith("torchvision:"):
-        import torchvision
-
-        tv_name = name.split(":", 1)[1]
-        available = torchvision.models.list_models(module=torchvision.models)
-        if tv_name not in available:
-            close = difflib.get_close_matches(tv_name, available, n=1)
-            raise UnknownModelError(f"unknown torchvision model {tv_name!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
-        return torchvision.models.get_model(tv_name, weights=None)
-    from .models import create_model
-
-    return create_model(name)
 
 
 def _default_input(name: str) -> List[int]:
@@ -89,6 +68,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
     from .analysis import compare_table, profile_model
     from .analysis.plot import plot_memory
     from .analysis.zoo import zoo_markdown, zoo_rows
+    from .models import create_model
 
     if args.zoo:  # a minute or two: say which model is being profiled (on stderr, the table stays clean)
         rows = zoo_rows(lambda i, n, name: print(f"[{i + 1}/{n}] {name}", file=sys.stderr, flush=True))
@@ -108,9 +88,9 @@ def cmd_profile(args: argparse.Namespace) -> None:
         if args.convention == "stream" and dtype == "int8":
             from .deploy.stream_profile import stream_profile
 
-            profiles.append(stream_profile(build_model(name), shape, name, ram_bytes=args.ram_kib * 1024))
+            profiles.append(stream_profile(create_model(name), shape, name, ram_bytes=args.ram_kib * 1024))
         else:
-            profiles.append(profile_model(build_model(name), shape, dtype, args.convention, name=name))
+            profiles.append(profile_model(create_model(name), shape, dtype, args.convention, name=name))
     out = _human_output(args)
     for p in profiles:
         print(p.table(), file=out)
@@ -120,10 +100,15 @@ def cmd_profile(args: argparse.Namespace) -> None:
     if args.json:  # the model's profile; with --compare, the other one under "compare"
         extra = {"compare": profiles[1].to_dict()} if len(profiles) > 1 else {}
         _write_json({**profiles[0].to_dict(), **extra}, args.json)
+        if args.json != "-":
+            print(f"wrote {args.json}", file=out)
     if args.csv:
         profiles[0].save_csv(args.csv)
+        print(f"wrote {args.csv}", file=out)
     if args.plot:
         plot_memory(profiles, args.plot)
+        print(f"wrote {args.plot} (held RAM per layer" + (", models overlaid" if len(profiles) > 1 else "")
+              + ", peak marked)", file=out)
 
 
 def _config(cls, args: argparse.Namespace):

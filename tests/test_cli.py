@@ -15,6 +15,8 @@ def test_profile_compare_writes_files(tmp_path, capsys):
     assert data["model"] == "mobilenetv2_035_rnnpool" and data["dtype"] == "int8" and data["convention"] == "layer"
     assert data["compare"]["model"] == "mobilenetv2_035" and data["compare"]["peak_bytes"] > 5 * data["peak_bytes"]
     assert (tmp_path / "a.csv").exists() and (tmp_path / "a.png").exists()
+    for path in ("a.json", "a.csv", "a.png"):  # each file it wrote is named
+        assert f"wrote {tmp_path / path}" in out
 
 
 def test_profile_torchvision_model(capsys):

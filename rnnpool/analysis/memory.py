@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from torch import nn
 
 from ..nn import RNNPool2d
-from ..nn.blocks import InvertedResidual
 from .trace import Op, Trace
 from ..errors import InvalidInputError
 
@@ -34,16 +33,14 @@ INPLACE_OPS = ELEMENTWISE_OPS | {"pad", "_pad", "constant_pad_nd"}
 POOL_OPS = {"avg_pool2d", "adaptive_avg_pool2d", "max_pool2d", "adaptive_max_pool2d"}
 
 
-def _block_rules() -> Dict[type, str]:
-    from ..models.densenet import DenseBlock
-
+def _torchvision_rules() -> Dict[type, str]:
+    """torchvision's blocks, which cannot declare a ``memory_rule`` themselves."""
     # modules, not the same-named model functions that torchvision.models exports
     densenet, googlenet, inception, mobilenetv2, resnet = (
         importlib.import_module(f"torchvision.models.{m}") for m in ("densenet", "googlenet", "inception", "mobilenetv2", "resnet"))
 
-    rules = {InvertedResidual: "mbconv", mobilenetv2.InvertedResidual: "mbconv", DenseBlock: "dense",
-             densenet._DenseBlock: "dense", resnet.BasicBlock: "residual", resnet.Bottleneck: "residual",
-             googlenet.Inception: "inception"}
+    rules = {mobilenetv2.InvertedResidual: "mbconv", densenet._DenseBlock: "dense", resnet.BasicBlock: "residual",
+             resnet.Bottleneck: "residual", googlenet.Inception: "inception"}
     for name in ("InceptionA", "InceptionB", "InceptionC", "InceptionD", "InceptionE"):
         rules[getattr(inception, name)] = "inception"
     return rules
@@ -52,13 +49,17 @@ def _block_rules() -> Dict[type, str]:
 BLOCK_RULES: Dict[type, str] = {}
 
 
+BLOCK_KINDS = ("mbconv", "residual", "dense", "inception")
+
+
 def register_block_rule(module_type: type, rule: str) -> None:
-    """Treat modules of ``module_type`` as one block under the ``layer`` convention.
+    """Treat modules of ``module_type`` (a class you cannot edit) as one block under the ``layer`` convention.
 
     ``rule`` is "mbconv" (input + output), "residual" (max(input, output)), "dense" (output) or
-    "inception" (input + three smallest branch outputs).
+    "inception" (input + three smallest branch outputs). A class of your own can say it itself, with a class
+    attribute ``memory_rule = "mbconv"`` (as rnnpool's blocks do).
     """
-    if rule not in ("mbconv", "residual", "dense", "inception"):
+    if rule not in BLOCK_KINDS:
         raise InvalidInputError(f"unknown block rule {rule!r}")
     BLOCK_RULES[module_type] = rule
 
@@ -72,17 +73,22 @@ class Unit:
     ops: List[Op]
     held_bytes: int = 0
     module: Optional[nn.Module] = None
+    physical_bytes: Optional[int] = None  # residual blocks: what is live together inside, beside the paper's count
 
 
 def _group_units(trace: Trace, blocks: bool) -> List[Unit]:
-    """Consecutive ops of the same block (outermost registered block module) or leaf module form a unit."""
-    rules = {**_block_rules(), **BLOCK_RULES} if blocks else {}
+    """Consecutive ops of the same block (outermost block module: one with a ``memory_rule`` class attribute,
+    or a registered type) or leaf module form a unit."""
+    rules = {**_torchvision_rules(), **BLOCK_RULES} if blocks else {}
     units: List[Unit] = []
     for op in trace.ops:
         key, kind, module = None, "op", op.module
         for path, mod in op.stack:
-            if type(mod) in rules:
-                key, kind, module = path, rules[type(mod)], mod
+            rule = (getattr(type(mod), "memory_rule", None) or rules.get(type(mod))) if blocks else None
+            if rule is not None:
+                if rule not in BLOCK_KINDS:
+                    raise InvalidInputError(f"{type(mod).__name__}.memory_rule is {rule!r}; expected one of {', '.join(BLOCK_KINDS)}")
+                key, kind, module = path, rule, mod
                 break
         if key is None:
             if op.module is not None:
@@ -164,6 +170,34 @@ def _unit_io(unit: Unit, trace: Trace, consumers_after: Dict[int, int]) -> Tuple
     return ins, outs or list(unit.ops[-1].outputs)
 
 
+def _live_inside(unit: Unit, ins: List[int], outs: List[int], size: Callable[[List[int]], int]) -> int:
+    """The most bytes live together while a block runs: its inputs until their last use inside (a skip input
+    until the add), each inner map from its producer to its last use, elementwise ops in place."""
+    root: Dict[int, int] = {}
+
+    def canonical(sid: int) -> int:
+        while sid in root:
+            sid = root[sid]
+        return sid
+
+    for op in unit.ops:
+        if (op.alias or op.name in INPLACE_OPS) and op.inputs:
+            for sid in op.outputs:
+                if sid not in op.inputs:
+                    root[sid] = canonical(op.inputs[0])
+    first, last = unit.ops[0].index, unit.ops[-1].index
+    born = {canonical(sid): first - 1 for sid in ins}
+    death: Dict[int, int] = {}
+    for op in unit.ops:
+        for sid in op.outputs:
+            born.setdefault(canonical(sid), op.index)
+        for sid in op.inputs + op.outputs:
+            death[canonical(sid)] = max(death.get(canonical(sid), op.index), op.index)
+    for sid in outs:
+        death[canonical(sid)] = last
+    return max(size([sid for sid in born if born[sid] <= op.index <= death[sid]]) for op in unit.ops)
+
+
 def layer_convention(trace: Trace, elem_bytes: int) -> List[Unit]:
     """Units with ``held_bytes`` under the ``layer`` convention."""
     made = _producers(trace)
@@ -185,7 +219,8 @@ def layer_convention(trace: Trace, elem_bytes: int) -> List[Unit]:
     for unit in units:
         ins, outs = _unit_io(unit, trace, last_use)
         if unit.kind == "residual":
-            unit.held_bytes = max(size(ins), size(outs))
+            unit.held_bytes = max(size(ins), size(outs))  # the paper's approximation
+            unit.physical_bytes = max(unit.held_bytes, _live_inside(unit, ins, outs, size))
         elif unit.kind == "dense":
             unit.held_bytes = size(outs)
         elif unit.kind == "inception":

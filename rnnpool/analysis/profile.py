@@ -46,6 +46,7 @@ class Profile:
     params: int
     layers: List[LayerStats]
     uncounted_ops: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)  # what the convention approximates, with numbers
 
     def to_dict(self) -> Dict[str, object]:
         return asdict(self)
@@ -72,6 +73,7 @@ class Profile:
                      f"peak RAM {format_bytes(self.peak_bytes)} at {self.peak_layer}")
         if self.uncounted_ops:
             lines.append(f"MAdds not counted for: {', '.join(self.uncounted_ops)}")
+        lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
@@ -136,15 +138,36 @@ def profile_model(
                                  sum(madds[op.index] or 0 for op in unit.ops), _unit_params(unit)))
     top = peak(units)
     return Profile(name or type(model).__name__, shape, dtype, convention, top.held_bytes, top.name,
-                   sum(v or 0 for v in madds.values()), sum(p.numel() for p in model.parameters()), layers, uncounted)
+                   sum(v or 0 for v in madds.values()), sum(p.numel() for p in model.parameters()), layers, uncounted,
+                   _residual_note(units, top.held_bytes))
+
+
+def _residual_note(units, counted_peak: int) -> List[str]:
+    """Under the ``layer`` convention a residual block holds max(input, output), the paper's approximation;
+    say how far the physical count (skip input live beside the inner maps) is from it."""
+    residual = [u for u in units if u.physical_bytes is not None]
+    if not residual:
+        return []
+    worst = max(residual, key=lambda u: u.physical_bytes / max(u.held_bytes, 1))
+    physical_peak = max(u.physical_bytes if u.physical_bytes is not None else u.held_bytes for u in units)
+    return [f"{len(residual)} residual blocks are counted as max(input, output), the paper's approximation; with the skip "
+            f"input live beside the inner maps they hold up to {worst.physical_bytes / max(worst.held_bytes, 1):.2f}x that "
+            f"({worst.name}: {format_bytes(worst.physical_bytes)}, counted {format_bytes(worst.held_bytes)}); "
+            f"the peak counted physically is {format_bytes(physical_peak)} (counted {format_bytes(counted_peak)})"]
 
 
 def compare_table(profiles: Sequence[Profile]) -> str:
-    """Side-by-side totals of several profiles, with ratios to the first."""
+    """Side-by-side totals of several profiles, with ratios to the first; columns sized to their contents."""
     base = profiles[0]
-    lines = [f"{'model':28s} {'params':>11s} {'MAdds (M)':>10s} {'peak RAM':>11s} {'peak layer':30s} {'RAM vs first':>12s}"]
-    for p in profiles:
-        lines.append(f"{p.model:28s} {p.params:11,d} {p.madds / 1e6:10.1f} {format_bytes(p.peak_bytes):>11s} {p.peak_layer[:29]:30s} "
-                     f"{p.peak_bytes / base.peak_bytes:11.2f}x")
+    header = ("model", "params", "MAdds (M)", "peak RAM", "peak layer", "RAM vs first")
+    rows = [(p.model, f"{p.params:,d}", f"{p.madds / 1e6:.1f}", format_bytes(p.peak_bytes), p.peak_layer,
+             f"{p.peak_bytes / base.peak_bytes:.2f}x") for p in profiles]
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    left = {0, 4}  # text columns; numbers align right
+
+    def line(cells) -> str:
+        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    lines = [line(header)] + [line(r) for r in rows]
     lines.append(f"(dtype {base.dtype}, convention '{base.convention}')")
     return "\n".join(lines)

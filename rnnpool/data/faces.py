@@ -20,6 +20,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
+from torchvision.ops import box_convert
 from torchvision.transforms import v2
 
 from .classification import BadSampleError
@@ -209,8 +210,8 @@ class FaceDataset(Dataset):
         except (OSError, UnidentifiedImageError) as err:
             raise BadSampleError(f"cannot read image {record.path}: {err}") from None
         boxes = record.boxes[~record.invalid]
-        xyxy = np.concatenate((boxes[:, :2], boxes[:, :2] + boxes[:, 2:]), 1) if len(boxes) else np.zeros((0, 4))
-        target = {"boxes": tv_tensors.BoundingBoxes(torch.as_tensor(xyxy, dtype=torch.float32), format="XYXY", canvas_size=(img.height, img.width)),
+        xyxy = box_convert(torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4), "xywh", "xyxy")  # annotations' edge format
+        target = {"boxes": tv_tensors.BoundingBoxes(xyxy, format="XYXY", canvas_size=(img.height, img.width)),
                   "labels": torch.ones(len(xyxy), dtype=torch.long)}
         image, target = self.transform(img, target)
         return image, {"boxes": target["boxes"].as_subclass(torch.Tensor), "labels": target["labels"]}

@@ -15,7 +15,7 @@ from PIL import Image
 
 from ..data.faces import load_face_annotations
 from ..metrics.widerface import evaluate_widerface, truth_from_boxes
-from ..models.detection_utils import flatten_heads, make_anchors, postprocess
+from ..models.detection_utils import flatten_heads, make_anchors, merge_detections, postprocess, wider_rows
 from ..models.face import FaceDetector
 from .export import load_image
 from .int8_reference import dequantize, run_int8
@@ -54,8 +54,8 @@ def int8_accuracy(model: FaceDetector, graph: QuantizedGraph, annotations: str, 
         factor = torch.tensor([width / w, height / h, width / w, height / h])
         for key, (cf, lc) in (("fp32", (conf, loc)), ("int8", (q_conf, q_loc))):
             det = postprocess(cf, lc, anchors)[0]
-            boxes = (det["boxes"] * factor).numpy()
-            predictions[key][record.name] = np.c_[boxes[:, :2], boxes[:, 2:] - boxes[:, :2], det["scores"].numpy()]
+            det = merge_detections([det["boxes"] * factor], [det["scores"]], (height, width))  # as the training evaluator does
+            predictions[key][record.name] = wider_rows(det)
     truth = truth_from_boxes({r.name: r.boxes for r in records}, {r.name: r.invalid for r in records})
     ap = {key: evaluate_widerface(p, truth)["all"]["ap"] for key, p in predictions.items()}
     return {"images": len(records), "ap_fp32": ap["fp32"], "ap_int8": ap["int8"], "ap_drop": ap["fp32"] - ap["int8"],

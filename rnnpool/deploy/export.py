@@ -141,7 +141,7 @@ def _schedule_summary(schedule: Schedule, plan: MemoryPlan, graph: QuantizedGrap
     largest = sorted(schedule.buffers, key=lambda b: -b.size)[:6]
     baseline = layer_by_layer_peak(graph)
     return {"arena_bytes": plan.arena_bytes, "ccm_arena_bytes": plan.ccm_bytes, "weight_bytes": plan.weight_bytes,
-            "largest_buffers": [{"name": b.name, "bytes": b.size, "layer": b.layer} for b in largest],
+            "largest_buffers": [{"name": b.name, "bytes": b.size, "layer": schedule.graph.layer_of(b.layer)} for b in largest],
             "rnnpool_row_cache": schedule.cache_rows, "choices": schedule.choices, "budget_bytes": schedule.budget,
             "layer_by_layer_bytes": baseline[0], "layer_by_layer_peak": {"layer": baseline[1], "tensors": baseline[2]}}
 
@@ -192,7 +192,7 @@ def export_c(model_name: str, out_dir: Union[str, Path], weights: Optional[str] 
         try:
             m4 = measure_m4(out, ram_bytes, lambda r: not compare_outputs(r, reference), timeout)
         except RamLimitError as err:
-            largest = ", ".join(f"{b.name} ({b.layer}) {b.size:,} B" for b in schedule.largest(4))
+            largest = ", ".join(f"{b.name} ({schedule.graph.layer_of(b.layer)}) {b.size:,} B" for b in schedule.largest(4))
             traded = f"; the planner already {'; '.join(schedule.choices)}" if schedule.choices else ""
             raise RamLimitError(f"{err}; largest buffers: {largest}{traded}", err.needed, err.limit) from None
         program = m4.pop("first")

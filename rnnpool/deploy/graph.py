@@ -130,6 +130,7 @@ class Graph:
     logits: Optional[str] = None  # classifiers
     shapes: Dict[str, Shape] = field(default_factory=dict)
     task: str = "detection"
+    layers: Dict[str, str] = field(default_factory=dict)  # tensor -> the model's module that computes it (reports)
 
     def producers(self) -> Dict[str, Op]:
         return {op.output: op for op in self.ops}
@@ -162,9 +163,16 @@ def _bn_affine(bn: Optional[nn.BatchNorm2d], channels: int) -> Tuple[torch.Tenso
 
 
 class _Builder:
-    def __init__(self) -> None:
+    def __init__(self, model: nn.Module) -> None:
         self.ops: List[Op] = []
         self.count = 0
+        self.paths = {id(m): name for name, m in model.named_modules()}
+        self.layers: Dict[str, str] = {}  # tensor -> module path
+
+    def label(self, tensor: str, module: nn.Module) -> str:
+        """Remember which module computes ``tensor`` (for reports); returns ``tensor``."""
+        self.layers.setdefault(tensor, self.paths.get(id(module), type(module).__name__))
+        return tensor
 
     def name(self, prefix: str = "t") -> str:
         self.count += 1
@@ -189,14 +197,15 @@ class _Builder:
         if isinstance(m, ConvBNAct):
             op = self.conv_bn_act(m, x)
             self.ops.append(op)
-            return op.output
+            return self.label(op.output, m)
         if isinstance(m, InvertedResidual):
             convs = list(m.conv)
-            names = [self.name() for _ in convs]
+            names = [self.label(self.name(), c) for c in convs]
             ops = [self.conv_bn_act(c, src, dst) for c, src, dst in zip(convs, [x] + names[:-1], names)]
             expand = ops[0] if len(ops) == 3 else None
             out = self.name() if m.use_residual else names[-1]  # the sum has its own scale
             self.ops.append(MBConvOp(x, out, expand, ops[-2], ops[-1], m.use_residual))
+            self.layers[out] = self.paths.get(id(m), type(m).__name__)  # the block's output (its sum) is the block's
             return out
         if isinstance(m, RNNPool2d):
             return self.rnnpool(m, [], x)
@@ -221,14 +230,14 @@ class _Builder:
             pad, mode = (bottom, right), "zero" if isinstance(rest[0], nn.ZeroPad2d) else "replicate"
             rest = rest[1:]
         bn = rest.pop(0) if rest and isinstance(rest[0], nn.BatchNorm2d) else None
-        out = self.name()
+        out = self.label(self.name(), layer)
         self.ops.append(RNNPoolOp(x, out, layer, *_bn_affine(bn, layer.out_channels), pad, mode))
         return self.module(nn.Sequential(*rest), out) if rest else out
 
     def head(self, head: DetectionHead, x: str, index: int) -> Tuple[str, str]:
         scale = None
         if isinstance(head.norm, L2Norm):
-            out = self.name()
+            out = self.label(self.name(), head.norm)
             self.ops.append(L2NormOp(x, out))
             x, scale = out, head.norm.weight.detach().double()
         outputs = []
@@ -240,8 +249,9 @@ class _Builder:
                 *hidden, final = list(branch)
                 for block in hidden:
                     ops.append(self.conv_bn_act(block, src))
-                    src = ops[-1].output
+                    src = self.label(ops[-1].output, block)
             ops.append(self.conv(final, None, None, src, f"head{index}_{kind}", maxout))
+            self.label(ops[-1].output, final)
             if scale is not None:  # L2Norm's weight scales the first conv's input channels
                 ops[0].weight = ops[0].weight * scale[None, :, None, None]
             self.ops += ops
@@ -261,7 +271,7 @@ def build_graph(model: nn.Module, input_size: Optional[Tuple[int, int]] = None) 
 
     ``input_size`` (H, W) defaults to the detector's own; a classifier needs it (or a recorded one)."""
     _check_modules(model)
-    builder = _Builder()
+    builder = _Builder(model)
     if isinstance(model, FaceDetector):
         x, heads = "image", []
         for index, (stage, head, stride, size) in enumerate(zip(model.stages, model.heads, model.head_strides, model.anchor_sizes)):
@@ -280,6 +290,7 @@ def build_graph(model: nn.Module, input_size: Optional[Tuple[int, int]] = None) 
         raise UnsupportedError(f"int8 deployment supports the zoo's face detectors and classifiers, got {type(model).__name__}")
     values = run_float(graph, torch.zeros(1, channels, h, w))
     graph.shapes = {name: tuple(v.shape[1:]) for name, v in values.items()}
+    graph.layers = {"image": "input", **builder.layers}
     return graph
 
 
@@ -291,7 +302,7 @@ def _classifier_graph(model: Classifier, builder: _Builder) -> Graph:
     _fold_normalisation(first)
     pool = model.head_pool
     if isinstance(pool, nn.AdaptiveAvgPool2d) and pool.output_size in (1, (1, 1)):
-        out = builder.name()
+        out = builder.label(builder.name(), pool)
         builder.ops.append(AvgPoolOp(x, out))
         x = out
     elif isinstance(pool, RNNPool2d):
@@ -303,7 +314,7 @@ def _classifier_graph(model: Classifier, builder: _Builder) -> Graph:
         raise UnsupportedError("int8 classifiers end with one nn.Linear")
     weight = linear.weight.detach().double()[:, :, None, None]
     bias = linear.bias.detach().double() if linear.bias is not None else torch.zeros(weight.shape[0], dtype=torch.float64)
-    builder.ops.append(ConvOp(x, "logits", weight, bias, 1, 0, 1))
+    builder.ops.append(ConvOp(x, builder.label("logits", linear), weight, bias, 1, 0, 1))
     return Graph("image", builder.ops, logits="logits", task="classification")
 
 

@@ -31,6 +31,7 @@ L2NORM_BITS = 22  # the L2Norm's 1 / ||x|| in Q22
 L2NORM_SCALE = 1.0 / 127  # an L2Norm's output x / ||x|| lies in [-1, 1]: int8 with this scale, zero point 0
 KEY_MULT_BITS = 22  # detection keys: (score difference) * key_mult, key_mult < 2**22
 ACC_LIMIT = 2**31 - 1  # int32 accumulators of the C kernels
+MIN_ACTIVATION_RANGE = 1e-8  # a constant tensor still gets a positive scale
 
 
 class QuantizationError(RnnpoolError, ValueError):
@@ -188,6 +189,11 @@ class QuantizedGraph:
     logits: Optional[str] = None
     task: str = "detection"
     key_bits: int = 0  # detection keys are logits in units of 2^-key_bits
+    layers: Dict[str, str] = field(default_factory=dict)  # tensor -> the model's module that computes it (reports)
+
+    def layer_of(self, tensor: str) -> str:
+        """The module path that computes ``tensor`` (the tensor's own name where unknown)."""
+        return self.layers.get(tensor, tensor)
 
     @property
     def input_shape(self) -> Tuple[int, int, int]:
@@ -197,8 +203,8 @@ class QuantizedGraph:
 def activation_params(low: float, high: float) -> Tuple[float, int]:
     """(scale, zero point) of an asymmetric int8 tensor covering [low, high] and 0."""
     low, high = min(low, 0.0), max(high, 0.0)
-    if high - low < 1e-8:
-        high = low + 1e-8
+    if high - low < MIN_ACTIVATION_RANGE:
+        high = low + MIN_ACTIVATION_RANGE
     scale = (high - low) / 255.0
     return scale, int(np.clip(round(-128 - low / scale), -128, 127))
 
@@ -417,7 +423,8 @@ def quantize_graph(graph: Graph, ranges: Dict[str, Tuple[float, float]],
             ops.append(_quantize_l2norm(op, tensors))
         else:
             ops.append(_quantize_avgpool(op, tensors))
-    return QuantizedGraph(graph.input, ops, graph.heads, tensors, graph.logits, graph.task, _key_bits(graph.heads, tensors))
+    return QuantizedGraph(graph.input, ops, graph.heads, tensors, graph.logits, graph.task, _key_bits(graph.heads, tensors),
+                          dict(graph.layers))
 
 
 def quantize_model(model, calibration_images: Iterable[torch.Tensor], input_size: Optional[Tuple[int, int]] = None,

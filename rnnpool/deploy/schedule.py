@@ -457,7 +457,8 @@ def build_schedule(graph: QuantizedGraph, cache_rows: bool = True, ram_budget: O
             break
         _, node, saved = best
         node.mode = "recompute"
-        choices.append(f"{node.name}: recompute ({'expanded rows' if node.kind == 'mbconv' else 'shared row sweeps'}), "
+        layer = graph.layer_of(node.outputs[0]) if node.outputs else node.name
+        choices.append(f"{layer} ({node.name}): recompute ({'expanded rows' if node.kind == 'mbconv' else 'shared row sweeps'}), "
                        f"-{saved:,} B, +{_extra_work(node, maps) / 1e6:.1f} M multiply-adds")
         buffers, scratch = _memory(graph, maps, nodes)
     buffers, scratch = _memory(graph, maps, nodes)  # the rings of the final modes (trials changed them)

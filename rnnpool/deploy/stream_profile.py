@@ -95,11 +95,13 @@ def stream_profile(model: nn.Module, input_shape: Sequence[int], name: Optional[
     for node in schedule.nodes:
         maps = [schedule.maps[o] for o in node.outputs] or [schedule.maps[n] for n in node.inputs]
         first = maps[0]
-        layers.append(LayerStats(node.name, node.kind, (first.channels, first.height, first.width),
+        label = f"{graph.layer_of(node.outputs[0])} ({node.name})" if node.outputs else node.name
+        layers.append(LayerStats(label, node.kind, (first.channels, first.height, first.width),
                                  sum(m.channels * m.height * m.width for m in maps),
                                  sum(held.get(o, 0) for o in node.outputs), node_madds(node, schedule), _node_weights(node)))
     largest = schedule.largest(1)[0]
-    where = (f"the whole program: arena {prediction.arena:,} B (largest buffer {largest.name}, {largest.size:,} B) + "
+    where = (f"the whole program: arena {prediction.arena:,} B (largest buffer {largest.name} of {graph.layer_of(largest.layer)}, "
+             f"{largest.size:,} B) + "
              f"statics {prediction.statics:,} B + stack {prediction.stack:,} B + exception frame {prediction.exception_frame} B"
              + (f"; planner: {'; '.join(schedule.choices)}" if schedule.choices else ""))
     return Profile(name or type(model).__name__, (1, *shape), "int8", "stream", prediction.total, where,

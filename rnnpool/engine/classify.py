@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from ..data import build_classification_data, collate_skipping_bad
 from ..models import create_model, model_info
@@ -29,7 +30,7 @@ def evaluate_classifier(model: nn.Module, loader: DataLoader, num_classes: int, 
     model.eval()
     criterion = nn.CrossEntropyLoss(reduction="sum")
     totals = torch.zeros(3 + 2 * num_classes, dtype=torch.float64)  # loss, correct, seen, per-class correct/seen
-    for images, labels, skipped in loader:
+    for images, labels, skipped in tqdm(loader, desc="validate", leave=False, disable=not dist.is_main()):
         if images is None:
             continue
         images, labels = images.to(device), labels.to(device)
@@ -82,8 +83,10 @@ def train_classifier(cfg: ClassifyConfig) -> Dict[str, Any]:
                 parts.optimize(loss, rnn_params, cfg.rnn_clip)
                 correct = (logits.argmax(1) == labels).sum().item()
                 totals += torch.tensor([loss.item() * labels.numel(), correct, labels.numel(), 0.0], dtype=torch.float64)
-                mem = f"{torch.cuda.memory_allocated(device) / 2**30:.2f}G" if device.type == "cuda" else "cpu"
-                bar.set_postfix(loss=f"{totals[0] / max(totals[2], 1):.4f}", acc=f"{totals[1] / max(totals[2], 1):.3f}", mem=mem)
+                shown = {"loss": f"{totals[0] / max(totals[2], 1):.4f}", "acc": f"{totals[1] / max(totals[2], 1):.3f}"}
+                if device.type == "cuda":  # the GPU memory the step holds
+                    shown["gpu_mem"] = f"{torch.cuda.memory_allocated(device) / 2**30:.2f}G"
+                bar.set_postfix(**shown)
             totals = dist.all_reduce_sum(totals)
             val = evaluate_classifier(model, val_loader, num_classes, device)
             seen = max(totals[2].item(), 1)

@@ -70,6 +70,14 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+SEED_STRIDE = 100_003  # a prime above any epoch count: (seed, epoch) pairs never share a seed
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's randomness (shuffle, augmentation, dropout) in a run seeded with ``seed``."""
+    return seed * SEED_STRIDE + epoch
+
+
 @dataclass
 class TrainingParts:
     """The objects a training loop drives, built the same way for every task by :func:`prepare_training`."""
@@ -87,8 +95,8 @@ class TrainingParts:
     def epoch_batches(self, cfg: TrainConfig, epoch: int) -> tqdm:
         """The epoch's batches (at most ``steps_per_epoch``) behind a progress bar, the model in training
         mode and the epoch's randomness (shuffle, augmentation, dropout) a function of (seed, epoch) alone."""
-        torch.manual_seed(cfg.seed * 100_003 + epoch)
-        self.generator.manual_seed(cfg.seed * 100_003 + epoch)
+        torch.manual_seed(epoch_seed(cfg.seed, epoch))
+        self.generator.manual_seed(epoch_seed(cfg.seed, epoch))
         self.sampler.set_epoch(epoch)
         self.net.train()
         return tqdm(itertools.islice(self.loader, self.steps_per_epoch), total=self.steps_per_epoch,

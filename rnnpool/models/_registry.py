@@ -1,4 +1,5 @@
-"""Model registry: ``@register_model`` on every variant, ``create_model(name, **kw)``, ``list_models(pattern)``.
+"""Model registry: ``@register_model`` on every variant, ``create_model(name, checkpoint_path=None, **kw)``,
+``list_models(pattern)``.
 
 The CLI, the profiler's zoo table, the benchmarks and the parametrised tests all iterate this registry, so a
 registered model shows up everywhere.
@@ -7,11 +8,12 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Tuple
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from torch import nn
-from ..errors import InvalidInputError, UnknownModelError
+from ..errors import InvalidInputError, UnknownModelError, UnsupportedError
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,6 @@ class ModelInfo:
     input_shape: Tuple[int, int, int]
     task: str
     description: str
-    defaults: Dict[str, Any] = field(default_factory=dict)
 
 
 _MODELS: Dict[str, ModelInfo] = {}
@@ -56,12 +57,38 @@ def model_info(name: str) -> ModelInfo:
     return _MODELS[name]
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build the registered model ``name``; ``kwargs`` go to its constructor (e.g. ``num_classes=10``)."""
-    info = model_info(name)
-    try:
-        return info.builder(**kwargs)
-    except TypeError as err:
-        if "unexpected keyword argument" not in str(err):
-            raise
-        raise InvalidInputError(f"model {name!r} has no option {str(err).split('argument ')[-1]}") from None
+TORCHVISION_PREFIX = "torchvision:"  # create_model("torchvision:resnet18"): any torchvision classification model
+
+
+def _torchvision_model(name: str, **kwargs: Any) -> nn.Module:
+    import torchvision
+
+    available = torchvision.models.list_models(module=torchvision.models)
+    if name not in available:
+        close = difflib.get_close_matches(name, available, n=1)
+        raise UnknownModelError(f"unknown torchvision model {name!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+    return torchvision.models.get_model(name, weights=None, **kwargs)
+
+
+def create_model(name: str, pretrained: bool = False, checkpoint_path: Optional[Union[str, Path]] = None,
+                 **kwargs: Any) -> nn.Module:
+    """Build the registered model ``name`` (or ``torchvision:NAME``); ``kwargs`` go to its constructor (e.g.
+    ``num_classes=10``). ``checkpoint_path``: load these weights (a training checkpoint of this model, or a
+    bare state dict). No pretrained weights ship with rnnpool: ``pretrained=True`` says so."""
+    if pretrained:
+        raise UnsupportedError(f"rnnpool ships no pretrained weights for {name!r}; train it and pass checkpoint_path=")
+    if name.startswith(TORCHVISION_PREFIX):
+        model = _torchvision_model(name[len(TORCHVISION_PREFIX):], **kwargs)
+    else:
+        info = model_info(name)
+        try:
+            model = info.builder(**kwargs)
+        except TypeError as err:
+            if "unexpected keyword argument" not in str(err):
+                raise
+            raise InvalidInputError(f"model {name!r} has no option {str(err).split('argument ')[-1]}") from None
+    if checkpoint_path is not None:
+        from .checkpoint import load_weights  # (it imports this module)
+
+        load_weights(model, checkpoint_path, None if name.startswith(TORCHVISION_PREFIX) else name)
+    return model

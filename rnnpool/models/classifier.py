@@ -11,8 +11,8 @@ from ..errors import InvalidInputError
 class Classifier(nn.Module):
     """Base for classifiers: ``forward = forward_head(forward_features(x))``.
 
-    Subclasses set ``self.features`` (stem + stages), ``self.head_pool``, ``self.head_norm`` (may be
-    ``nn.Identity``), ``self.dropout_rate``, ``self.classifier`` and ``self.feature_info``: a list of
+    Subclasses set ``self.features`` (stem + stages), ``self.head_pool``, ``self.dropout_rate``,
+    ``self.classifier`` and ``self.feature_info``: a list of
     ``{"num_chs", "reduction", "module"}`` per stage, which detectors use to tap the backbone.
     """
 

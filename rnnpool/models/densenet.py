@@ -38,6 +38,8 @@ class DenseLayer(nn.Module):
 class DenseBlock(nn.Module):
     """``num_layers`` dense layers; each sees the concatenation of the input and all earlier outputs."""
 
+    memory_rule = "dense"  # how rnnpool.analysis counts its RAM under the "layer" convention
+
     def __init__(self, num_layers: int, in_channels: int, growth: int = 32, bn_size: int = 4) -> None:
         super().__init__()
         self.layers = nn.ModuleList(DenseLayer(in_channels + i * growth, growth, bn_size) for i in range(num_layers))

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Dict, List, Sequence, Tuple
 
+import numpy as np
 import torch
-from torchvision.ops import nms
+from torchvision.ops import box_convert, clip_boxes_to_image, nms
 
 VARIANCES = (0.1, 0.2)
 SCORE_THRESHOLD, NMS_THRESHOLD, MAX_DETECTIONS = 0.05, 0.3, 750  # S3FD's evaluation settings
@@ -66,5 +67,21 @@ def postprocess(conf: torch.Tensor, loc: torch.Tensor, anchors: torch.Tensor, sc
     return results
 
 
+def merge_detections(boxes: Sequence[torch.Tensor], scores: Sequence[torch.Tensor], image_size: Tuple[int, int],
+                     nms_threshold: float = NMS_THRESHOLD, max_detections: int = MAX_DETECTIONS) -> Dict[str, torch.Tensor]:
+    """One image's detections from one or several input scales (boxes already in the image's pixels): clipped
+    to the image (H, W), then NMS across all of them; what is scored against the ground truth."""
+    b, s = clip_boxes_to_image(torch.cat(list(boxes)), image_size), torch.cat(list(scores))
+    kept = nms(b, s, nms_threshold)[:max_detections]
+    return {"boxes": b[kept], "scores": s[kept], "labels": torch.ones_like(kept)}
+
+
+def wider_rows(detections: Dict[str, torch.Tensor]) -> np.ndarray:
+    """One image's detections as the WIDER FACE evaluator takes them (its prediction files' format): (K, 5)
+    rows of x, y, w, h, score."""
+    xywh = box_convert(detections["boxes"].detach().cpu().float(), "xyxy", "xywh")
+    return np.c_[xywh.numpy(), detections["scores"].detach().cpu().float().numpy()]
+
+
 __all__ = ["MAX_DETECTIONS", "NMS_THRESHOLD", "SCORE_THRESHOLD", "VARIANCES", "decode", "encode", "flatten_heads", "make_anchors",
-           "postprocess"]
+           "merge_detections", "postprocess", "wider_rows"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 from torch import nn
 
 from ..nn import RNNPool2d
-from ..nn.blocks import ConvBNAct
 from ..nn.renet import ReNet2d
 from ..errors import InvalidInputError
 
@@ -44,4 +43,4 @@ def last_rnnpool(channels: int, map_size: int) -> nn.Module:
     return RNNPool2d(channels, map_size, map_size, channels // 4, channels // 4)
 
 
-__all__ = ["DOWNSAMPLERS", "ConvBNAct", "create_downsample", "last_rnnpool"]
+__all__ = ["DOWNSAMPLERS", "create_downsample", "last_rnnpool"]

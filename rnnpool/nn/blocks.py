@@ -42,6 +42,8 @@ class ConvBNAct(nn.Sequential):
 class InvertedResidual(nn.Module):
     """MBConv: 1x1 expand (t x) -> 3x3 depthwise (stride s) -> 1x1 linear project, + identity when it fits."""
 
+    memory_rule = "mbconv"  # how rnnpool.analysis counts its RAM under the "layer" convention
+
     def __init__(
         self,
         in_channels: int,

@@ -47,6 +47,12 @@ def test_block_rules_residual_dense_inception():
     r18 = profile_model(torchvision.models.resnet18(), (3, 64, 64))
     block = unit(r18, "layer2.0")
     assert block.kind == "residual" and block.held_bytes == max(64 * 16 * 16, 128 * 8 * 8) * F32
+    # the note gives the physical count: layer1.0 keeps its 64x16x16 input (the skip) beside conv1's and conv2's
+    # outputs (BN and ReLU in place): 3 maps, against the 1 that max(input, output) counts
+    (note,) = r18.notes
+    assert "8 residual blocks" in note and "up to 3.00x" in note and "layer1.0: 192.0 KiB, counted 64.0 KiB" in note
+    # at 64x64 the max pool (64x32x32 in, 64x16x16 out: 320 KiB) still makes the peak either way
+    assert "the peak counted physically is 320.0 KiB (counted 320.0 KiB)" in note and "note: 8 residual blocks" in r18.table()
     dn = profile_model(create_model("densenet121"), (3, 64, 64))
     block = unit(dn, "features.4")
     assert block.kind == "dense" and block.held_bytes == 256 * 16 * 16 * F32
@@ -107,7 +113,33 @@ def test_outputs_json_csv_plot(tmp_path):
     assert len((tmp_path / "p.csv").read_text().splitlines()) == len(a.layers) + 1
     plot_memory([a, b], tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
-    assert "0.12x" in compare_table([b, a]) or b.peak_bytes / a.peak_bytes > 5
+
+
+def test_compare_table_columns_align_and_ratios_are_the_peaks():
+    long_name = profile_model(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1)), (3, 16, 16), name="torchvision:a_long_model_name_x")
+    short = profile_model(nn.Sequential(nn.Conv2d(3, 2, 3, padding=1)), (3, 16, 16), name="s")
+    lines = compare_table([long_name, short]).splitlines()
+    header, rows = lines[0], lines[1:3]
+    assert rows[0].startswith("torchvision:a_long_model_name_x  ")  # a long name does not push its row out of line
+    for column in ("params", "MAdds (M)", "peak RAM"):  # right-aligned numbers end under their header
+        end = header.index(column) + len(column)
+        assert all(r[end - 1] != " " and (end == len(r) or r[end] == " ") for r in rows)
+    # the ratio column: 2 * 16 * 16 * 4 B against 8 * 16 * 16 * 4 B (the 3-channel input is held too: 3 + 2 vs 3 + 8)
+    assert rows[0].endswith("1.00x") and rows[1].endswith(f"{(3 + 2) / (3 + 8):.2f}x")
+
+
+def test_memory_plot_names_layers_marks_the_peak_and_keeps_zero_byte_layers():
+    from rnnpool.analysis.plot import memory_figure
+
+    p = profile_model(create_model("mobilenetv2_035_rnnpool"), (3, 224, 224))
+    fig = memory_figure([p])
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert p.peak_layer in labels and labels[0] == p.layers[0].name
+    assert any(t.get_text() == f"peak: {p.peak_layer}" for t in ax.texts)
+    assert ax.get_yscale() == "symlog"  # a layer holding 0 B is drawn at 0, not dropped by a log axis
+    held = list(ax.lines[0].get_ydata())
+    assert held == [l.held_bytes / 1024 for l in p.layers]
 
 
 def test_bad_arguments():

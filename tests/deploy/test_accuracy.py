@@ -2,13 +2,17 @@
 import math
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from rnnpool.deploy import quantize_model
 from rnnpool.deploy.accuracy import int8_accuracy
 
+from ..conftest import SHARED_DATA
 from .conftest import input_shape, live_model, smooth_images, to_uint8
 
 
@@ -23,10 +27,37 @@ def test_int8_accuracy_scores_both_models_on_annotated_images(tmp_path):
     graph = quantize_model(model, images[:2])
     result = int8_accuracy(model, graph, str(tmp_path / "gt.txt"))
     assert result["images"] == 3
-    assert 0 <= result["ap_fp32"] <= 1 and 0 <= result["ap_int8"] <= 1
     assert result["ap_drop"] == pytest.approx(result["ap_fp32"] - result["ap_int8"])
     assert math.isfinite(result["head_sqnr_db"]) and result["head_sqnr_db"] > 0
     assert int8_accuracy(model, graph, str(tmp_path / "gt.txt"), limit=1)["images"] == 1
+
+
+WEIGHTS = Path(__file__).resolve().parents[2] / "benchmarks" / "weights" / "rnnpool_face_m4.pt"
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "faces").is_dir(), reason="../shared/data/faces not present (real-data check)")
+def test_float_ap_equals_the_training_engines_evaluation_on_real_faces(tmp_path):
+    """On real faces with trained weights, the deployment's float AP is the training engine's evaluator's
+    (another code path: S3FD.detect) on the same pixels; the int8 reference keeps most of it."""
+    from rnnpool.data.faces import load_face_annotations
+    from rnnpool.engine import build_detector, evaluate_detector
+    from rnnpool.models import create_model
+
+    records = load_face_annotations(SHARED_DATA / "faces" / "val_bbx_gt.txt").records[:12]
+    lines = []
+    for r in records:  # 320x256 images (multiples of 32: S3FD.detect runs them as they are), so both see the same pixels
+        with Image.open(r.path) as img:
+            sx, sy = 320 / img.width, 256 / img.height
+            img.convert("L").resize((320, 256), Image.BILINEAR).save(tmp_path / f"{r.path.stem}.png")
+        lines += [f"{r.path.stem}.png", str(len(r.boxes))]
+        lines += [f"{x * sx:.2f} {y * sy:.2f} {w * sx:.2f} {h * sy:.2f} 0 0 0 {int(bad)} 0 0" for (x, y, w, h), bad in zip(r.boxes, r.invalid)]
+    (tmp_path / "gt.txt").write_text("\n".join(lines) + "\n")
+    model = create_model("rnnpool_face_m4", checkpoint_path=WEIGHTS).eval()
+    calibration = [torch.from_numpy(np.array(Image.open(tmp_path / f"{r.path.stem}.png")))[None].float() / 255 for r in records[:4]]
+    result = int8_accuracy(model, quantize_model(model, calibration, (256, 320)), str(tmp_path / "gt.txt"))
+    engine = evaluate_detector(build_detector("rnnpool_face_m4", str(WEIGHTS)), str(tmp_path / "gt.txt"))
+    assert result["ap_fp32"] > 0.1 and result["ap_fp32"] == pytest.approx(engine["ap"], abs=1e-6)
+    assert result["ap_int8"] > 0.5 * result["ap_fp32"]
 
 
 def test_deploy_needs_no_training_engine():

@@ -143,8 +143,11 @@ def test_cli_train_and_eval(color_data, tmp_path, capsys):
           "--batch-size", "8", "--workers", "0", "--device", "cpu", "--project", str(tmp_path), "--name", "cli"])
     main(["eval", "classify", "--model", "mobilenetv2_035", "--data", str(color_data), "--input-size", "32", "--workers", "0",
           "--weights", str(tmp_path / "cli" / "weights" / "last.pt")])
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "top-1" in out and "green" in out
+    # validation shows a progress bar; a CPU run's training bar shows no memory field ("mem=cpu" said nothing)
+    assert "validate" in captured.err and "mem=" not in captured.err and "gpu_mem" not in captured.err
     explicit = [line for line in out.splitlines() if "top-1" in line][-1]  # the eval's (training prints one too)
     # the model and its input size come from the checkpoint (trained at 32, not the default 224)
     main(["eval", "classify", "--data", str(color_data), "--workers", "0", "--weights", str(tmp_path / "cli" / "weights" / "last.pt")])
@@ -198,4 +201,5 @@ def test_real_cifar10_few_steps(tmp_path):
                                              optimizer="adamw", **{**SMALL, "lr": 0.003, "batch_size": 16}))
     assert result["final"]["samples"] == 80
     rows = (tmp_path / "runs" / "c10" / "metrics.csv").read_text().splitlines()[1:]
-    assert float(rows[-1].split(",")[2]) < float(rows[0].split(",")[2]) * 1.05
+    losses = [float(r.split(",")[2]) for r in rows]
+    assert losses[-1] < losses[0]  # two epochs of AdamW on 80 real images: the training loss falls

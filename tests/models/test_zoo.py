@@ -32,6 +32,18 @@ def test_zoo_model_matches_readme(name, readme_zoo_table):
     assert row["tensor int8 KiB"] == f"{tensor.peak_bytes / 1024:,.1f}"
 
 
+def test_readme_zoo_entries_against_hand_counts(readme_zoo_table):
+    """A few README entries worked out by hand (not by the code that generated the table)."""
+    # MobileNetV2 at 224 (the paper's 2.29 MB): its first block holds its 32x112x112 input + 16x112x112 output
+    mbv2 = (32 + 16) * 112 * 112
+    assert readme_zoo_table["mobilenetv2"]["layer fp32 KiB"] == f"{4 * mbv2 / 1024:,.1f}" == "2,352.0"
+    assert readme_zoo_table["mobilenetv2"]["layer int8 KiB"] == f"{mbv2 / 1024:,.1f}"
+    assert readme_zoo_table["mobilenetv2"]["params"] == "3,504,872"  # torchvision's mobilenet_v2, 1000 classes
+    # DenseNet121: the stem's max pool, 64x112x112 in and 64x56x56 out, is larger than any dense block
+    dense = 64 * 112 * 112 + 64 * 56 * 56
+    assert readme_zoo_table["densenet121"]["layer fp32 KiB"] == f"{4 * dense / 1024:,.1f}" == "3,920.0"
+
+
 def test_every_zoo_model_is_in_the_readme(readme_zoo_table):
     assert sorted(readme_zoo_table) == list_models()
 
@@ -105,3 +117,25 @@ def test_zoo_markdown_format():
     text = zoo_markdown([{"model": "m", "input": "3x8x8", "params": 1234, "MAdds": 5, "layer fp32 KiB": 1.25,
                           "layer int8 KiB": 0.5, "tensor fp32 KiB": 2.0, "tensor int8 KiB": 1.0}])
     assert text.splitlines()[2] == "| m | 3x8x8 | 1,234 | 5 | 1.2 | 0.5 | 2.0 | 1.0 |"
+
+
+def test_create_model_loads_a_checkpoint_and_takes_torchvision_names(tmp_path):
+    from rnnpool.errors import UnknownModelError, UnsupportedError
+    from rnnpool.models.checkpoint import CheckpointError
+
+    torch.manual_seed(0)
+    trained = create_model("mobilenetv2_035_rnnpool", num_classes=10, input_size=64)
+    path = tmp_path / "w.pt"
+    torch.save({"model": trained.state_dict(), "config": {"model": "mobilenetv2_035_rnnpool"}}, path)
+    torch.manual_seed(1)
+    loaded = create_model("mobilenetv2_035_rnnpool", num_classes=10, input_size=64, checkpoint_path=path).eval()
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(loaded(x), trained.eval()(x), rtol=0, atol=0)
+    with pytest.raises(CheckpointError, match="is mobilenetv2_035_rnnpool, not mobilenetv2_035"):
+        create_model("mobilenetv2_035", num_classes=10, checkpoint_path=path)
+    with pytest.raises(UnsupportedError, match="no pretrained weights"):
+        create_model("mobilenetv2", pretrained=True)
+    r18 = create_model("torchvision:resnet18", num_classes=7)
+    assert isinstance(r18, torchvision.models.ResNet) and r18.fc.out_features == 7
+    with pytest.raises(UnknownModelError, match="did you mean 'resnet18'"):
+        create_model("torchvision:resnet1")
