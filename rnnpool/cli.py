@@ -314,14 +314,52 @@ def _run_arguments(p: argparse.ArgumentParser, config: str) -> None:
                    help="stop after this epoch, to --resume later (the schedule still spans --epochs)")
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's default after its help (where it has one: not for flags or options without a value)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if _shows_default(action) and "default" not in text:
+            text += (" " if text else "") + "(default: %(default)s)"
+        return text
+
+
+def _shows_default(action: argparse.Action) -> bool:
+    return bool(action.option_strings) and action.nargs != 0 and action.default not in (None, argparse.SUPPRESS)
+
+
+def _give_every_default_a_help(parser: argparse.ArgumentParser) -> None:
+    """argparse prints no help line (so no default) for an option without help text: give those one."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _give_every_default_a_help(child)
+        elif action.help is None and _shows_default(action):
+            action.help = "(default: %(default)s)"
+
+
+def _command(sub, name: str, help: str, description: Optional[str] = None) -> argparse.ArgumentParser:
+    """A subcommand whose --help starts with its own description (its one-line help unless given)."""
+    return sub.add_parser(name, help=help, description=description or f"{help[0].upper()}{help[1:]}.",
+                          formatter_class=_HelpFormatter)
+
+
+PROFILE_EXAMPLES = """Peak RAM, MAdds and params per layer of a zoo model or torchvision:NAME.
+
+Examples:
+  rnnpool profile mobilenetv2_rnnpool --input 3x224x224 --compare mobilenetv2 --plot mem.png
+  rnnpool profile torchvision:resnet18 --dtype int8 --convention tensor --json r18.json --csv r18.csv
+  rnnpool profile rnnpool_face_quant --convention stream --ram-kib 128
+  rnnpool profile --zoo --markdown"""
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rnnpool", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("list", help="list the zoo's models")
+    p = _command(sub, "list", "list the zoo's models")
     p.add_argument("pattern", nargs="?", default="*", help="glob, e.g. '*face*'")
     p.set_defaults(func=cmd_list)
-    p = sub.add_parser("profile", help="peak RAM, MAdds and params per layer", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _command(sub, "profile", "peak RAM, MAdds and params per layer", PROFILE_EXAMPLES)
     p.add_argument("model", nargs="?", help="zoo name or torchvision:NAME")
     p.add_argument("--input", type=_parse_shape, help="CxHxW (default: the model's own)")
     p.add_argument("--dtype", choices=["fp32", "fp16", "int8"], help="activation type (default fp32; int8 for stream)")
@@ -337,8 +375,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", action="store_true", help="with --zoo: a Markdown table")
     p.set_defaults(func=cmd_profile)
 
-    train = sub.add_parser("train", help="train a model").add_subparsers(dest="task", required=True)
-    p = train.add_parser("classify", help="train a classifier (single process or under torchrun)")
+    train = _command(sub, "train", "train a model").add_subparsers(dest="task", required=True)
+    p = _command(train, "classify", "train a classifier (single process or under torchrun)")
     _data_arguments(p)
     _run_arguments(p, "ClassifyConfig")
     classify = _config_defaults("ClassifyConfig")
@@ -349,27 +387,28 @@ def make_parser() -> argparse.ArgumentParser:
                    help="random-resized-crop scale (VWW: 0.2)")
     p.set_defaults(func=cmd_train_classify)
 
-    p = train.add_parser("detect", help="train a face detector (S3FD recipe; single process or under torchrun)")
+    p = _command(train, "detect", "train a face detector (S3FD recipe; single process or under torchrun)")
     p.add_argument("--model", required=True, help="zoo face detector (see 'rnnpool list *face*')")
     p.add_argument("--train", required=True, help="annotations: WIDER FACE .txt, .json or .csv")
     p.add_argument("--val", help="validation annotations (AP every --eval-period epochs)")
     p.add_argument("--image-root", dest="image_root", help="folder the annotation paths are relative to")
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=32, help="per process")
-    p.add_argument("--input-size", dest="input_size", type=int, default=640, help="square training crops")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default="auto")
+    detect = _config_defaults("DetectConfig")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=detect["batch_size"], help="per process")
+    p.add_argument("--input-size", dest="input_size", type=int, default=detect["input_size"], help="square training crops")
+    p.add_argument("--workers", type=int, default=detect["workers"])
+    p.add_argument("--device", default=detect["device"])
     p.add_argument("--skip-bad", dest="skip_bad", action="store_true", help="drop bad boxes/images and count them")
     _run_arguments(p, "DetectConfig")
-    p.add_argument("--eval-period", dest="eval_period", type=int, default=10)
+    p.add_argument("--eval-period", dest="eval_period", type=int, default=detect["eval_period"])
     p.add_argument("--eval-scales", dest="eval_scales", type=_scales, default=[1.0], help="e.g. 0.5,1,1.5 (multi-scale test)")
     p.set_defaults(func=cmd_train_detect)
 
-    evaluate = sub.add_parser("eval", help="evaluate a model").add_subparsers(dest="task", required=True)
-    p = evaluate.add_parser("classify", help="top-1 and per-class accuracy on the val split")
+    evaluate = _command(sub, "eval", "evaluate a model").add_subparsers(dest="task", required=True)
+    p = _command(evaluate, "classify", "top-1 and per-class accuracy on the val split")
     _data_arguments(p, evaluating=True)
     p.add_argument("--weights", help="checkpoint (weights/best.pt); none: the initial weights")
     p.set_defaults(func=cmd_eval_classify)
-    p = evaluate.add_parser("detect", help="WIDER FACE AP (all, <= 3 faces; easy/medium/hard with --gt-dir)")
+    p = _command(evaluate, "detect", "WIDER FACE AP (all, <= 3 faces; easy/medium/hard with --gt-dir)")
     p.add_argument("--model", help="zoo face model (default: the one --weights was trained as)")
     p.add_argument("--weights", help="checkpoint; none: the initial weights")
     p.add_argument("--val", required=True, help="annotations of the images to evaluate")
@@ -381,7 +420,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad", dest="skip_bad", action="store_true")
     p.set_defaults(func=cmd_eval_detect)
 
-    p = sub.add_parser("detect", help="find faces in one image and draw them")
+    p = _command(sub, "detect", "find faces in one image and draw them")
     p.add_argument("image")
     p.add_argument("--model", help="zoo face model (default: the one --weights was trained as)")
     p.add_argument("--weights")
@@ -391,8 +430,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_detect)
 
-    export = sub.add_parser("export", help="deploy a model").add_subparsers(dest="format", required=True)
-    p = export.add_parser("c", help="int8 C99 code (host, Cortex-M4 in QEMU, STM32F439), checked against the int8 reference")
+    export = _command(sub, "export", "deploy a model").add_subparsers(dest="format", required=True)
+    p = _command(export, "c", "int8 C99 code (host, Cortex-M4 in QEMU, STM32F439), checked against the int8 reference")
     p.add_argument("model", nargs="?", help="zoo model (rnnpool_face_quant, rnnpool_face_m4, mobilenetv2_035_rnnpool, ...; "
                                              "default: the one --weights was trained as)")
     p.add_argument("--weights", help="checkpoint from 'rnnpool train' (default: the model's initialisation under --seed)")
@@ -412,6 +451,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="RNNPool recomputes the row sweeps overlapping patches share (less RAM, more instructions)")
     p.add_argument("--threshold", type=float, default=0.5, help="detection score threshold")
     p.set_defaults(func=cmd_export_c)
+    _give_every_default_a_help(parser)
     return parser
 
 

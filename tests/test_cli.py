@@ -98,6 +98,24 @@ def test_help_is_instant_and_imports_no_torch():
     assert done.returncode == 0 and "--epochs" in done.stdout
 
 
+def test_each_subcommand_has_its_own_description_and_shows_defaults(capsys):
+    from rnnpool.engine.config import DetectConfig
+
+    with pytest.raises(SystemExit):
+        main(["train", "detect", "--help"])
+    out = capsys.readouterr().out
+    assert "Train a face detector" in out and "thin mapper" not in out  # not the top-level text again
+    defaults = {f.name: f.default for f in DetectConfig.__dataclass_fields__.values()}
+    options = out[out.index("options:"):]
+    for option, key in (("--epochs EPOCHS", "epochs"), ("--input-size INPUT_SIZE", "input_size"), ("--workers WORKERS", "workers")):
+        line = options[options.index(option):].split("\n  --")[0]  # this option's help, up to the next option
+        assert f"(default: {defaults[key]})" in " ".join(line.split()), option  # from DetectConfig, not a copy
+    with pytest.raises(SystemExit):
+        main(["profile", "--help"])
+    out = capsys.readouterr().out
+    assert out.count("Examples:") == 1 and "rnnpool profile --zoo" in out and "rnnpool list" not in out
+
+
 def test_profile_zoo_shows_progress(monkeypatch, capsys):
     """--zoo profiles every model (a minute or two): it says which one it is on, on stderr."""
     from rnnpool.analysis import zoo
