@@ -37,7 +37,51 @@ def _parse_shape(text: str) -> List[int]:
 def _default_input(name: str) -> List[int]:
     from .models import list_models, model_info
 
+    if name.endswith(".pt"):  # a model saved by rnnpool fit: the input it was fitted at
+        from .models.checkpoint import fitted_input_shape
+
+        return list(fitted_input_shape(name) or (3, 224, 224))
     return list(model_info(name).input_shape) if name in list_models() else [3, 224, 224]
+
+
+def _parse_bytes(text: str) -> int:
+    """'256KiB', '0.25MiB', '262144' (bytes) -> bytes."""
+    units = {"kib": 2**10, "mib": 2**20, "kb": 10**3, "mb": 10**6, "b": 1}
+    lowered = text.strip().lower()
+    for unit, factor in units.items():
+        if lowered.endswith(unit):
+            number, scale = lowered[: -len(unit)], factor
+            break
+    else:
+        number, scale = lowered, 1
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"RAM must look like 256KiB, 0.25MiB or 262144, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"RAM must be positive, got {text!r}")
+    return int(value)
+
+
+def cmd_fit(args: argparse.Namespace) -> None:
+    from .fit import fit_model, save_fitted
+    from .models import create_model
+
+    shape = args.input or _default_input(args.model)
+    model = create_model(args.model)
+    fitted, report = fit_model(model, shape[-3:], args.ram, args.dtype, args.convention, args.objective, name=args.model,
+                               downsampling=args.downsampling)
+    out = _human_output(args)
+    print(report.table(), file=out)
+    if args.json:
+        _write_json(report.to_dict(), args.json)
+        if args.json != "-":
+            print(f"wrote {args.json}", file=out)
+    if args.save:
+        if fitted is None:
+            raise InvalidInputError(f"nothing to save: no candidate fits {args.ram:,} B (see the table)")
+        save_fitted(fitted, report, args.save)
+        print(f"wrote {args.save} (the fitted model; its RNNPool is untrained: 'rnnpool profile {args.save}' takes it)", file=out)
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -374,6 +418,19 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--zoo", action="store_true", help="every zoo model: params, MAdds, peak RAM (both conventions, fp32/int8)")
     p.add_argument("--markdown", action="store_true", help="with --zoo: a Markdown table")
     p.set_defaults(func=cmd_profile)
+
+    p = _command(sub, "fit", "make a model fit a RAM budget by placing RNNPool in its trunk")
+    p.add_argument("model", help="zoo name, torchvision:NAME or a saved fitted .pt")
+    p.add_argument("--ram", type=_parse_bytes, required=True, help="the budget, e.g. 256KiB or 0.25MiB")
+    p.add_argument("--input", type=_parse_shape, help="CxHxW (default: the model's own, else 3x224x224)")
+    p.add_argument("--dtype", choices=["fp32", "fp16", "int8"], default="int8")
+    p.add_argument("--convention", choices=["layer", "tensor"], default="layer")
+    p.add_argument("--objective", choices=["madds", "params"], default="madds", help="what the pick minimises among fits")
+    p.add_argument("--downsampling", type=int, nargs="+", choices=[4, 8], default=[4, 8],
+                   help="RNNPool strides to try (the paper's models use 4)")
+    p.add_argument("--save", metavar="PT", help="write the fitted model (architecture + weights)")
+    p.add_argument("--json", metavar="PATH", help="the report as JSON ('-': standard output)")
+    p.set_defaults(func=cmd_fit)
 
     train = _command(sub, "train", "train a model").add_subparsers(dest="task", required=True)
     p = _command(train, "classify", "train a classifier (single process or under torchrun)")

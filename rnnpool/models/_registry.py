@@ -58,6 +58,7 @@ def model_info(name: str) -> ModelInfo:
 
 
 TORCHVISION_PREFIX = "torchvision:"  # create_model("torchvision:resnet18"): any torchvision classification model
+FITTED_SUFFIX = ".pt"  # create_model("fitted.pt"): a model saved by rnnpool fit --save
 
 
 def _torchvision_model(name: str, **kwargs: Any) -> nn.Module:
@@ -72,11 +73,18 @@ def _torchvision_model(name: str, **kwargs: Any) -> nn.Module:
 
 def create_model(name: str, pretrained: bool = False, checkpoint_path: Optional[Union[str, Path]] = None,
                  **kwargs: Any) -> nn.Module:
-    """Build the registered model ``name`` (or ``torchvision:NAME``); ``kwargs`` go to its constructor (e.g.
-    ``num_classes=10``). ``checkpoint_path``: load these weights (a training checkpoint of this model, or a
-    bare state dict). No pretrained weights ship with rnnpool: ``pretrained=True`` says so."""
+    """Build the registered model ``name`` (or ``torchvision:NAME``, or a ``rnnpool fit --save`` file ``*.pt``);
+    ``kwargs`` go to its constructor (e.g. ``num_classes=10``). ``checkpoint_path``: load these weights (a
+    training checkpoint of this model, or a bare state dict). No pretrained weights ship with rnnpool:
+    ``pretrained=True`` says so."""
     if pretrained:
         raise UnsupportedError(f"rnnpool ships no pretrained weights for {name!r}; train it and pass checkpoint_path=")
+    if name.endswith(FITTED_SUFFIX):  # a model saved by rnnpool fit: it carries its architecture
+        from .checkpoint import load_fitted_model
+
+        if kwargs or checkpoint_path is not None:
+            raise InvalidInputError(f"{name} carries its own model: it takes no options or other weights")
+        return load_fitted_model(name)
     if name.startswith(TORCHVISION_PREFIX):
         model = _torchvision_model(name[len(TORCHVISION_PREFIX):], **kwargs)
     else:

@@ -7,7 +7,7 @@ input size, model options); a bare state dict also loads.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -100,3 +100,19 @@ def create_model_from_checkpoint(path: Union[str, Path], name: Optional[str] = N
 
 __all__ = ["CheckpointError", "checkpoint_config", "checkpoint_model", "create_model_from_checkpoint", "load_checkpoint", "load_weights",
            "model_state"]
+
+
+def load_fitted_model(path: Union[str, Path]) -> nn.Module:
+    """The model a ``rnnpool fit --save`` checkpoint carries (architecture and weights)."""
+    checkpoint = load_checkpoint(path)
+    model = checkpoint.get("fitted_model")
+    if not isinstance(model, nn.Module):
+        raise CheckpointError(f"checkpoint {path} holds weights only, not a model: give the model's name "
+                              "(a file saved by 'rnnpool fit --save' carries its model)")
+    return model
+
+
+def fitted_input_shape(path: Union[str, Path]) -> Optional[Tuple[int, ...]]:
+    """The input shape a ``rnnpool fit --save`` checkpoint was fitted at (None for other checkpoints)."""
+    shape = load_checkpoint(path).get("input_shape")
+    return tuple(shape) if shape else None

@@ -114,6 +114,12 @@ class FaceDetector(nn.Module):
 
     ``forward(images (N, C, H, W))`` returns ``{"conf": [(N, 2, H_i, W_i)], "loc": [(N, 4, H_i, W_i)]}``,
     one entry per head; ``head_strides`` and ``anchor_sizes`` say where each head's anchors sit.
+
+    What deployment reads (:mod:`rnnpool.deploy.graph`), the detector's contract with it: ``stages[i]`` (an
+    ``nn.Sequential`` of ConvBNAct, InvertedResidual and RNNPool2d [+ bottom/right pad] [+ BatchNorm2d])
+    feeds ``heads[i]`` (:class:`DetectionHead`: ``norm``, ``conf``, ``loc``, ``maxout_background``) and
+    ``stages[i + 1]``; ``in_channels``, ``input_size``, ``head_strides`` and ``anchor_sizes``. A detector
+    built of those parts deploys with no edit in ``deploy``.
     """
 
     def __init__(self, spec: Sequence[Spec], in_channels: int = 3, input_size: Tuple[int, int] = (480, 640)) -> None:
