@@ -175,3 +175,28 @@ def test_map_needed_after_the_rnnpool_is_held_whole():
     p = profile_model(SkipAroundPool(), (3, 16, 16))
     assert unit(p, "stem").held_bytes == 8 * 16 * 16 * F32  # the image still streams; the stem map is held
     assert unit(p, "pool").held_bytes == (8 * 16 * 16 + 16 * 4 * 4 + 8 * 4 * 4) * F32
+
+
+def test_a_block_declares_its_memory_rule():
+    """A new block class says how it is counted (memory_rule); the analysis needs no edit for it."""
+
+    class Skip(nn.Module):
+        memory_rule = "residual"
+
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(4, 8, 1), nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            return self.b(self.a(x)) + x
+
+    p = profile_model(nn.Sequential(nn.Conv2d(3, 4, 1), Skip()), (3, 8, 8))
+    block = unit(p, "1")
+    assert block.kind == "residual" and block.held_bytes == 4 * 8 * 8 * F32  # max(input, output), both 4x8x8
+    assert "up to 4.00x that (1: 4.0 KiB, counted 1.0 KiB)" in p.notes[0]  # input 4 + a's 8 + b's 4 channels live at once
+
+    class Odd(Skip):
+        memory_rule = "pyramid"
+
+    with pytest.raises(ValueError, match="Odd.memory_rule is 'pyramid'; expected one of mbconv, residual"):
+        profile_model(nn.Sequential(nn.Conv2d(3, 4, 1), Odd()), (3, 8, 8))
