@@ -10,8 +10,12 @@ from typing import Any, Collection, Dict, List, Tuple, Union
 
 def run_info() -> Dict[str, str]:
     """How and where a benchmark ran: its command line, machine, processor and date."""
-    return {"command": " ".join(["python"] + sys.argv), "machine": platform.platform(),
+    info = {"command": " ".join(["python"] + sys.argv), "machine": platform.platform(),
             "processor": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d")}
+    torch = sys.modules.get("torch")  # only where the benchmark uses torch: the GPU it could use, if any
+    if torch is not None:
+        info["accelerator"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
+    return info
 
 
 def write_json(path: Union[str, Path], payload: Dict[str, Any]) -> None:

@@ -79,6 +79,22 @@ def deploy_table(data: Dict) -> str:
     return "\n".join(lines + [""] + notes + references) + "\n"
 
 
+def _recipe_runs(rows: List[Dict], describe: Callable[[Dict], str]) -> List[str]:
+    """One line per distinct (recipe, command, machine) among ``rows``, naming the models it trained."""
+    groups: Dict[str, List[str]] = {}
+    for r in rows:
+        groups.setdefault(describe(r), []).append(r["model"])
+    return [f"{', '.join(models)}: {text}" for text, models in groups.items()]
+
+
+def _where(r: Dict) -> str:
+    run = r.get("run")
+    if not run:
+        return "on this 2-core CPU"
+    accelerator = run.get("accelerator", "none")
+    return (f"on {accelerator}" if accelerator != "none" else "on a CPU") + f", {run['date']}, `{run['command']}`"
+
+
 def train_faces_table(data: Dict) -> str:
     args = data["args"]
     lines = ["| model | input | AP (all faces) | AP (<= 3 faces) | best epoch / epochs | MAdds | params | peak RAM int8 (`layer`) "
@@ -87,13 +103,38 @@ def train_faces_table(data: Dict) -> str:
         lines.append(f"| {r['model']} | {r['input']} | {r['ap']:.3f} | {r['ap_le3']:.3f} | {r['best_epoch']} / "
                      f"{r.get('epochs', args['epochs'])} | {r['madds'] / 1e6:.1f} M | {r['params']:,} | {r['peak_int8_kib']:.1f} KiB "
                      f"| {r['minutes']:.0f} |")
-    lines += ["", f"Crops of {args['input_size']}x{args['input_size']}, batch {args['batch_size']}, SGD lr "
-                  f"{args['lr']}, {args['warmup_epochs']} warm-up epochs then cosine; validated every {args['eval_period']} epochs "
-                  f"(`{Path(args['train']).name}` / `{Path(args['val']).name}`)."]
+
+    def recipe(r: Dict) -> str:
+        size, batch = r.get("input_size", args["input_size"]), r.get("batch_size", args["batch_size"])
+        return (f"crops of {size}x{size}, batch {batch}, SGD lr {r.get('lr', args['lr'])}, "
+                f"{r.get('warmup_epochs', args['warmup_epochs'])} warm-up epochs then cosine, {r.get('epochs', args['epochs'])} "
+                f"epochs, validated every {r.get('eval_period', args['eval_period'])} "
+                f"({'mixed precision' if r.get('amp') else 'float32'}; {_where(r)})")
+
+    lines += ["", f"Trained on `{Path(args['train']).name}`, validated on `{Path(args['val']).name}`:", ""]
+    lines += [f"- {line}." for line in _recipe_runs(data["results"], recipe)]
+    lines.append("")
     for r in data["results"]:
         curve = ", ".join(f"{p['epoch']}: {p['ap']:.3f}" for p in r["curve"])
         if curve:
             lines.append(f"Learning curve of {r['model']} (epoch: val AP): {curve}.")
+    return "\n".join(lines) + "\n"
+
+
+def train_pairs_table(data: Dict) -> str:
+    rows = data["results"]
+    lines = ["| model | top-1 | MAdds | peak RAM int8 (`layer`) | params | train minutes |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {100 * r['top1']:.1f}% | {r['madds'] / 1e6:.1f} M | {r['peak_int8_kib']:.1f} KiB "
+                     f"| {r['params']:,} | {r['minutes']:.0f} |")
+
+    def recipe(r: Dict) -> str:
+        images = f"{r['per_class']} training images per class" if r["per_class"] else "all training images"
+        return (f"{r['epochs']} epochs at {r['input_size']}x{r['input_size']}, batch {r['batch_size']}, SGD lr {r['lr']} "
+                f"(1 warm-up epoch, cosine), random-resized crops ({r['min_scale']}, 1) and flips, {images}, top-1 on "
+                f"{r['test_images']:,} test images ({'mixed precision' if r.get('amp') else 'float32'}; {_where(r)})")
+
+    lines += [""] + [f"- {line}." for line in _recipe_runs(rows, recipe)]
     return "\n".join(lines) + "\n"
 
 
@@ -121,9 +162,46 @@ def operator_table(data: Dict) -> str:
         (small, t_small), (large, t_large) = sorted(((int(k), v) for k, v in ms.items()))
         lines.append(f"Forward+backward of {OPERATOR_LABELS.get(scaling['config'], scaling['config'])} (eager): batch {small} "
                      f"{t_small:,.0f} ms, batch {large} {t_large:,.0f} ms: the time per image is x{scaling['per_image_growth']:.2f} "
-                     f"at batch {large} (before the fix of issue 13: 0.76 s and 24.4 s, x4.0).")
-    lines.append(f"Measured by `{data['run']['command']}` on {data['device']} ({data['threads']} threads, torch {data['torch']}, "
+                     f"at batch {large}" + (" (before the fix of issue 13: 0.76 s and 24.4 s, x4.0)." if data["device"] == "cpu" else "."))
+    device = data["run"].get("accelerator", data["device"]) if data["device"] != "cpu" else "cpu"
+    lines.append(f"Measured by `{data['run']['command']}` on {device} ({data['threads']} CPU threads, torch {data['torch']}, "
                  f"{data['run']['date']}); best of {data.get('repeats', 5)} runs, the implementations interleaved.")
+    return "\n".join(lines) + "\n"
+
+
+def train_step_table(data: Dict) -> str:
+    lines = ["| batch | baseline | ms / step (median, best) | RNNPool model | ms / step (median, best) | RNNPool / baseline (medians) |",
+             "|---|---|---|---|---|---|"]
+    for r in data["results"]:
+        lines.append(f"| {r['batch']} | {r['baseline']} | {r['baseline_ms']:.1f}, {r['baseline_best_ms']:.1f} | {r['rnnpool']} "
+                     f"| {r['rnnpool_ms']:.1f}, {r['rnnpool_best_ms']:.1f} | {r['ratio']:.2f}x |")
+    lines += ["", f"{data['repeats']} steps each at {data['size']}x{data['size']}, the models interleaved; measured by "
+                  f"`{data['run']['command']}` on {data['device']} ({data['threads']} CPU threads, torch {data['torch']}, "
+                  f"{data['run']['date']})."]
+    return "\n".join(lines) + "\n"
+
+
+def fit_models_table(data: Dict) -> str:
+    lines = ["| model | dtype | budget | original peak / MAdds / params | RNNPool replaces | RNNPool (patch/stride, h) "
+             "| fitted peak / MAdds / params |", "|---|---|---|---|---|---|---|"]
+    notes = []
+    for r in data["results"]:
+        budget = f"{r['ram_bytes'] / 1024:.0f} KiB"
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['dtype']} | {budget} | | not fitted (see below) | | |")
+            notes.append(f"- {r['model']}: {r['error']}.")
+            continue
+        o, c = r["original"], r["chosen"]
+        before = f"{o['peak_bytes'] / 1024:,.1f} KiB / {o['madds'] / 1e6:.1f} M / {o['params']:,}"
+        if c is None:
+            lines.append(f"| {r['model']} | {r['dtype']} | {budget} | {before} | none of {r['candidates']} fits | | |")
+            continue
+        lines.append(f"| {r['model']} | {r['dtype']} | {budget} | {before} | {c['replaced']} | {c['patch']}/{c['stride']}, "
+                     f"{c['hidden_summary']}{' + 1x1 adapter' if c['adapter'] else ''} | {c['peak_bytes'] / 1024:,.1f} KiB "
+                     f"({c['peak_bytes'] / o['peak_bytes']:.2f}x) / {c['madds'] / 1e6:.1f} M ({c['madds'] / o['madds']:.2f}x) / "
+                     f"{c['params']:,} |")
+    lines += [""] + notes + ([""] if notes else []) + [f"Input 3x{data['input'][1]}x{data['input'][2]}, convention 'layer'; measured by "
+                             f"`{data['run']['command']}` ({data['run']['date']})."]
     return "\n".join(lines) + "\n"
 
 
@@ -143,7 +221,12 @@ SECTIONS: Dict[str, Tuple[str, Callable[[Dict], str]]] = {
     "reference-detectors-table": ("reference_detectors.json", reference_detectors_table),
     "deploy-table": ("deploy_m4.json", deploy_table),
     "operator-table": ("operator.json", operator_table),
+    "operator-cuda-table": ("operator_cuda.json", operator_table),
+    "train-step-cpu-table": ("train_step_cpu.json", train_step_table),
+    "train-step-cuda-table": ("train_step_cuda.json", train_step_table),
     "train-faces-table": ("train_faces.json", train_faces_table),
+    "train-pairs-table": ("train_pairs.json", train_pairs_table),
+    "fit-models-table": ("fit_models.json", fit_models_table),
 }
 
 

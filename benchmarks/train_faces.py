@@ -25,7 +25,7 @@ import torch
 from rnnpool.analysis import profile_model
 from rnnpool.engine import DetectConfig, build_detector, evaluate_detector, train_detector
 from rnnpool.models import create_model, model_info
-from _report import earlier_results, write_json  # benchmarks/_report.py, next to this script
+from _report import earlier_results, run_info, write_json  # benchmarks/_report.py, next to this script
 
 
 def curve(run: Path):
@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--eval-period", type=int, default=10, help="validate every N epochs (the learning curve)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--amp", action="store_true", help="mixed precision on CUDA (default: float32 everywhere)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--project", help="keep the run folders here (default: a temporary folder)")
     parser.add_argument("--weights-out", help="save each model's best weights here as <model>.pt")
@@ -84,7 +85,7 @@ def main() -> None:
             cfg = DetectConfig(model=name, train=args.train, val=args.val, image_root=args.image_root, epochs=args.epochs,
                                batch_size=args.batch_size, input_size=args.input_size, lr=args.lr,
                                warmup_epochs=min(args.warmup_epochs, args.epochs - 1), eval_period=args.eval_period,
-                               workers=args.workers, device=args.device, seed=args.seed, project=str(project), name=name,
+                               workers=args.workers, device=args.device, amp=args.amp, seed=args.seed, project=str(project), name=name,
                                exist_ok=True, resume=str(last) if args.resume and last.is_file() else None)
             result = train_detector(cfg)
             run = Path(result["run"])
@@ -97,11 +98,12 @@ def main() -> None:
                 checkpoint = torch.load(best, map_location="cpu", weights_only=False)
                 torch.save({"model": checkpoint["model"], "config": checkpoint["config"], "epoch": checkpoint["epoch"]}, out)
             prof = profile_model(create_model(name), model_info(name).input_shape, "int8")
-            rows.append({"model": name, "epochs": args.epochs, "lr": args.lr, "input_size": args.input_size, "ap": val["ap"], "ap_le3": val["ap_le3"], "val_images": val["images"],
+            rows.append({"model": name, "epochs": args.epochs, "lr": args.lr, "input_size": args.input_size, "batch_size": args.batch_size,
+                         "warmup_epochs": cfg.warmup_epochs, "eval_period": args.eval_period, "amp": args.amp, "ap": val["ap"], "ap_le3": val["ap_le3"], "val_images": val["images"],
                          "best_epoch": torch.load(best, map_location="cpu", weights_only=False)["epoch"],
                          "curve": curve(run), "final_loss": result["last_epoch"]["loss_conf"] + result["last_epoch"]["loss_loc"],
                          "madds": prof.madds, "peak_int8_kib": prof.peak_bytes / 1024, "params": prof.params,
-                         "input": "x".join(map(str, model_info(name).input_shape)), "minutes": train_minutes(run)})
+                         "input": "x".join(map(str, model_info(name).input_shape)), "minutes": train_minutes(run), "run": run_info()})
             write_json(args.json, merged_results(args.json, vars(args), rows))  # after each model: a cut-short run keeps it
     finally:
         if not args.project:

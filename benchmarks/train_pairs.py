@@ -1,21 +1,28 @@
 """Train the paper's pairs with one recipe and print accuracy side by side (baseline vs RNNPool).
 
-    python benchmarks/train_pairs.py --data ../shared/data/cifar10 --input-size 64 --epochs 5 \
-        [--pairs mobilenetv2:mobilenetv2_rnnpool mobilenetv2_035:mobilenetv2_035_rnnpool] [--per-class 500]
+    python benchmarks/train_pairs.py --data ../shared/data/cifar10 --input-size 64 --epochs 30 \
+        [--pairs mobilenetv2_035:mobilenetv2_035_rnnpool mobilenetv2:mobilenetv2_rnnpool] \
+        [--variants mobilenetv2_035_rnnpool@downsample=avg ...] [--per-class 500] [--project runs/pairs]
 
 CIFAR-10 (the same ten classes as the paper's ImageNet-10) is the small real stand-in here: images are
-upsampled to --input-size. --per-class subsamples the training split so a CPU run stays short. Writes
-benchmarks/results/train_pairs.json with each model's top-1, MAdds and peak RAM at that input size.
+upsampled to --input-size. --per-class subsamples the training split so a CPU run stays short.
+--variants adds single runs of a model with model options (the pooling ablation of the paper's Table 2:
+``mobilenetv2_035_rnnpool@downsample=avg``, ``...@downsample=renet``, ``mobilenetv2_035@last_pool=rnnpool``).
+Writes benchmarks/results/train_pairs.json after each model with its top-1 on the whole test split, the
+validation curve, MAdds and peak RAM at that input size, and the recipe and machine it was trained with; rows
+of models it did not train are kept (so separate invocations, run side by side, share one table).
 """
 import argparse
+import csv
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Dict, Tuple
 
 from rnnpool.analysis import profile_model
 from rnnpool.engine import ClassifyConfig, train_classifier
 from rnnpool.models import create_model
-from _report import write_json  # benchmarks/_report.py, next to this script
+from _report import earlier_results, run_info, write_json  # benchmarks/_report.py, next to this script
 
 
 def subsample(data: Path, per_class: int, out: Path) -> Path:
@@ -32,42 +39,84 @@ def subsample(data: Path, per_class: int, out: Path) -> Path:
     return out
 
 
+def parse_spec(spec: str) -> Tuple[str, Dict[str, Any]]:
+    """``name@key=value,key=value`` -> (name, {key: value}); values are int, float or text."""
+    name, _, options = spec.partition("@")
+    kwargs: Dict[str, Any] = {}
+    for item in filter(None, options.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            sys.exit(f"error: model option {item!r} in {spec!r} is not key=value")
+        for kind in (int, float):
+            try:
+                kwargs[key] = kind(value)
+                break
+            except ValueError:
+                continue
+        else:
+            kwargs[key] = value
+    return name, kwargs
+
+
+def val_curve(run: Path):
+    """(epoch, val top-1) of every epoch of a run (its metrics.csv)."""
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    return [{"epoch": int(r["epoch"]), "top1": float(r["val_top1"])} for r in rows], sum(float(r["seconds"]) for r in rows) / 60
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True)
-    parser.add_argument("--pairs", nargs="+", default=["mobilenetv2_035:mobilenetv2_035_rnnpool", "mobilenetv2:mobilenetv2_rnnpool"])
+    parser.add_argument("--pairs", nargs="*", default=["mobilenetv2_035:mobilenetv2_035_rnnpool", "mobilenetv2:mobilenetv2_rnnpool"])
+    parser.add_argument("--variants", nargs="*", default=[], help="single runs NAME@key=value,... (the pooling ablation)")
     parser.add_argument("--input-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--warmup-epochs", type=int, default=1)
+    parser.add_argument("--min-scale", type=float, default=0.08, help="random-resized-crop scale range (min, 1)")
     parser.add_argument("--per-class", type=int, default=0, help="training images per class (0: all)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--amp", action="store_true", help="mixed precision on CUDA (default: float32 everywhere)")
+    parser.add_argument("--project", help="keep the run folders here (default: a temporary folder)")
     parser.add_argument("--json", default="benchmarks/results/train_pairs.json")
     args = parser.parse_args()
 
     data = Path(args.data)
     if not data.is_dir():
         sys.exit(f"error: data folder {data} does not exist")
+    specs = [(pair, spec) for pair in args.pairs for spec in pair.split(":")] + [(spec, spec) for spec in args.variants]
+    parsed = [(pair, spec, *parse_spec(spec)) for pair, spec in specs]
     with tempfile.TemporaryDirectory() as tmp:
         root = subsample(data, args.per_class, Path(tmp) / "data") if args.per_class else data
+        project = Path(args.project) if args.project else Path(tmp) / "runs"
         rows = []
-        for pair in args.pairs:
-            for name in pair.split(":"):
-                cfg = ClassifyConfig(model=name, data=str(root), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                     input_size=args.input_size, workers=args.workers, device=args.device,
-                                     project=str(Path(tmp) / "runs"), name=name, warmup_epochs=min(1, args.epochs - 1))
-                result = train_classifier(cfg)
-                prof = profile_model(create_model(name, num_classes=len(result["classes"]), input_size=args.input_size),
-                                     (3, args.input_size, args.input_size), "int8")
-                rows.append({"pair": pair, "model": name, "top1": result["final"]["top1"], "madds": prof.madds,
-                             "peak_int8_kib": prof.peak_bytes / 1024, "params": prof.params})
-    print(f"\n{'model':28s} {'top-1':>7s} {'MAdds (M)':>10s} {'peak int8 KiB':>14s} {'params':>10s}")
+        for pair, spec, name, kwargs in parsed:
+            cfg = ClassifyConfig(model=name, data=str(root), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                 input_size=args.input_size, workers=args.workers, device=args.device, amp=args.amp,
+                                 min_scale=args.min_scale, model_kwargs=kwargs, project=str(project),
+                                 name=spec.replace("@", "_").replace(",", "_").replace("=", "-"), exist_ok=True,
+                                 warmup_epochs=min(args.warmup_epochs, args.epochs - 1))
+            result = train_classifier(cfg)
+            prof = profile_model(create_model(name, num_classes=len(result["classes"]), input_size=args.input_size, **kwargs),
+                                 (3, args.input_size, args.input_size), "int8")
+            curve, minutes = val_curve(Path(result["run"]))
+            rows.append({"pair": pair, "model": spec, "top1": result["final"]["top1"], "test_images": result["final"]["samples"],
+                         "madds": prof.madds, "peak_int8_kib": prof.peak_bytes / 1024, "params": prof.params,
+                         "epochs": args.epochs, "input_size": args.input_size, "batch_size": args.batch_size, "lr": args.lr,
+                         "min_scale": args.min_scale, "per_class": args.per_class, "amp": args.amp, "curve": curve,
+                         "minutes": minutes, "run": run_info()})
+            _, kept = earlier_results(args.json, {r["model"] for r in rows})
+            write_json(args.json, {"results": kept + rows})  # after each model: a cut-short run keeps it
+    print(f"\n{'model':40s} {'top-1':>7s} {'MAdds (M)':>10s} {'peak int8 KiB':>14s} {'params':>10s} {'minutes':>8s}")
     for r in rows:
-        print(f"{r['model']:28s} {r['top1']:7.4f} {r['madds'] / 1e6:10.1f} {r['peak_int8_kib']:14.1f} {r['params']:10,d}")
-    print(f"(recipe: SGD momentum 0.9, lr {args.lr}, cosine, {args.epochs} epochs, input {args.input_size}, "
-          f"{args.per_class or 'all'} train images per class; convention 'layer')")
-    write_json(args.json, {"args": vars(args), "results": rows})
+        print(f"{r['model']:40s} {r['top1']:7.4f} {r['madds'] / 1e6:10.1f} {r['peak_int8_kib']:14.1f} {r['params']:10,d} "
+              f"{r['minutes']:8.1f}")
+    print(f"(recipe: SGD momentum 0.9, lr {args.lr}, {args.warmup_epochs} warm-up epoch(s) then cosine, {args.epochs} epochs, "
+          f"batch {args.batch_size}, input {args.input_size}, random-resized crops ({args.min_scale}, 1) and flips, "
+          f"{args.per_class or 'all'} train images per class; peak RAM: convention 'layer')")
 
 
 if __name__ == "__main__":
