@@ -319,7 +319,8 @@ def _data_arguments(p: argparse.ArgumentParser, evaluating: bool = False) -> Non
     if evaluating:
         p.add_argument("--model", help="zoo classifier name (default: the one --weights was trained as)")
     else:
-        p.add_argument("--model", required=True, help="zoo classifier name (see 'rnnpool list')")
+        p.add_argument("--model", required=True, help="zoo classifier name (see 'rnnpool list'), torchvision:NAME, or a "
+                                                       "model saved by 'rnnpool fit --save' (.pt)")
     p.add_argument("--data", required=True, help="folder with train/ and val/ (or test/) subfolders")
     p.add_argument("--layout", choices=["imagefolder", "vww"], default=default["layout"],
                    help="one folder per class, or Visual Wake Words person/ + no_person/")
@@ -442,6 +443,12 @@ def make_parser() -> argparse.ArgumentParser:
                    help="max grad norm of the RNNPool parameters")
     p.add_argument("--min-scale", dest="min_scale", type=float, default=classify["min_scale"],
                    help="random-resized-crop scale (VWW: 0.2)")
+    p.add_argument("--teacher", help="distil from this model (zoo name, torchvision:NAME or fitted .pt), e.g. the original "
+                                     "of a fitted model")
+    p.add_argument("--teacher-weights", dest="teacher_weights", metavar="CKPT", help="the teacher's trained weights")
+    p.add_argument("--distill-temperature", dest="distill_temperature", type=float, default=classify["distill_temperature"])
+    p.add_argument("--distill-weight", dest="distill_weight", type=float, default=classify["distill_weight"],
+                   help="share of the distillation term in the loss")
     p.set_defaults(func=cmd_train_classify)
 
     p = _command(train, "detect", "train a face detector (S3FD recipe; single process or under torchrun)")

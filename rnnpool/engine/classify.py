@@ -16,11 +16,13 @@ from tqdm import tqdm
 
 from ..data import build_classification_data, collate_skipping_bad
 from ..models import create_model, model_info
-from ..models.checkpoint import CheckpointError, checkpoint_config
+from ..models.checkpoint import CheckpointError, checkpoint_config, load_weights
+from ..errors import InvalidInputError, UnsupportedError
 from ..nn import RNNPool2d
 from . import distributed as dist
 from .checkpoint import load_checkpoint, model_state
 from .config import ClassifyConfig
+from .distill import distillation_loss
 from .loop import RunBook, prepare_training, setup_device
 
 
@@ -47,6 +49,45 @@ def evaluate_classifier(model: nn.Module, loader: DataLoader, num_classes: int, 
     return {"loss": totals[0].item() / seen, "top1": totals[1].item() / seen, "per_class": per_class, "samples": int(totals[2].item())}
 
 
+def with_classes(model: nn.Module, num_classes: int) -> nn.Module:
+    """``model`` with ``num_classes`` outputs: its ``reset_classifier`` if it has one, else its last nn.Linear
+    replaced (a torchvision model, or one saved by rnnpool fit) when that has another size."""
+    if getattr(model, "num_classes", None) == num_classes:
+        return model
+    if hasattr(model, "reset_classifier"):
+        model.reset_classifier(num_classes)
+        return model
+    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise UnsupportedError(f"{type(model).__name__} has no nn.Linear classifier to give {num_classes} outputs")
+    name, last = linears[-1]
+    if last.out_features != num_classes:
+        parent, _, attribute = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, attribute,
+                nn.Linear(last.in_features, num_classes, bias=last.bias is not None))
+    return model
+
+
+def build_classifier(name: str, num_classes: int, input_size: int, model_kwargs: Optional[Dict[str, Any]] = None) -> nn.Module:
+    """A zoo classifier, ``torchvision:NAME`` or a model saved by ``rnnpool fit`` (``*.pt``), with ``num_classes``
+    outputs; only zoo models take ``model_kwargs`` and an input size."""
+    if name.endswith(".pt") or name.startswith("torchvision:"):
+        if model_kwargs:
+            raise InvalidInputError(f"{name} takes no model options (got {', '.join(model_kwargs)})")
+        return with_classes(create_model(name) if name.endswith(".pt") else create_model(name, num_classes=num_classes), num_classes)
+    return create_model(name, num_classes=num_classes, input_size=input_size, **(model_kwargs or {}))
+
+
+def trained_classifier(name: str, weights: str, num_classes: int, input_size: int) -> nn.Module:
+    """``name`` with the trained ``weights`` (a checkpoint of a fitted model carries the model itself)."""
+    checkpoint = load_checkpoint(weights)
+    if isinstance(checkpoint.get("fitted_model"), nn.Module):
+        return with_classes(checkpoint["fitted_model"], num_classes)
+    model = build_classifier(name, num_classes, input_size)
+    load_weights(model, weights, name if not (name.endswith(".pt") or name.startswith("torchvision:")) else None)
+    return model
+
+
 def _rnn_parameters(model: nn.Module) -> List[nn.Parameter]:
     return [p for m in model.modules() if isinstance(m, RNNPool2d) for p in m.parameters() if p.requires_grad]
 
@@ -57,7 +98,13 @@ def train_classifier(cfg: ClassifyConfig) -> Dict[str, Any]:
     train_set, val_set = build_classification_data(cfg.data, cfg.input_size, cfg.layout, cfg.skip_bad, cfg.min_scale)
     num_classes = len(train_set.classes)
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.model, num_classes=num_classes, input_size=cfg.input_size, **cfg.model_kwargs).to(device)
+    model = build_classifier(cfg.model, num_classes, cfg.input_size, cfg.model_kwargs).to(device)
+    teacher = None
+    if cfg.teacher:  # knowledge distillation from a trained model (e.g. the original of a fitted one)
+        teacher = trained_classifier(cfg.teacher, cfg.teacher_weights, num_classes, cfg.input_size).to(device).eval()
+        teacher.requires_grad_(False)
+    # a fitted model's checkpoints carry the model itself, so eval and profile take them without its .pt
+    carried = {"fitted_model": model, "input_shape": [3, cfg.input_size, cfg.input_size]} if cfg.model.endswith(".pt") else {}
     parts = prepare_training(cfg, model, train_set, collate_skipping_bad, device, distributed)
     val_loader = DataLoader(val_set, cfg.batch_size, sampler=dist.ShardSampler(len(val_set)), num_workers=cfg.workers,
                             collate_fn=collate_skipping_bad)
@@ -79,7 +126,12 @@ def train_classifier(cfg: ClassifyConfig) -> Dict[str, Any]:
                 images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
                 with torch.autocast(device.type, enabled=parts.use_amp):
                     logits = parts.net(images)
-                    loss = criterion(logits, labels)
+                    if teacher is None:
+                        loss = criterion(logits, labels)
+                    else:
+                        with torch.no_grad():
+                            soft_targets = teacher(images)
+                        loss = distillation_loss(logits, soft_targets, labels, cfg.distill_temperature, cfg.distill_weight, criterion)
                 parts.optimize(loss, rnn_params, cfg.rnn_clip)
                 correct = (logits.argmax(1) == labels).sum().item()
                 totals += torch.tensor([loss.item() * labels.numel(), correct, labels.numel(), 0.0], dtype=torch.float64)
@@ -94,7 +146,7 @@ def train_classifier(cfg: ClassifyConfig) -> Dict[str, Any]:
                        "train_top1": totals[1].item() / seen, "val_loss": val["loss"], "val_top1": val["top1"],
                        "skipped": int(totals[3].item()), "seconds": round(time.time() - start, 2)}
             book.end_epoch(epoch, metrics, val["top1"], model, parts.optimizer, parts.scheduler, parts.scaler,
-                           {"classes": train_set.classes})
+                           {"classes": train_set.classes, **carried})
     final = evaluate_classifier(model, val_loader, num_classes, device)
     if book.run is not None:
         print(f"top-1 {final['top1']:.4f} on {final['samples']} images; per class: "
@@ -115,6 +167,7 @@ def evaluate_checkpoint(model_name: Optional[str], weights: Optional[str], data:
     checkpoint = load_checkpoint(weights) if weights else {}
     config = checkpoint_config(checkpoint)
     saved = config.get("model")
+    fitted = checkpoint.get("fitted_model")  # a fitted model's run: the checkpoint carries the model itself
     if model_name is None:
         if not saved:
             raise CheckpointError(f"checkpoint {weights} does not say which model it is; give --model" if weights
@@ -123,14 +176,18 @@ def evaluate_checkpoint(model_name: Optional[str], weights: Optional[str], data:
     elif saved and saved != model_name:
         raise CheckpointError(f"checkpoint {weights} is {saved}, not {model_name}")
     if input_size is None:
-        input_size = int(config.get("input_size") or model_info(model_name).input_shape[-1])
+        zoo = not (isinstance(fitted, nn.Module) or model_name.endswith(".pt") or model_name.startswith("torchvision:"))
+        input_size = int(config.get("input_size") or (model_info(model_name).input_shape[-1] if zoo else 224))
     if model_kwargs is None:
         model_kwargs = config.get("model_kwargs", {})
     dev, _ = setup_device(device)
     _, val_set = build_classification_data(data, input_size, layout, skip_bad)
-    model = create_model(model_name, num_classes=len(val_set.classes), input_size=input_size, **model_kwargs).to(dev)
-    if weights:
-        model.load_state_dict(model_state(checkpoint))
+    if isinstance(fitted, nn.Module):
+        model = with_classes(fitted, len(val_set.classes)).to(dev)
+    else:
+        model = build_classifier(model_name, len(val_set.classes), input_size, model_kwargs).to(dev)
+        if weights:
+            model.load_state_dict(model_state(checkpoint))
     loader = DataLoader(val_set, batch_size, sampler=dist.ShardSampler(len(val_set)), num_workers=workers, collate_fn=collate_skipping_bad)
     result = evaluate_classifier(model, loader, len(val_set.classes), dev)
     return {**result, "classes": val_set.classes, "model": model_name, "input_size": input_size}

@@ -3,6 +3,7 @@ from their defaults without importing torch (``rnnpool --help`` stays instant)."
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 from ..errors import InvalidInputError
 
@@ -38,7 +39,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         from ..models import model_info  # (here: the CLI reads these defaults without importing torch)
 
-        model_info(self.model)  # an unknown name fails here, naming the closest one, before any data is read
+        if self.model.endswith(".pt"):  # a model saved by rnnpool fit (it carries its architecture)
+            if not Path(self.model).is_file():
+                raise InvalidInputError(f"fitted model {self.model} does not exist")
+        elif not self.model.startswith("torchvision:"):  # (a torchvision name is checked when it is built)
+            model_info(self.model)  # an unknown name fails here, naming the closest one, before any data is read
         for name in ("epochs", "batch_size", "input_size"):
             if getattr(self, name) <= 0:
                 raise InvalidInputError(f"{name} must be positive, got {getattr(self, name)}")
@@ -64,6 +69,18 @@ class ClassifyConfig(TrainConfig):
     min_scale: float = 0.08  # random-resized-crop scale (VWW: 0.2)
     project: str = "runs/classify"
     model_kwargs: Dict[str, Any] = field(default_factory=dict)
+    teacher: Optional[str] = None  # distil from this model (zoo name, torchvision:NAME or fitted .pt) ...
+    teacher_weights: Optional[str] = None  # ... with these trained weights
+    distill_temperature: float = 4.0
+    distill_weight: float = 0.5  # share of the distillation term in the loss (the rest: the labels')
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if (self.teacher is None) != (self.teacher_weights is None):
+            raise InvalidInputError("distillation needs both teacher and teacher_weights (a trained teacher)")
+        if self.distill_temperature <= 0 or not 0 <= self.distill_weight <= 1:
+            raise InvalidInputError(f"need distill_temperature > 0 and 0 <= distill_weight <= 1, got "
+                                    f"{self.distill_temperature} and {self.distill_weight}")
 
 
 @dataclass(kw_only=True)

@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from rnnpool.data import BadSampleError
 from rnnpool.engine import ClassifyConfig, evaluate_checkpoint, train_classifier
 from rnnpool.engine.checkpoint import load_checkpoint
 from rnnpool.models.checkpoint import CheckpointError
+from rnnpool.nn import RNNPool2d
 
 from ..conftest import SHARED_DATA
 
@@ -203,3 +205,43 @@ def test_real_cifar10_few_steps(tmp_path):
     rows = (tmp_path / "runs" / "c10" / "metrics.csv").read_text().splitlines()[1:]
     losses = [float(r.split(",")[2]) for r in rows]
     assert losses[-1] < losses[0]  # two epochs of AdamW on 80 real images: the training loss falls
+
+
+def test_distillation_loss_against_its_formula():
+    from rnnpool.engine.distill import distillation_loss
+
+    torch.manual_seed(0)
+    student, teacher, labels = torch.randn(4, 5), torch.randn(4, 5), torch.tensor([0, 3, 1, 4])
+    ce = torch.nn.CrossEntropyLoss()
+    T = 3.0
+    p_teacher = torch.softmax(teacher / T, 1)
+    kl = (p_teacher * (torch.log(p_teacher) - torch.log_softmax(student / T, 1))).sum(1).mean()
+    torch.testing.assert_close(distillation_loss(student, teacher, labels, T, 0.0, ce), ce(student, labels))
+    torch.testing.assert_close(distillation_loss(student, teacher, labels, T, 1.0, ce), T * T * kl)
+    torch.testing.assert_close(distillation_loss(student, teacher, labels, T, 0.25, ce), 0.75 * ce(student, labels) + 0.25 * T * T * kl)
+    assert distillation_loss(teacher, teacher, labels, T, 1.0, ce).abs() < 1e-6  # a student equal to its teacher
+
+
+def test_fitted_model_trains_by_distillation_and_evaluates(color_data, tmp_path, capsys):
+    """rnnpool fit --save -> train classify --model fitted.pt --teacher ... -> eval classify / profile of its checkpoint."""
+    common = ["--data", str(color_data), "--input-size", "32", "--workers", "0"]
+    fitted = tmp_path / "fitted.pt"
+    main(["fit", "mobilenetv2_035", "--input", "3x32x32", "--ram", "1MiB", "--save", str(fitted)])
+    main(["train", "classify", "--model", "mobilenetv2_035", *common, "--epochs", "1", "--batch-size", "8", "--device", "cpu",
+          "--project", str(tmp_path), "--name", "teacher"])
+    teacher = tmp_path / "teacher" / "weights" / "last.pt"
+    main(["train", "classify", "--model", str(fitted), *common, "--epochs", "1", "--batch-size", "8", "--device", "cpu",
+          "--project", str(tmp_path), "--name", "student", "--teacher", "mobilenetv2_035", "--teacher-weights", str(teacher),
+          "--distill-weight", "0.7"])
+    capsys.readouterr()
+    student = tmp_path / "student" / "weights" / "last.pt"
+    checkpoint = torch.load(student, map_location="cpu", weights_only=False)
+    assert checkpoint["config"]["teacher"] == "mobilenetv2_035" and checkpoint["config"]["distill_weight"] == 0.7
+    assert any(isinstance(m, RNNPool2d) for m in checkpoint["fitted_model"].modules())
+    main(["eval", "classify", "--data", str(color_data), "--workers", "0", "--weights", str(student)])
+    line = next(l for l in capsys.readouterr().out.splitlines() if "top-1" in l)
+    assert line.startswith(f"{fitted} at 32x32: top-1")
+    main(["profile", str(student), "--json", "-"])  # the run's checkpoint carries the model and its input
+    assert json.loads(capsys.readouterr().out)["input"] == [1, 3, 32, 32]
+    with pytest.raises(SystemExit, match="distillation needs both teacher and teacher_weights"):
+        main(["train", "classify", "--model", str(fitted), *common, "--teacher", "mobilenetv2_035"])
