@@ -8,7 +8,7 @@ Inference: decode, score threshold, NMS (torchvision.ops), optionally over sever
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -116,7 +116,7 @@ class S3FD(nn.Module):
 
     @torch.no_grad()
     def anchors_for(self, height: int, width: int) -> torch.Tensor:
-        """The (A, 4) anchors of an input of this size (one forward pass of a blank image, on the CPU)."""
+        """The (A, 4) anchors of an input of this size, on the CPU (from one forward pass of a blank image)."""
         param = next(self.detector.parameters())
         was_training = self.detector.training
         self.detector.eval()  # a blank batch of one must not move BN statistics
@@ -125,7 +125,7 @@ class S3FD(nn.Module):
         sizes = [tuple(c.shape[2:]) for c in out["conf"]]
         return make_anchors(sizes, self.detector.head_strides, self.detector.anchor_sizes, torch.device("cpu"))
 
-    def forward(self, images: torch.Tensor, targets=None):
+    def forward(self, images: torch.Tensor, targets: Optional[Union[List[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]] = None):
         conf, loc, anchors = self.raw(images)
         if self.training:
             if targets is None:
