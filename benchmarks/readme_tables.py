@@ -60,9 +60,15 @@ def deploy_table(data: Dict) -> str:
                          f"to fit ({'; '.join(c.split(':')[0] for c in r['planner_choices'])}).")
         if "accuracy" in r:
             a = r["accuracy"]
+            where = ""
+            if a.get("tensor_sqnr_db"):  # the map after which int8 loses most precision (past the exact image)
+                names = list(a["tensor_sqnr_db"])
+                worst = min(range(2, len(names)), key=lambda i: a["tensor_sqnr_db"][names[i]] - a["tensor_sqnr_db"][names[i - 1]])
+                where = (f"; the largest loss of precision is at {names[worst]} ({a['tensor_sqnr_db'][names[worst - 1]]:.1f} dB "
+                         f"-> {a['tensor_sqnr_db'][names[worst]]:.1f} dB SQNR)")
             notes.append(f"- {r['model']} ({target} build), WIDER FACE protocol AP on {a['images']} validation images at the "
                          f"deployed input size: float {a['ap_fp32']:.3f}, int8 {a['ap_int8']:.3f} (drop {a['ap_drop']:+.3f}); "
-                         f"head outputs at {a['head_sqnr_db']:.1f} dB SQNR.")
+                         f"head outputs at {a['head_sqnr_db']:.1f} dB SQNR{where}.")
     stm = data.get("stm32f439")
     if stm:
         notes.append(f"- STM32F439 build (`--target stm32f439`) of {stm['model']}: flash {stm['flash_bytes']:,} B, SRAM "

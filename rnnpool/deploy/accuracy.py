@@ -7,17 +7,19 @@ pixels). Nothing here needs the training engine.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from ..data.faces import load_face_annotations
 from ..metrics.widerface import evaluate_widerface, truth_from_boxes
 from ..models.detection_utils import flatten_heads, make_anchors, merge_detections, postprocess, wider_rows
 from ..models.face import FaceDetector
 from .export import load_image
+from .graph import build_graph, run_float
 from .int8_reference import dequantize, run_int8
 from .quantize import QuantizedGraph
 
@@ -27,12 +29,50 @@ def _flatten(maps, channels: int) -> torch.Tensor:
     return torch.cat([torch.from_numpy(np.ascontiguousarray(m)).reshape(-1, channels) for m in maps]).float()[None]
 
 
+def _add_power(power: Dict[str, List[float]], graph: QuantizedGraph, float_values: Dict[str, torch.Tensor],
+               int_values: Dict[str, np.ndarray]) -> None:
+    """Add each tensor's signal and quantization-noise power (float map vs dequantized int8 map) to ``power``."""
+    for name, q in int_values.items():
+        if name not in float_values:
+            continue
+        f = float_values[name][0].permute(1, 2, 0).double().numpy()  # (H, W, C), as the int8 maps are stored
+        d = np.asarray(dequantize(graph, name, q), dtype=np.float64).reshape(f.shape)
+        signal, noise = power.setdefault(name, [0.0, 0.0])
+        power[name] = [signal + float((f**2).sum()), noise + float(((f - d) ** 2).sum())]
+
+
+def _sqnr_table(power: Dict[str, List[float]], graph: QuantizedGraph) -> Dict[str, float]:
+    """Module path (tensor name where two share one) -> SQNR in dB, in execution order."""
+    table: Dict[str, float] = {}
+    for name, (signal, noise) in power.items():
+        key = graph.layer_of(name)
+        table[key if key not in table else f"{key} ({name})"] = 10 * float(np.log10(max(signal, 1e-30) / max(noise, 1e-30)))
+    return table
+
+
+@torch.no_grad()
+def tensor_sqnr(model: nn.Module, graph: QuantizedGraph, images: Sequence[np.ndarray]) -> Dict[str, float]:
+    """Where int8 loses precision: for every map of the int8 reference ``graph``, the SQNR (dB) of its
+    dequantized values against the float model's, over ``images`` (uint8 (H, W, C) at the graph's input size),
+    keyed by the model's module path in execution order. The image itself is exact (its SQNR, above 100 dB, only
+    measures float rounding)."""
+    model.eval()
+    float_graph = build_graph(model, graph.input_shape[1:])
+    power: Dict[str, List[float]] = {}
+    for image in images:
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None] / 255
+        _add_power(power, graph, run_float(float_graph, x), run_int8(graph, image))
+    return _sqnr_table(power, graph)
+
+
 @torch.no_grad()
 def int8_accuracy(model: FaceDetector, graph: QuantizedGraph, annotations: str, image_root: Optional[str] = None,
                   limit: Optional[int] = None) -> Dict[str, float]:
-    """AP of the float face detector and of its int8 reference ``graph``, their difference, and the mean
-    head-output SQNR (dB); both through S3FD's evaluation post-processing."""
+    """AP of the float face detector and of its int8 reference ``graph``, their difference (both through S3FD's
+    evaluation post-processing), the mean head-output SQNR (dB) and every map's SQNR (:func:`tensor_sqnr`)."""
     model.eval()
+    float_graph = build_graph(model, (graph.input_shape[1], graph.input_shape[2]))
+    power: Dict[str, List[float]] = {}
     data = load_face_annotations(annotations, image_root)
     records = data.records[:limit] if limit else data.records
     c, h, w = graph.input_shape
@@ -47,6 +87,7 @@ def int8_accuracy(model: FaceDetector, graph: QuantizedGraph, annotations: str, 
         conf, loc = flatten_heads(outputs)
         anchors = make_anchors([tuple(c.shape[2:]) for c in outputs["conf"]], model.head_strides, model.anchor_sizes, x.device)
         values = run_int8(graph, image)
+        _add_power(power, graph, run_float(float_graph, x), values)
         q_conf = _flatten([dequantize(graph, hd.conf, values[hd.conf]) for hd in graph.heads], 2)
         q_loc = _flatten([dequantize(graph, hd.loc, values[hd.loc]) for hd in graph.heads], 4)
         for f, q in ((conf, q_conf), (loc, q_loc)):
@@ -59,7 +100,7 @@ def int8_accuracy(model: FaceDetector, graph: QuantizedGraph, annotations: str, 
     truth = truth_from_boxes({r.name: r.boxes for r in records}, {r.name: r.invalid for r in records})
     ap = {key: evaluate_widerface(p, truth)["all"]["ap"] for key, p in predictions.items()}
     return {"images": len(records), "ap_fp32": ap["fp32"], "ap_int8": ap["int8"], "ap_drop": ap["fp32"] - ap["int8"],
-            "head_sqnr_db": float(np.mean(sqnr))}
+            "head_sqnr_db": float(np.mean(sqnr)), "tensor_sqnr_db": _sqnr_table(power, graph)}
 
 
-__all__ = ["int8_accuracy"]
+__all__ = ["int8_accuracy", "tensor_sqnr"]

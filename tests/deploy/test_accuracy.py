@@ -67,3 +67,26 @@ def test_deploy_needs_no_training_engine():
             "print(sorted(m for m in sys.modules if m.startswith('rnnpool.engine') or m == 'yaml'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_tensor_sqnr_names_every_map_and_equals_a_direct_computation():
+    from rnnpool.deploy.accuracy import tensor_sqnr
+    from rnnpool.deploy.graph import build_graph, run_float
+    from rnnpool.deploy.int8_reference import dequantize, run_int8
+
+    model = live_model("rnnpool_face_m4")
+    images = smooth_images(input_shape(model), 4)
+    graph = quantize_model(model, images[:2])
+    pictures = [to_uint8(image) for image in images[2:]]
+    table = tensor_sqnr(model, graph, pictures)
+    assert list(table)[:3] == ["input", "stages.0.0", "stages.0.1.0"] and "heads.3.loc" in table
+    assert table["input"] > 100  # the image is exact
+    # one map by hand: float graph against the dequantized int8 map, powers summed over both images
+    signal = noise = 0.0
+    for picture in pictures:
+        x = torch.from_numpy(picture).permute(2, 0, 1).float()[None] / 255
+        f = run_float(build_graph(model), x)["head0_conf"][0].permute(1, 2, 0).double().numpy()
+        q = dequantize(graph, "head0_conf", run_int8(graph, picture)["head0_conf"]).reshape(f.shape)
+        signal, noise = signal + (f**2).sum(), noise + ((f - q) ** 2).sum()
+    assert table["heads.0.conf"] == pytest.approx(10 * np.log10(signal / noise), abs=1e-6)
+    assert 10 < table["heads.0.conf"] < 60  # int8: tens of dB, neither exact nor noise
