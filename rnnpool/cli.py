@@ -35,9 +35,9 @@ def _parse_shape(text: str) -> List[int]:
 
 
 def _default_input(name: str) -> List[int]:
-    from .models import list_models, model_info
+    from .models import is_fitted_file, list_models, model_info
 
-    if name.endswith(".pt"):  # a model saved by rnnpool fit: the input it was fitted at
+    if is_fitted_file(name):  # a model saved by rnnpool fit: the input it was fitted at
         from .models.checkpoint import fitted_input_shape
 
         return list(fitted_input_shape(name) or (3, 224, 224))
@@ -74,9 +74,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
     out = _human_output(args)
     print(report.table(), file=out)
     if args.json:
-        _write_json(report.to_dict(), args.json)
-        if args.json != "-":
-            print(f"wrote {args.json}", file=out)
+        _write_json(report.to_dict(), args.json, out)
     if args.save:
         if fitted is None:
             raise InvalidInputError(f"nothing to save: no candidate fits {args.ram:,} B (see the table)")
@@ -92,14 +90,16 @@ def cmd_list(args: argparse.Namespace) -> None:
         print(f"{name:26s} {info.task:15s} {'x'.join(map(str, info.input_shape)):10s} {info.description}")
 
 
-def _write_json(data: Any, path: str) -> None:
-    """``data`` as JSON to the file ``path``, or to standard output for ``-``."""
+def _write_json(data: Any, path: str, say_to=None) -> None:
+    """``data`` as JSON to the file ``path`` (saying so on ``say_to`` if given), or to standard output for ``-``."""
     text = json.dumps(data, indent=2)
     if path == "-":
         print(text)
     else:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text)
+        if say_to is not None:
+            print(f"wrote {path}", file=say_to)
 
 
 def _human_output(args: argparse.Namespace):
@@ -143,9 +143,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
         print(compare_table(profiles), file=out)
     if args.json:  # the model's profile; with --compare, the other one under "compare"
         extra = {"compare": profiles[1].to_dict()} if len(profiles) > 1 else {}
-        _write_json({**profiles[0].to_dict(), **extra}, args.json)
-        if args.json != "-":
-            print(f"wrote {args.json}", file=out)
+        _write_json({**profiles[0].to_dict(), **extra}, args.json, out)
     if args.csv:
         profiles[0].save_csv(args.csv)
         print(f"wrote {args.csv}", file=out)
@@ -359,34 +357,22 @@ def _run_arguments(p: argparse.ArgumentParser, config: str) -> None:
                    help="stop after this epoch, to --resume later (the schedule still spans --epochs)")
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Every option's default after its help (where it has one: not for flags or options without a value)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if _shows_default(action) and "default" not in text:
-            text += (" " if text else "") + "(default: %(default)s)"
-        return text
-
-
-def _shows_default(action: argparse.Action) -> bool:
-    return bool(action.option_strings) and action.nargs != 0 and action.default not in (None, argparse.SUPPRESS)
-
-
-def _give_every_default_a_help(parser: argparse.ArgumentParser) -> None:
-    """argparse prints no help line (so no default) for an option without help text: give those one."""
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every option's default after its help text, in this parser and its subcommands (where it has one: not
+    for flags or options without a value, nor where the help already says it)."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for child in action.choices.values():
-                _give_every_default_a_help(child)
-        elif action.help is None and _shows_default(action):
-            action.help = "(default: %(default)s)"
+                _show_defaults(child)
+        elif action.option_strings and action.nargs != 0 and action.default not in (None, argparse.SUPPRESS) \
+                and "default" not in (action.help or ""):
+            action.help = (f"{action.help} " if action.help else "") + "(default: %(default)s)"
 
 
 def _command(sub, name: str, help: str, description: Optional[str] = None) -> argparse.ArgumentParser:
     """A subcommand whose --help starts with its own description (its one-line help unless given)."""
     return sub.add_parser(name, help=help, description=description or f"{help[0].upper()}{help[1:]}.",
-                          formatter_class=_HelpFormatter)
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 PROFILE_EXAMPLES = """Peak RAM, MAdds and params per layer of a zoo model or torchvision:NAME.
@@ -515,7 +501,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="RNNPool recomputes the row sweeps overlapping patches share (less RAM, more instructions)")
     p.add_argument("--threshold", type=float, default=0.5, help="detection score threshold")
     p.set_defaults(func=cmd_export_c)
-    _give_every_default_a_help(parser)
+    _show_defaults(parser)
     return parser
 
 

@@ -206,7 +206,7 @@ def fit_model(model: nn.Module, input_shape: Sequence[int], ram_bytes: int, dtyp
                        {"peak_bytes": original.peak_bytes, "peak_layer": original.peak_layer, "madds": original.madds,
                         "params": original.params})
     prefix = f"{trunk_path}." if trunk_path else ""
-    models: List[nn.Module] = []
+    configs: List[Dict[str, Any]] = []  # the candidates' settings (the pick is rebuilt: no copy of every model is kept)
     for cut in range(stem + 1, len(trunk)):
         if shapes[cut][1:] == shapes[cut - 1][1:]:
             continue  # the next layer still works at this resolution: cut after the last one that does
@@ -217,11 +217,12 @@ def fit_model(model: nn.Module, input_shape: Sequence[int], ram_bytes: int, dtyp
             report.candidates.append(Candidate(cut, replaced, config["patch"], config["stride"], config["hidden"], config["hidden"],
                                                config["adapter"], shapes[cut - 1], profile.peak_bytes, profile.peak_layer,
                                                profile.madds, profile.params, profile.peak_bytes <= ram_bytes))
-            models.append(fitted)
+            configs.append(config)
     fitting = [i for i, c in enumerate(report.candidates) if c.fits]
-    if fitting:
-        report.chosen = min(fitting, key=lambda i: (getattr(report.candidates[i], objective), report.candidates[i].peak_bytes))
-    return (models[report.chosen] if report.chosen is not None else None), report
+    if not fitting:
+        return None, report
+    report.chosen = min(fitting, key=lambda i: (getattr(report.candidates[i], objective), report.candidates[i].peak_bytes))
+    return _with_rnnpool(model, trunk_path, stem, report.candidates[report.chosen].cut, configs[report.chosen]), report
 
 
 def save_fitted(model: nn.Module, report: FitReport, path: str) -> None:

@@ -18,7 +18,7 @@ from ..data.faces import load_face_annotations
 from ..metrics.widerface import evaluate_widerface, truth_from_boxes
 from ..models.detection_utils import flatten_heads, make_anchors, merge_detections, postprocess, wider_rows
 from ..models.face import FaceDetector
-from .export import load_image
+from .export import image_tensor, load_image
 from .graph import build_graph, run_float
 from .int8_reference import dequantize, run_int8
 from .quantize import QuantizedGraph
@@ -60,7 +60,7 @@ def tensor_sqnr(model: nn.Module, graph: QuantizedGraph, images: Sequence[np.nda
     float_graph = build_graph(model, graph.input_shape[1:])
     power: Dict[str, List[float]] = {}
     for image in images:
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None] / 255
+        x = image_tensor(image)[None]
         _add_power(power, graph, run_float(float_graph, x), run_int8(graph, image))
     return _sqnr_table(power, graph)
 
@@ -82,7 +82,7 @@ def int8_accuracy(model: FaceDetector, graph: QuantizedGraph, annotations: str, 
         with Image.open(record.path) as img:
             width, height = img.size
         image = load_image(record.path, c, (h, w))
-        x = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 255
+        x = image_tensor(image)[None]
         outputs = model(x)
         conf, loc = flatten_heads(outputs)
         anchors = make_anchors([tuple(c.shape[2:]) for c in outputs["conf"]], model.head_strides, model.anchor_sizes, x.device)

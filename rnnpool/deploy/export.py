@@ -56,9 +56,14 @@ def image_files(source: Union[str, Path], limit: int) -> List[Path]:
     raise FileNotFoundError(f"calibration source {source} does not exist")
 
 
+def image_tensor(image: np.ndarray) -> torch.Tensor:
+    """A uint8 (H, W, C) image (what the int8 program reads) as the float model's (C, H, W) input in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255
+
+
 def calibration_images(source: Union[str, Path], channels: int, size: Sequence[int], limit: int = 32) -> List[torch.Tensor]:
     """Up to ``limit`` float (C, H, W) images from an image file or a folder (searched recursively)."""
-    return [torch.from_numpy(load_image(f, channels, size)).permute(2, 0, 1).float() / 255 for f in image_files(source, limit)]
+    return [image_tensor(load_image(f, channels, size)) for f in image_files(source, limit)]
 
 
 def load_model(name: str, weights: Optional[str] = None, seed: int = 0,
@@ -161,8 +166,8 @@ def export_c(model_name: str, out_dir: Union[str, Path], weights: Optional[str] 
         raise InvalidInputError("int8 needs calibration images: give --calib IMAGE_OR_FOLDER (images like those the model will see)")
     model, described, (channels, height, width) = load_model(model_name, weights, seed, input_size)
     files = image_files(calib, calib_limit)
-    graph = quantize_model(model, [torch.from_numpy(load_image(f, channels, (height, width))).permute(2, 0, 1).float() / 255
-                                   for f in files], (height, width), calibration, percentile)
+    graph = quantize_model(model, [image_tensor(load_image(f, channels, (height, width))) for f in files], (height, width),
+                           calibration, percentile)
     budget = arena_budget(graph, ram_bytes, settings) if target == "cortex-m4" else None
     schedule = build_schedule(graph, cache_rows, budget)
     out = Path(out_dir)
@@ -215,5 +220,5 @@ def export_c(model_name: str, out_dir: Union[str, Path], weights: Optional[str] 
     return report
 
 
-__all__ = ["ExportError", "TARGETS", "calibration_images", "compare_outputs", "export_c", "image_files", "load_image",
+__all__ = ["ExportError", "TARGETS", "calibration_images", "compare_outputs", "export_c", "image_files", "image_tensor", "load_image",
            "load_model", "reference_output"]

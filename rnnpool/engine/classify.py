@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data import build_classification_data, collate_skipping_bad
-from ..models import create_model, model_info
-from ..models.checkpoint import CheckpointError, checkpoint_config, load_weights
+from ..models import create_model, is_fitted_file, is_zoo_name, model_info
+from ..models.checkpoint import CheckpointError, checked_model_name, checkpoint_config, load_weights
 from ..errors import InvalidInputError, UnsupportedError
 from ..nn import RNNPool2d
 from . import distributed as dist
@@ -71,10 +71,10 @@ def with_classes(model: nn.Module, num_classes: int) -> nn.Module:
 def build_classifier(name: str, num_classes: int, input_size: int, model_kwargs: Optional[Dict[str, Any]] = None) -> nn.Module:
     """A zoo classifier, ``torchvision:NAME`` or a model saved by ``rnnpool fit`` (``*.pt``), with ``num_classes``
     outputs; only zoo models take ``model_kwargs`` and an input size."""
-    if name.endswith(".pt") or name.startswith("torchvision:"):
+    if not is_zoo_name(name):
         if model_kwargs:
             raise InvalidInputError(f"{name} takes no model options (got {', '.join(model_kwargs)})")
-        return with_classes(create_model(name) if name.endswith(".pt") else create_model(name, num_classes=num_classes), num_classes)
+        return with_classes(create_model(name) if is_fitted_file(name) else create_model(name, num_classes=num_classes), num_classes)
     return create_model(name, num_classes=num_classes, input_size=input_size, **(model_kwargs or {}))
 
 
@@ -84,7 +84,7 @@ def trained_classifier(name: str, weights: str, num_classes: int, input_size: in
     if isinstance(checkpoint.get("fitted_model"), nn.Module):
         return with_classes(checkpoint["fitted_model"], num_classes)
     model = build_classifier(name, num_classes, input_size)
-    load_weights(model, weights, name if not (name.endswith(".pt") or name.startswith("torchvision:")) else None)
+    load_weights(model, weights, name if is_zoo_name(name) else None)
     return model
 
 
@@ -104,7 +104,7 @@ def train_classifier(cfg: ClassifyConfig) -> Dict[str, Any]:
         teacher = trained_classifier(cfg.teacher, cfg.teacher_weights, num_classes, cfg.input_size).to(device).eval()
         teacher.requires_grad_(False)
     # a fitted model's checkpoints carry the model itself, so eval and profile take them without its .pt
-    carried = {"fitted_model": model, "input_shape": [3, cfg.input_size, cfg.input_size]} if cfg.model.endswith(".pt") else {}
+    carried = {"fitted_model": model, "input_shape": [3, cfg.input_size, cfg.input_size]} if is_fitted_file(cfg.model) else {}
     parts = prepare_training(cfg, model, train_set, collate_skipping_bad, device, distributed)
     val_loader = DataLoader(val_set, cfg.batch_size, sampler=dist.ShardSampler(len(val_set)), num_workers=cfg.workers,
                             collate_fn=collate_skipping_bad)
@@ -166,17 +166,13 @@ def evaluate_checkpoint(model_name: Optional[str], weights: Optional[str], data:
     """
     checkpoint = load_checkpoint(weights) if weights else {}
     config = checkpoint_config(checkpoint)
-    saved = config.get("model")
     fitted = checkpoint.get("fitted_model")  # a fitted model's run: the checkpoint carries the model itself
+    model_name = checked_model_name(checkpoint, weights, model_name)
     if model_name is None:
-        if not saved:
-            raise CheckpointError(f"checkpoint {weights} does not say which model it is; give --model" if weights
-                                  else "give --model, or --weights of a training run")
-        model_name = saved
-    elif saved and saved != model_name:
-        raise CheckpointError(f"checkpoint {weights} is {saved}, not {model_name}")
+        raise CheckpointError(f"checkpoint {weights} does not say which model it is; give --model" if weights
+                              else "give --model, or --weights of a training run")
     if input_size is None:
-        zoo = not (isinstance(fitted, nn.Module) or model_name.endswith(".pt") or model_name.startswith("torchvision:"))
+        zoo = is_zoo_name(model_name) and not isinstance(fitted, nn.Module)
         input_size = int(config.get("input_size") or (model_info(model_name).input_shape[-1] if zoo else 224))
     if model_kwargs is None:
         model_kwargs = config.get("model_kwargs", {})

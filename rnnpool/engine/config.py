@@ -37,12 +37,12 @@ class TrainConfig:
     deterministic: bool = False  # deterministic CUDA kernels (bit-exact reruns and resumes on GPUs; CPU runs are already)
 
     def __post_init__(self) -> None:
-        from ..models import model_info  # (here: the CLI reads these defaults without importing torch)
+        from ..models import is_fitted_file, is_zoo_name, model_info  # (here: the CLI reads these defaults without torch)
 
-        if self.model.endswith(".pt"):  # a model saved by rnnpool fit (it carries its architecture)
+        if is_fitted_file(self.model):  # a model saved by rnnpool fit (it carries its architecture)
             if not Path(self.model).is_file():
                 raise InvalidInputError(f"fitted model {self.model} does not exist")
-        elif not self.model.startswith("torchvision:"):  # (a torchvision name is checked when it is built)
+        elif is_zoo_name(self.model):  # (a torchvision name is checked when it is built)
             model_info(self.model)  # an unknown name fails here, naming the closest one, before any data is read
         for name in ("epochs", "batch_size", "input_size"):
             if getattr(self, name) <= 0:

@@ -61,6 +61,16 @@ TORCHVISION_PREFIX = "torchvision:"  # create_model("torchvision:resnet18"): any
 FITTED_SUFFIX = ".pt"  # create_model("fitted.pt"): a model saved by rnnpool fit --save
 
 
+def is_fitted_file(name: str) -> bool:
+    """Whether ``name`` is a file saved by ``rnnpool fit --save`` (or a run of such a model), not a model name."""
+    return name.endswith(FITTED_SUFFIX)
+
+
+def is_zoo_name(name: str) -> bool:
+    """Whether ``name`` names a registered model (not ``torchvision:NAME``, not a fitted ``*.pt``)."""
+    return not (name.startswith(TORCHVISION_PREFIX) or is_fitted_file(name))
+
+
 def _torchvision_model(name: str, **kwargs: Any) -> nn.Module:
     import torchvision
 
@@ -79,7 +89,7 @@ def create_model(name: str, pretrained: bool = False, checkpoint_path: Optional[
     ``pretrained=True`` says so."""
     if pretrained:
         raise UnsupportedError(f"rnnpool ships no pretrained weights for {name!r}; train it and pass checkpoint_path=")
-    if name.endswith(FITTED_SUFFIX):  # a model saved by rnnpool fit: it carries its architecture
+    if is_fitted_file(name):  # a model saved by rnnpool fit: it carries its architecture
         from .checkpoint import load_fitted_model
 
         if kwargs or checkpoint_path is not None:
@@ -98,5 +108,5 @@ def create_model(name: str, pretrained: bool = False, checkpoint_path: Optional[
     if checkpoint_path is not None:
         from .checkpoint import load_weights  # (it imports this module)
 
-        load_weights(model, checkpoint_path, None if name.startswith(TORCHVISION_PREFIX) else name)
+        load_weights(model, checkpoint_path, name if is_zoo_name(name) else None)
     return model

@@ -45,14 +45,22 @@ def checkpoint_config(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
     return config if isinstance(config, dict) else {}
 
 
+def checked_model_name(checkpoint: Dict[str, Any], path: Union[str, Path], name: Optional[str]) -> Optional[str]:
+    """``name``, refused (naming both) if the loaded ``checkpoint`` (read from ``path``) names another model;
+    the model the checkpoint names when ``name`` is None (None if it names none)."""
+    saved = checkpoint_config(checkpoint).get("model") or checkpoint.get("model_name")
+    if name and saved and saved != name:
+        raise CheckpointError(f"checkpoint {path} is {saved}, not {name}")
+    return name or saved
+
+
 def load_weights(model: nn.Module, path: Union[str, Path], name: Optional[str] = None) -> Dict[str, Any]:
     """Load ``path`` into ``model`` (also from a detector's S3FD training wrapper); returns the checkpoint.
 
     With ``name``, a checkpoint saved for another zoo model is refused, naming both."""
     checkpoint = load_checkpoint(path)
-    saved = checkpoint_config(checkpoint).get("model") or checkpoint.get("model_name")
-    if name and saved and saved != name:
-        raise CheckpointError(f"checkpoint {path} is {saved}, not {name}")
+    if name:
+        checked_model_name(checkpoint, path, name)
     state = model_state(checkpoint)
     if any(k.startswith("detector.") for k in state):
         state = {k[len("detector."):]: v for k, v in state.items() if k.startswith("detector.")}
@@ -67,13 +75,10 @@ def load_weights(model: nn.Module, path: Union[str, Path], name: Optional[str] =
 def checkpoint_model(path: Union[str, Path], name: Optional[str] = None) -> str:
     """The zoo model a checkpoint is for: ``name``, checked against the one the checkpoint names, or that one
     when ``name`` is None; raises, naming both, if they differ or neither is known."""
-    checkpoint = load_checkpoint(path)
-    saved = checkpoint_config(checkpoint).get("model") or checkpoint.get("model_name")
-    if name and saved and saved != name:
-        raise CheckpointError(f"checkpoint {path} is {saved}, not {name}")
-    if not (name or saved):
+    named = checked_model_name(load_checkpoint(path), path, name)
+    if not named:
         raise CheckpointError(f"checkpoint {path} does not say which model it is; give the model name")
-    return name or saved
+    return named
 
 
 def create_model_from_checkpoint(path: Union[str, Path], name: Optional[str] = None, **kwargs: Any) -> nn.Module:
@@ -82,7 +87,7 @@ def create_model_from_checkpoint(path: Union[str, Path], name: Optional[str] = N
     ``name`` defaults to the model the checkpoint names; ``kwargs`` override its saved options."""
     checkpoint = load_checkpoint(path)
     config = checkpoint_config(checkpoint)
-    name = name or config.get("model") or checkpoint.get("model_name")
+    name = checked_model_name(checkpoint, path, name)
     if not name:
         raise CheckpointError(f"checkpoint {path} does not say which model it is; give the model name")
     options = dict(config.get("model_kwargs") or {})
@@ -98,7 +103,7 @@ def create_model_from_checkpoint(path: Union[str, Path], name: Optional[str] = N
     return model
 
 
-__all__ = ["CheckpointError", "checkpoint_config", "checkpoint_model", "create_model_from_checkpoint", "load_checkpoint", "load_weights",
+__all__ = ["CheckpointError", "checked_model_name", "checkpoint_config", "checkpoint_model", "create_model_from_checkpoint", "load_checkpoint", "load_weights",
            "model_state"]
 
 
