@@ -16,7 +16,9 @@ model is live (differs between two images; an untrained RNNPool's is nearly cons
 
 Weights: ``--weights-dir/<model>.pt`` where present (benchmarks/train_faces.py writes the face detectors'),
 else the seeded initialisation, said in the table (RAM and instructions do not depend on the weights;
-bit-exactness means more on live maps, counted in the table).
+bit-exactness means more on live maps, counted in the table). Where ``<model>_qat.pt`` (the quantization-aware
+fine-tuning of those weights, ``train_faces.py --qat-from``) is there too, the program runs that, with the
+activation ranges it was fine-tuned with, and the AP of both int8 models is reported against the float model's.
 With the shared face set, the face detectors' WIDER FACE AP is measured for the float model and for the
 int8 reference on the validation images (the accuracy the deployment keeps). ``--smoke``: Face-M4 only,
 a quick check (CI's tests run the same measurement on seeded weights). ``--models``: only these models'
@@ -35,6 +37,7 @@ from typing import Dict, List, Optional
 from rnnpool.analysis import profile_model
 from rnnpool.data.faces import load_face_annotations
 from rnnpool.deploy.export import calibration_images, export_c, load_image, load_model
+from rnnpool.deploy.fake_quant import checkpoint_ranges
 from rnnpool.deploy.int8_reference import dead_maps
 from rnnpool.deploy.programs import ExportError, RamLimitError, toolchain_available
 from rnnpool.deploy.quantize import quantize_model
@@ -112,34 +115,48 @@ def _synthetic_images(work: Path, channels: int):
     return str(calib), [str(f) for f in files[2:]]
 
 
-def _weights(weights_dir: Path, model: str) -> Optional[str]:
-    path = weights_dir / f"{model}.pt"
+def _weights(weights_dir: Path, model: str, suffix: str = "") -> Optional[str]:
+    path = weights_dir / f"{model}{suffix}.pt"
     return str(path) if path.is_file() else None
 
 
 def _liveness(run: Run, weights: Optional[str], calib: str, images: List[str]) -> Dict:
     model, _, shape = load_model(run.model, weights, input_size=run.input_size)
-    graph = quantize_model(model, calibration_images(calib, shape[0], shape[1:], CALIBRATION_IMAGES), shape[1:])
+    kept = checkpoint_ranges(weights) if weights else None
+    images_in = calibration_images(calib, shape[0], shape[1:], CALIBRATION_IMAGES) if kept is None else []
+    graph = quantize_model(model, images_in, shape[1:], ranges=kept)
     dead = dead_maps(graph, *(load_image(i, shape[0], shape[1:]) for i in images[:2]))
     return {"maps": len(graph.tensors) - 1, "dead": dead}
 
 
-def _accuracy(run: Run, weights: str, calib: str, faces: Path, limit: int) -> Dict:
+def _accuracy(run: Run, weights: str, qat: Optional[str], calib: str, faces: Path, limit: int) -> Dict:
+    """AP of the float model and of its int8 reference (post-training quantization); with ``qat`` (the
+    quantization-aware fine-tuning of those weights), also the int8 AP of that, against the same float AP."""
     from rnnpool.deploy.accuracy import int8_accuracy
 
     model, _, _ = load_model(run.model, weights)
     graph = quantize_model(model, calibration_images(calib, model.in_channels, model.input_size, CALIBRATION_IMAGES),
                            model.input_size)
-    return int8_accuracy(model, graph, str(faces / "val_bbx_gt.txt"), limit=limit or None)
+    result = int8_accuracy(model, graph, str(faces / "val_bbx_gt.txt"), limit=limit or None)
+    if qat:
+        tuned, _, _ = load_model(run.model, qat)
+        graph = quantize_model(tuned, [], tuned.input_size, ranges=checkpoint_ranges(qat))
+        after = int8_accuracy(tuned, graph, str(faces / "val_bbx_gt.txt"), limit=limit or None)
+        result["qat"] = {"weights": qat, "ap_int8": after["ap_int8"], "ap_fp32_of_tuned_weights": after["ap_fp32"],
+                         "ap_drop": result["ap_fp32"] - after["ap_int8"], "head_sqnr_db": after["head_sqnr_db"],
+                         "tensor_sqnr_db": after["tensor_sqnr_db"]}
+    return result
 
 
 def measure(run: Run, weights: Optional[str], calib: str, images: List[str], work: Path, accuracy_faces: Optional[Path],
-            val_limit: int) -> Dict:
+            val_limit: int, qat: Optional[str] = None) -> Dict:
+    """One row; the program runs the quantization-aware weights ``qat`` where given, else ``weights``."""
     started = time.time()
-    row: Dict = {"model": run.model, "ram_target_bytes": run.ram_kib * 1024, "target": run.target, "weights": weights or "seeded",
-                 "calibration": calib, "image": images[0]}
+    deployed = qat or weights
+    row: Dict = {"model": run.model, "ram_target_bytes": run.ram_kib * 1024, "target": run.target, "weights": deployed or "seeded",
+                 "calibration": "the ranges of its quantization-aware fine-tuning" if qat else calib, "image": images[0]}
     try:
-        report = export_c(run.model, work / f"{run.model}_{run.ram_kib}", weights, calib, "cortex-m4", images[0],
+        report = export_c(run.model, work / f"{run.model}_{run.ram_kib}", deployed, calib, "cortex-m4", images[0],
                           ram_bytes=run.ram_kib * 1024, input_size=run.input_size, calib_limit=CALIBRATION_IMAGES)
     except RamLimitError as err:
         row.update({"fits": False, "needed_bytes": err.needed, "error": str(err), "seconds": time.time() - started})
@@ -163,13 +180,13 @@ def measure(run: Run, weights: Optional[str], calib: str, images: List[str], wor
         "instruction_target": run.instruction_target, "bit_exact": report["bit_exact"], "mismatches": report["mismatches"],
         "claimed_ram_run_same_output": m4["claimed_ram_run"]["same_output"], "claimed_minus_64": m4["claimed_minus_64"],
         "stack_static_bound_bytes": m4["stack_static_bound"]["bytes"], "layers": m4["layers"],
-        "liveness": _liveness(run, weights, calib, images)})
+        "liveness": _liveness(run, deployed, calib, images)})
     if report["task"] == "detection":
         row["detections"] = len(report["detections"])
     else:
         row["logits"] = report["logits"]
     if accuracy_faces is not None and weights and report["task"] == "detection":
-        row["accuracy"] = _accuracy(run, weights, calib, accuracy_faces, val_limit)
+        row["accuracy"] = _accuracy(run, weights, qat, calib, accuracy_faces, val_limit)
     row["seconds"] = time.time() - started
     return row
 
@@ -202,6 +219,9 @@ def print_table(rows: List[Dict]) -> None:
             a = r["accuracy"]
             print(f"    {a['images']} val images: AP fp32 {a['ap_fp32']:.4f}, int8 {a['ap_int8']:.4f} "
                   f"(drop {a['ap_drop']:+.4f}); head outputs at {a['head_sqnr_db']:.1f} dB SQNR")
+            if "qat" in a:
+                print(f"    after quantization-aware fine-tuning: int8 {a['qat']['ap_int8']:.4f} (drop from fp32 "
+                      f"{a['qat']['ap_drop']:+.4f}); head outputs at {a['qat']['head_sqnr_db']:.1f} dB SQNR")
 
 
 def main() -> None:
@@ -229,7 +249,8 @@ def main() -> None:
     for run in runs:
         calib, images = face_data if "face" in run.model else class_data
         weights = _weights(Path(args.weights_dir), run.model)
-        rows.append(measure(run, weights, calib, images, work, faces if have_faces else None, args.val_limit))
+        qat = _weights(Path(args.weights_dir), run.model, "_qat") if weights else None
+        rows.append(measure(run, weights, calib, images, work, faces if have_faces else None, args.val_limit, qat))
         print(f"{run.model} within {run.ram_kib} KiB: {rows[-1]['seconds']:.0f} s", flush=True)
     stm32 = None
     if "rnnpool_face_quant" in chosen:

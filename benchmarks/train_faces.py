@@ -9,6 +9,8 @@ data it is given (on these machines: the 853-image real face set of ../shared/da
 FACE protocol over all faces and on images with at most 3 faces, each val image at its own size; the val AP
 every --eval-period epochs is kept as the learning curve. With --weights-out, each model's best weights
 (by val AP) are saved there as ``<model>.pt`` (what benchmarks/deploy_m4.py runs on the microcontroller).
+--qat-from DIR fine-tunes DIR/<model>.pt quantization-aware instead (rnnpool train detect --qat): its AP is that
+of the int8 arithmetic, its weights (with the activation ranges) go to --weights-out as <model>_qat.pt.
 Writes benchmarks/results/train_faces.json after each model, keeping the rows of models it did not train
 (so models trained by separate runs, each with its own --epochs, share one table). --resume --project P
 continues cut-short runs from P bit for bit.
@@ -23,7 +25,9 @@ from pathlib import Path
 import torch
 
 from rnnpool.analysis import profile_model
+from rnnpool.deploy.fake_quant import RANGES_KEY, FakeQuantModel
 from rnnpool.engine import DetectConfig, build_detector, evaluate_detector, train_detector
+from rnnpool.engine.s3fd import S3FD
 from rnnpool.models import create_model, model_info
 from _report import earlier_results, run_info, write_json  # benchmarks/_report.py, next to this script
 
@@ -41,10 +45,17 @@ def train_minutes(run: Path) -> float:
         return sum(float(r["seconds"]) for r in csv.DictReader(f)) / 60
 
 
+RECIPE_KEYS = ("epochs", "lr", "input_size", "batch_size", "warmup_epochs", "eval_period", "amp")
+
+
 def merged_results(path: str, args: dict, rows: list) -> dict:
     """This run's rows added to those already in ``path`` (a model trained again replaces its old row), so
     models trained by separate invocations (each with its own epochs) end up in one table."""
-    _, kept = earlier_results(path, {r["model"] for r in rows})
+    earlier, kept = earlier_results(path, {r["model"] for r in rows})
+    for row in kept:  # a kept row's recipe came from the earlier run's arguments, which these replace
+        for key in RECIPE_KEYS:
+            if key not in row and key in earlier.get("args", {}):
+                row[key] = earlier["args"][key]
     return {"args": args, "results": kept + rows}
 
 
@@ -69,6 +80,9 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue each model's run from <project>/<model>/weights/last.pt where it exists "
                              "(same settings; a cut-short benchmark goes on bit for bit)")
+    parser.add_argument("--qat-from", dest="qat_from", metavar="DIR",
+                        help="quantization-aware fine-tuning of DIR/<model>.pt instead of training from scratch: the run "
+                             "trains and validates the int8 program's arithmetic; rows and weights are named <model>_qat")
     parser.add_argument("--json", default="benchmarks/results/train_faces.json")
     args = parser.parse_args()
     if args.resume and not args.project:
@@ -81,24 +95,30 @@ def main() -> None:
     project = Path(args.project) if args.project else Path(tempfile.mkdtemp(prefix="train_faces_"))
     try:
         for name in args.models:
-            last = project / name / "weights" / "last.pt"
-            cfg = DetectConfig(model=name, train=args.train, val=args.val, image_root=args.image_root, epochs=args.epochs,
+            label = f"{name}_qat" if args.qat_from else name  # the run, its weights and its row
+            start = str(Path(args.qat_from) / f"{name}.pt") if args.qat_from else None
+            last = project / label / "weights" / "last.pt"
+            cfg = DetectConfig(model=name, weights=start, qat=bool(args.qat_from), train=args.train, val=args.val, image_root=args.image_root, epochs=args.epochs,
                                batch_size=args.batch_size, input_size=args.input_size, lr=args.lr,
                                warmup_epochs=min(args.warmup_epochs, args.epochs - 1), eval_period=args.eval_period,
-                               workers=args.workers, device=args.device, amp=args.amp, seed=args.seed, project=str(project), name=name,
+                               workers=args.workers, device=args.device, amp=args.amp, seed=args.seed, project=str(project), name=label,
                                exist_ok=True, resume=str(last) if args.resume and last.is_file() else None)
             result = train_detector(cfg)
             run = Path(result["run"])
             best = run / "weights" / "best.pt"
             model = build_detector(name, str(best), args.device)
+            checkpoint = torch.load(best, map_location="cpu", weights_only=False)
+            ranges = checkpoint.get(RANGES_KEY)
+            if ranges is not None:  # evaluated as it trained: in the int8 program's arithmetic
+                model = S3FD(FakeQuantModel(model.detector, ranges))
             val = evaluate_detector(model, args.val, args.image_root)
             if args.weights_out:
-                out = Path(args.weights_out) / f"{name}.pt"
+                out = Path(args.weights_out) / f"{label}.pt"
                 out.parent.mkdir(parents=True, exist_ok=True)
-                checkpoint = torch.load(best, map_location="cpu", weights_only=False)
-                torch.save({"model": checkpoint["model"], "config": checkpoint["config"], "epoch": checkpoint["epoch"]}, out)
+                kept = {"model": checkpoint["model"], "config": checkpoint["config"], "epoch": checkpoint["epoch"]}
+                torch.save({**kept, **({RANGES_KEY: ranges} if ranges is not None else {})}, out)
             prof = profile_model(create_model(name), model_info(name).input_shape, "int8")
-            rows.append({"model": name, "epochs": args.epochs, "lr": args.lr, "input_size": args.input_size, "batch_size": args.batch_size,
+            rows.append({"model": label, **({"qat_from": start} if start else {}), "epochs": args.epochs, "lr": args.lr, "input_size": args.input_size, "batch_size": args.batch_size,
                          "warmup_epochs": cfg.warmup_epochs, "eval_period": args.eval_period, "amp": args.amp, "ap": val["ap"], "ap_le3": val["ap_le3"], "val_images": val["images"],
                          "best_epoch": torch.load(best, map_location="cpu", weights_only=False)["epoch"],
                          "curve": curve(run), "final_loss": result["last_epoch"]["loss_conf"] + result["last_epoch"]["loss_loc"],

@@ -25,8 +25,9 @@ from rnnpool.models import create_model
 from _report import earlier_results, run_info, write_json  # benchmarks/_report.py, next to this script
 
 
-def subsample(data: Path, per_class: int, out: Path) -> Path:
-    """Link the first ``per_class`` training images of each class (and the whole val/test split) into ``out``."""
+def subsample(data: Path, per_class: int, out: Path, test_per_class: int = 0) -> Path:
+    """Link the first ``per_class`` training images of each class (0: all) and the first ``test_per_class``
+    val/test images of each class (0: the whole split) into ``out``."""
     for split in ("train", "val", "test"):
         if not (data / split).is_dir():
             continue
@@ -34,7 +35,8 @@ def subsample(data: Path, per_class: int, out: Path) -> Path:
             target = out / split / folder.name
             target.mkdir(parents=True)
             files = sorted(folder.iterdir())
-            for f in files[:per_class] if split == "train" else files:
+            keep = per_class if split == "train" else test_per_class
+            for f in files[:keep] if keep else files:
                 (target / f.name).symlink_to(f.resolve())
     return out
 

@@ -275,7 +275,9 @@ def format_export(report: dict) -> str:
     s = report["schedule"]
     cal = report["calibration"]
     method = f"{cal['percentile']}th percentiles" if cal.get("method") == "percentile" else "min/max"
-    lines = [f"{report['model']} ({report['weights']}), calibrated ({method}) on {cal['images']} images of {cal['source']}",
+    calibrated = (f"with the activation ranges its quantization-aware fine-tuning kept" if cal.get("method") == "qat"
+                  else f"calibrated ({method}) on {cal['images']} images of {cal['source']}")
+    lines = [f"{report['model']} ({report['weights']}), {calibrated}",
              f"arena {s['arena_bytes']:,} B (layer by layer it would be {s['layer_by_layer_bytes']:,} B); largest: "
              + ", ".join(f"{b['name']} {b['bytes']:,} B" for b in s["largest_buffers"][:3])]
     if s.get("choices"):
@@ -352,6 +354,12 @@ def _run_arguments(p: argparse.ArgumentParser, config: str) -> None:
     p.add_argument("--name", default=default["name"])
     p.add_argument("--exist-ok", dest="exist_ok", action="store_true")
     p.add_argument("--resume", metavar="CKPT", help="continue from a run's weights/last.pt")
+    p.add_argument("--weights", metavar="CKPT", help="start from these trained weights (a checkpoint of this model)")
+    p.add_argument("--qat", action="store_true",
+                   help="quantization-aware fine-tuning of --weights: train and validate the int8 program's arithmetic; "
+                        "its checkpoints keep the activation ranges, which 'rnnpool export c' then uses")
+    p.add_argument("--qat-calibration", dest="qat_calibration", type=int, default=default["qat_calibration"], metavar="N",
+                   help="training images that fix a QAT run's activation ranges")
     p.add_argument("--max-steps", dest="max_steps", type=int, default=0, help="cap on steps per epoch (0: all)")
     p.add_argument("--stop-epoch", dest="stop_epoch", type=int, default=0,
                    help="stop after this epoch, to --resume later (the schedule still spans --epochs)")
@@ -485,7 +493,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", help="zoo model (rnnpool_face_quant, rnnpool_face_m4, mobilenetv2_035_rnnpool, ...; "
                                              "default: the one --weights was trained as)")
     p.add_argument("--weights", help="checkpoint from 'rnnpool train' (default: the model's initialisation under --seed)")
-    p.add_argument("--calib", help="calibration image or folder of images (required: like the images the model will see)")
+    p.add_argument("--calib", help="calibration image or folder of images (like the images the model will see; required "
+                                   "unless --weights come from a --qat run, which keep their ranges)")
     p.add_argument("--calibration", choices=["minmax", "percentile"], default="minmax",
                    help="activation ranges: min/max of the calibration images, or their percentiles (--percentile)")
     p.add_argument("--percentile", type=float, default=99.99, help="with --calibration percentile: keep this share")

@@ -68,12 +68,13 @@ def collate_skipping_bad(batch):
     return images, labels, len(batch) - len(good)
 
 
-def classification_transforms(input_size: int, train: bool, min_scale: float = 0.08) -> Callable:
-    """Random-resized crop (scale min_scale..1) + flip for training; resize 256/224 + centre crop for eval."""
-    normalize = T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+def classification_transforms(input_size: int, train: bool, min_scale: float = 0.08, normalize: bool = True) -> Callable:
+    """Random-resized crop (scale min_scale..1) + flip for training; resize 256/224 + centre crop for eval;
+    then ImageNet normalisation (``normalize`` False: the [0, 1] image, what an int8 program reads)."""
+    tail = [T.ToTensor()] + ([T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))] if normalize else [])
     if train:
-        return T.Compose([T.RandomResizedCrop(input_size, scale=(min_scale, 1.0)), T.RandomHorizontalFlip(), T.ToTensor(), normalize])
-    return T.Compose([T.Resize(int(round(input_size * 256 / 224))), T.CenterCrop(input_size), T.ToTensor(), normalize])
+        return T.Compose([T.RandomResizedCrop(input_size, scale=(min_scale, 1.0)), T.RandomHorizontalFlip(), *tail])
+    return T.Compose([T.Resize(int(round(input_size * 256 / 224))), T.CenterCrop(input_size), *tail])
 
 
 def _split_dir(root: Path, names: Sequence[str]) -> Path:

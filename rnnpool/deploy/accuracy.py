@@ -7,7 +7,7 @@ pixels). Nothing here needs the training engine.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from .export import image_tensor, load_image
 from .graph import build_graph, run_float
 from .int8_reference import dequantize, run_int8
 from .quantize import QuantizedGraph
+from ..errors import InvalidInputError
 
 
 def _flatten(maps, channels: int) -> torch.Tensor:
@@ -103,4 +104,22 @@ def int8_accuracy(model: FaceDetector, graph: QuantizedGraph, annotations: str, 
             "head_sqnr_db": float(np.mean(sqnr)), "tensor_sqnr_db": _sqnr_table(power, graph)}
 
 
-__all__ = ["int8_accuracy", "tensor_sqnr"]
+@torch.no_grad()
+def int8_top1(model: nn.Module, graph: QuantizedGraph, samples: Iterable[Tuple[np.ndarray, int]]) -> Dict[str, float]:
+    """Top-1 of a classifier in float and of its int8 reference ``graph`` on the same uint8 (H, W, 3) images
+    (at the graph's input size) with their labels, and how often the two predict the same class."""
+    model.eval()
+    float_graph = build_graph(model, graph.input_shape[1:])
+    counts = np.zeros(4, dtype=np.int64)  # images, float correct, int8 correct, same prediction
+    for image, label in samples:
+        float_class = int(run_float(float_graph, image_tensor(image)[None])[graph.logits].flatten().argmax())
+        int8_class = int(run_int8(graph, image)[graph.logits].reshape(-1).argmax())
+        counts += [1, float_class == label, int8_class == label, float_class == int8_class]
+    if counts[0] == 0:
+        raise InvalidInputError("int8_top1 needs at least one labelled image")
+    images = int(counts[0])
+    return {"images": images, "top1_fp32": counts[1] / images, "top1_int8": counts[2] / images,
+            "top1_drop": (counts[1] - counts[2]) / images, "agreement": counts[3] / images}
+
+
+__all__ = ["int8_accuracy", "int8_top1", "tensor_sqnr"]

@@ -18,6 +18,7 @@ from PIL import Image
 from ..models import create_model, model_info
 from ..models.checkpoint import create_model_from_checkpoint, load_weights
 from .codegen import MemoryPlan, generate_c
+from .fake_quant import checkpoint_ranges
 from .int8_reference import DetectionSettings, fnv1a, int8_detections, key_score, run_int8
 from .programs import ExportError, RamLimitError, build_stm32, measure_m4, parse_program_output, run_host, run_tool
 from .quantize import QuantizedGraph, quantize_model
@@ -157,17 +158,19 @@ def export_c(model_name: str, out_dir: Union[str, Path], weights: Optional[str] 
              cache_rows: bool = True, calib_limit: int = 32, timeout: float = 600, calibration: str = "minmax",
              percentile: float = 99.99) -> Dict:
     """Quantize ``model_name`` (calibrated on ``calib``: an image or a folder, by ``calibration`` "minmax" or
-    "percentile", see :func:`~rnnpool.deploy.quantize.calibrate`), write its C program to ``out_dir`` and, with
+    "percentile", see :func:`~rnnpool.deploy.quantize.calibrate`; ``weights`` of a quantization-aware run bring
+    the activation ranges it was fine-tuned with, and ``calib`` is then not used), write its C program to ``out_dir`` and, with
     ``run_image``, build and run it on ``target`` and check it against the int8 reference. Returns the report
     (memory, instructions, bit-exactness, outputs)."""
     if target not in TARGETS:
         raise InvalidInputError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
-    if calib is None:
+    kept = checkpoint_ranges(weights) if weights else None  # a QAT run's: the int8 model it was fine-tuned as
+    if calib is None and kept is None:
         raise InvalidInputError("int8 needs calibration images: give --calib IMAGE_OR_FOLDER (images like those the model will see)")
     model, described, (channels, height, width) = load_model(model_name, weights, seed, input_size)
-    files = image_files(calib, calib_limit)
+    files = image_files(calib, calib_limit) if kept is None else []
     graph = quantize_model(model, [image_tensor(load_image(f, channels, (height, width))) for f in files], (height, width),
-                           calibration, percentile)
+                           calibration, percentile, ranges=kept)
     budget = arena_budget(graph, ram_bytes, settings) if target == "cortex-m4" else None
     schedule = build_schedule(graph, cache_rows, budget)
     out = Path(out_dir)
@@ -176,8 +179,9 @@ def export_c(model_name: str, out_dir: Union[str, Path], weights: Optional[str] 
     report: Dict = {
         "model": model_name, "weights": described, "target": target, "task": graph.task,
         "input": {"height": height, "width": width, "channels": channels},
-        "calibration": {"source": str(calib), "images": len(files), "method": calibration,
-                        **({"percentile": percentile} if calibration == "percentile" else {})},
+        "calibration": ({"source": str(weights), "images": 0, "method": "qat"} if kept is not None else
+                        {"source": str(calib), "images": len(files), "method": calibration,
+                         **({"percentile": percentile} if calibration == "percentile" else {})}),
         "schedule": _schedule_summary(schedule, plan, graph),
         "predicted_ram": predict_ram(schedule, settings).as_dict(),
         "image_feed": "row by row from the camera (semihosting reads on the M4) into the first layer's ring; "

@@ -18,7 +18,7 @@ logits. Ops are in execution order and each reads tensors written before it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -33,6 +33,9 @@ from ..nn.l2norm import EPS as L2NORM_EPS
 from ..errors import InvalidInputError, UnsupportedError
 
 Shape = Tuple[int, int, int]  # (C, H, W)
+# (weight, bias) of a conv op recomputed from the model's live parameters, in the dtype asked for: what
+# quantization-aware training (rnnpool.deploy.fake_quant) differentiates through.
+Fold = Callable[[torch.dtype], Tuple[torch.Tensor, torch.Tensor]]
 # ImageNet normalisation of the classifiers' inputs (rnnpool.data.classification), folded into the first conv.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -53,10 +56,23 @@ class ConvOp:
     act: Optional[str] = None  # None | "relu" | "relu6"
     maxout: int = 1
     pad_value: Optional[torch.Tensor] = None
+    fold: Optional[Fold] = field(default=None, repr=False, compare=False)
 
     @property
     def kernel(self) -> int:
         return self.weight.shape[-1]
+
+    def live(self, dtype: torch.dtype = torch.float32) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(weight, bias) from the model's parameters now (differentiable), or the folded copies without a model."""
+        if self.fold is None:
+            return self.weight.to(dtype), self.bias.to(dtype)
+        return self.fold(dtype)
+
+    def refold(self, transform: Callable[[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Compose ``transform(weight, bias)`` (of the dtype's tensors) into the op's folding and refresh its copies."""
+        inner = self.fold or (lambda dtype: (self.weight.to(dtype), self.bias.to(dtype)))
+        self.fold = lambda dtype: transform(*inner(dtype))
+        self.weight, self.bias = _snapshot(self.fold)
 
     @property
     def depthwise(self) -> bool:
@@ -91,6 +107,13 @@ class RNNPoolOp:
     shift: torch.Tensor
     pad: Tuple[int, int] = (0, 0)
     pad_mode: str = "zero"
+    norm: Optional[nn.BatchNorm2d] = field(default=None, repr=False, compare=False)  # the BatchNorm of the affine
+
+    def live_affine(self, dtype: torch.dtype = torch.float32) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(scale, shift) from the model's BatchNorm now (differentiable), or the folded copies."""
+        if self.norm is None:
+            return self.scale.to(dtype), self.shift.to(dtype)
+        return bn_affine(self.norm, self.layer.out_channels, dtype)
 
 
 @dataclass
@@ -132,17 +155,29 @@ class Graph:
     task: str = "detection"
     layers: Dict[str, str] = field(default_factory=dict)  # tensor -> the model's module that computes it (reports)
 
+    def layer_of(self, tensor: str) -> str:
+        """The module path that computes ``tensor`` (the tensor's own name where unknown)."""
+        return self.layers.get(tensor, tensor)
+
     def producers(self) -> Dict[str, Op]:
         return {op.output: op for op in self.ops}
 
 
-def _fold_bn(conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d]) -> Tuple[torch.Tensor, torch.Tensor]:
-    weight = conv.weight.detach().double()
-    bias = conv.bias.detach().double() if conv.bias is not None else None
+def _snapshot(fold: Fold) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A fold's (weight, bias) now, as float64 copies detached from the model."""
+    with torch.no_grad():
+        return tuple(t.detach().clone() for t in fold(torch.float64))  # type: ignore[return-value]
+
+
+def _fold_bn(conv: nn.Conv2d, bn: Optional[nn.BatchNorm2d], dtype: torch.dtype = torch.float64) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Conv weight and bias with an eval-mode BatchNorm folded in, from the live parameters (differentiable
+    in the conv's and BN's weights; the running statistics are constants)."""
+    weight = conv.weight.to(dtype)
+    bias = conv.bias.to(dtype) if conv.bias is not None else torch.zeros(weight.shape[0], dtype=dtype, device=weight.device)
     if bn is None:
-        return weight, bias if bias is not None else torch.zeros(weight.shape[0], dtype=torch.float64)
-    bn64 = [t.detach().double() for t in (bn.running_mean, bn.running_var, bn.weight, bn.bias)]
-    return nn.utils.fuse_conv_bn_weights(weight, bias, *bn64[:2], bn.eps, *bn64[2:])
+        return weight, bias
+    scale, shift = bn_affine(bn, weight.shape[0], dtype)
+    return weight * scale[:, None, None, None], bias * scale + shift
 
 
 def _act_name(module: Optional[nn.Module]) -> Optional[str]:
@@ -155,11 +190,15 @@ def _act_name(module: Optional[nn.Module]) -> Optional[str]:
     raise UnsupportedError(f"int8 deployment supports ReLU and ReLU6 activations, not {type(module).__name__}")
 
 
-def _bn_affine(bn: Optional[nn.BatchNorm2d], channels: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def bn_affine(bn: Optional[nn.BatchNorm2d], channels: int, dtype: torch.dtype = torch.float64) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) of an eval-mode BatchNorm (identity for None), differentiable in its weight and bias."""
     if bn is None:
-        return torch.ones(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64)
-    scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
-    return scale, bn.bias.detach().double() - bn.running_mean.double() * scale
+        return torch.ones(channels, dtype=dtype), torch.zeros(channels, dtype=dtype)
+    device = bn.running_var.device
+    weight = bn.weight.to(dtype) if bn.weight is not None else torch.ones(channels, dtype=dtype, device=device)
+    bias = bn.bias.to(dtype) if bn.bias is not None else torch.zeros(channels, dtype=dtype, device=device)
+    scale = weight / torch.sqrt(bn.running_var.to(dtype) + bn.eps)
+    return scale, bias - bn.running_mean.to(dtype) * scale
 
 
 class _Builder:
@@ -190,8 +229,8 @@ class _Builder:
             raise UnsupportedError(f"int8 deployment supports square, undilated convolutions, got {conv}")
         if conv.groups not in (1, conv.in_channels) or (conv.groups > 1 and conv.out_channels != conv.in_channels):
             raise UnsupportedError(f"int8 deployment supports dense or depthwise convolutions, got {conv}")
-        weight, bias = _fold_bn(conv, bn)
-        return ConvOp(x, out, weight, bias, s[0], p[0], conv.groups, act, maxout)
+        fold = lambda dtype: _fold_bn(conv, bn, dtype)  # noqa: E731
+        return ConvOp(x, out, *_snapshot(fold), s[0], p[0], conv.groups, act, maxout, fold=fold)
 
     def module(self, m: nn.Module, x: str) -> str:
         if isinstance(m, ConvBNAct):
@@ -231,15 +270,16 @@ class _Builder:
             rest = rest[1:]
         bn = rest.pop(0) if rest and isinstance(rest[0], nn.BatchNorm2d) else None
         out = self.label(self.name(), layer)
-        self.ops.append(RNNPoolOp(x, out, layer, *_bn_affine(bn, layer.out_channels), pad, mode))
+        scale, shift = (t.detach().clone() for t in bn_affine(bn, layer.out_channels))
+        self.ops.append(RNNPoolOp(x, out, layer, scale, shift, pad, mode, norm=bn))
         return self.module(nn.Sequential(*rest), out) if rest else out
 
     def head(self, head: DetectionHead, x: str, index: int) -> Tuple[str, str]:
-        scale = None
+        norm = None
         if isinstance(head.norm, L2Norm):
             out = self.label(self.name(), head.norm)
             self.ops.append(L2NormOp(x, out))
-            x, scale = out, head.norm.weight.detach().double()
+            x, norm = out, head.norm
         outputs = []
         for branch, kind, maxout in ((head.conf, "conf", head.maxout_background), (head.loc, "loc", 1)):
             src = x
@@ -252,8 +292,8 @@ class _Builder:
                     src = self.label(ops[-1].output, block)
             ops.append(self.conv(final, None, None, src, f"head{index}_{kind}", maxout))
             self.label(ops[-1].output, final)
-            if scale is not None:  # L2Norm's weight scales the first conv's input channels
-                ops[0].weight = ops[0].weight * scale[None, :, None, None]
+            if norm is not None:  # L2Norm's weight scales the first conv's input channels
+                ops[0].refold(lambda w, b, norm=norm: (w * norm.weight.to(w.dtype)[None, :, None, None], b))
             self.ops += ops
             outputs.append(ops[-1].output)
         return outputs[0], outputs[1]
@@ -288,7 +328,8 @@ def build_graph(model: nn.Module, input_size: Optional[Tuple[int, int]] = None) 
         channels, (h, w) = 3, (size, size) if isinstance(size, int) else size
     else:
         raise UnsupportedError(f"int8 deployment supports the zoo's face detectors and classifiers, got {type(model).__name__}")
-    values = run_float(graph, torch.zeros(1, channels, h, w))
+    dtype = next(model.parameters()).dtype
+    values = run_float(graph, torch.zeros(1, channels, h, w, dtype=dtype))
     graph.shapes = {name: tuple(v.shape[1:]) for name, v in values.items()}
     graph.layers = {"image": "input", **builder.layers}
     return graph
@@ -312,20 +353,26 @@ def _classifier_graph(model: Classifier, builder: _Builder) -> Graph:
     linear = model.classifier
     if not isinstance(linear, nn.Linear):
         raise UnsupportedError("int8 classifiers end with one nn.Linear")
-    weight = linear.weight.detach().double()[:, :, None, None]
-    bias = linear.bias.detach().double() if linear.bias is not None else torch.zeros(weight.shape[0], dtype=torch.float64)
-    builder.ops.append(ConvOp(x, builder.label("logits", linear), weight, bias, 1, 0, 1))
+
+    def fold(dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+        weight = linear.weight.to(dtype)[:, :, None, None]
+        bias = linear.bias.to(dtype) if linear.bias is not None else torch.zeros(weight.shape[0], dtype=dtype, device=weight.device)
+        return weight, bias
+
+    builder.ops.append(ConvOp(x, builder.label("logits", linear), *_snapshot(fold), 1, 0, 1, fold=fold))
     return Graph("image", builder.ops, logits="logits", task="classification")
 
 
 def _fold_normalisation(conv: ConvOp) -> None:
     """Fold (x - mean) / std into the first conv, which then reads the [0, 1] image; padding reads the mean,
     so the border pixels see what the normalised model's zero padding gives."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float64)
-    conv.bias = conv.bias - (conv.weight * (mean / std)[None, :, None, None]).sum((1, 2, 3))
-    conv.weight = conv.weight / std[None, :, None, None]
-    conv.pad_value = mean
+    def normalise(weight: torch.Tensor, bias: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        mean = torch.tensor(IMAGENET_MEAN, dtype=weight.dtype, device=weight.device)
+        std = torch.tensor(IMAGENET_STD, dtype=weight.dtype, device=weight.device)
+        return weight / std[None, :, None, None], bias - (weight * (mean / std)[None, :, None, None]).sum((1, 2, 3))
+
+    conv.refold(normalise)
+    conv.pad_value = torch.tensor(IMAGENET_MEAN, dtype=torch.float64)
 
 
 def conv_float(op: ConvOp, x: torch.Tensor) -> torch.Tensor:
@@ -360,7 +407,7 @@ def l2norm_float(op: L2NormOp, x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def run_float(graph: Graph, images: torch.Tensor) -> Dict[str, torch.Tensor]:
     """Every named tensor of the graph for a float (N, C, H, W) batch of images in [0, 1]."""
-    values = {graph.input: images.float()}
+    values = {graph.input: images if images.is_floating_point() else images.float()}
     for op in graph.ops:
         x = values[op.input]
         if isinstance(op, ConvOp):
@@ -380,5 +427,5 @@ def run_float(graph: Graph, images: torch.Tensor) -> Dict[str, torch.Tensor]:
     return values
 
 
-__all__ = ["AvgPoolOp", "ConvOp", "Graph", "Head", "L2NormOp", "MBConvOp", "Op", "RNNPoolOp", "build_graph",
+__all__ = ["AvgPoolOp", "bn_affine", "ConvOp", "Graph", "Head", "L2NormOp", "MBConvOp", "Op", "RNNPoolOp", "build_graph",
            "conv_float", "l2norm_float", "rnnpool_float", "run_float"]

@@ -233,6 +233,16 @@ def _check_accumulator(name: str, bias: np.ndarray, terms: int) -> None:
                                 f"({terms} products); its input range is too narrow for its bias")
 
 
+def activation_bounds(act: Optional[str], output: QTensor) -> Tuple[int, int]:
+    """The int8 clamp of a conv's output that applies its activation (None, "relu" or "relu6")."""
+    low, high = -128, 127
+    if act in ("relu", "relu6"):
+        low = max(-128, output.zero_point)
+    if act == "relu6":
+        high = min(127, output.zero_point + int(round(6.0 / output.scale)))
+    return low, high
+
+
 def _quantize_conv(op: ConvOp, tensors: Dict[str, QTensor], high_word: bool = True) -> QConv:
     x, y = tensors[op.input], tensors[op.output]
     scales = _weight_scales(op.weight)
@@ -240,11 +250,7 @@ def _quantize_conv(op: ConvOp, tensors: Dict[str, QTensor], high_word: bool = Tr
     bias = np.round(op.bias.numpy() / (x.scale * scales))
     _check_accumulator(op.output, bias, int(np.prod(weight.shape[1:])))
     mult, shift = _multipliers(x.scale * scales / y.scale, high_word)
-    act_min, act_max = -128, 127
-    if op.act in ("relu", "relu6"):
-        act_min = max(-128, y.zero_point)
-    if op.act == "relu6":
-        act_max = min(127, y.zero_point + int(round(6.0 / y.scale)))
+    act_min, act_max = activation_bounds(op.act, y)
     pad_values = None
     if op.pad_value is not None:
         pad_values = np.clip(np.round(op.pad_value.numpy() / x.scale) + x.zero_point, -128, 127).astype(np.int8)
@@ -298,13 +304,18 @@ def _quantize_cell(cell, input_scale: float, input_zero_point: int, name: str) -
                      build_lut(NONLINEARITY_FUNCTIONS[cell.update_nonlinearity]))
 
 
+def rnnpool_output_shift(peak: float) -> int:
+    """Bits of the fixed-point output affine of an RNNPool whose largest real multiplier is ``peak``."""
+    return min(40, 30 - max(0, math.ceil(math.log2(max(peak, 1e-30)))))
+
+
 def _quantize_rnnpool(op: RNNPoolOp, tensors: Dict[str, QTensor]) -> QRNNPool:
     x, y = tensors[op.input], tensors[op.output]
     layer = op.layer
     rnn1 = _quantize_cell(layer.rnn1, x.scale, x.zero_point, f"{op.output} RNN1")
     rnn2 = _quantize_cell(layer.rnn2, 2.0**-STATE_BITS, 0, f"{op.output} RNN2")
     real = op.scale.numpy() / (y.scale * 2**STATE_BITS)
-    shift = min(40, 30 - max(0, math.ceil(math.log2(max(np.abs(real).max(), 1e-30)))))
+    shift = rnnpool_output_shift(float(np.abs(real).max()))
     mult = np.round(real * 2**shift).astype(np.int64)
     bias = np.round(op.shift.numpy() / y.scale * 2**shift).astype(np.int64)
     return QRNNPool(op.input, op.output, layer.patch_size, layer.stride, layer.padding, rnn1, rnn2, mult, bias, shift,
@@ -396,6 +407,22 @@ def _key_bits(heads: List[Head], tensors: Dict[str, QTensor]) -> int:
     return bits
 
 
+def tensor_quantization(graph: Graph, ranges: Dict[str, Tuple[float, float]],
+                        input_quantization: Tuple[float, int] = (INPUT_SCALE, INPUT_ZERO_POINT)) -> Dict[str, QTensor]:
+    """Every tensor's int8 (scale, zero point): from its range, except the image (``input_quantization``) and
+    the L2Norm outputs (unit vectors: a fixed 1/127). A range missing for a tensor is an error naming it."""
+    missing = [name for name in graph.shapes if name not in ranges and name != graph.input]
+    if missing:
+        raise InvalidInputError(f"no activation range for {', '.join(graph.layer_of(n) for n in missing[:5])}"
+                                f"{' ...' if len(missing) > 5 else ''}: the ranges are for another model")
+    tensors = {name: QTensor(shape, *(input_quantization if name == graph.input else activation_params(*ranges[name])))
+               for name, shape in graph.shapes.items()}
+    for op in graph.ops:
+        if isinstance(op, L2NormOp):  # unit vectors: a fixed quantization, no calibration
+            tensors[op.output] = QTensor(graph.shapes[op.output], L2NORM_SCALE, 0)
+    return tensors
+
+
 def quantize_graph(graph: Graph, ranges: Dict[str, Tuple[float, float]],
                    input_quantization: Tuple[float, int] = (INPUT_SCALE, INPUT_ZERO_POINT),
                    high_word_multipliers: bool = True) -> QuantizedGraph:
@@ -404,11 +431,7 @@ def quantize_graph(graph: Graph, ranges: Dict[str, Tuple[float, float]],
     ``high_word_multipliers``: convolutions requantize with shift 32 where the multiplier allows it
     (:func:`~rnnpool.deploy.fixedpoint.quantize_multiplier_high_word`, the fast form on the M4); False keeps
     every multiplier normalized (the general form, which the kernel tests also cover)."""
-    tensors = {name: QTensor(shape, *activation_params(*ranges[name])) for name, shape in graph.shapes.items()}
-    tensors[graph.input] = QTensor(graph.shapes[graph.input], *input_quantization)
-    for op in graph.ops:
-        if isinstance(op, L2NormOp):  # unit vectors: a fixed quantization, no calibration
-            tensors[op.output] = QTensor(graph.shapes[op.output], L2NORM_SCALE, 0)
+    tensors = tensor_quantization(graph, ranges, input_quantization)
     ops: List[QOp] = []
     for op in graph.ops:
         if isinstance(op, ConvOp):
@@ -428,14 +451,18 @@ def quantize_graph(graph: Graph, ranges: Dict[str, Tuple[float, float]],
 
 
 def quantize_model(model, calibration_images: Iterable[torch.Tensor], input_size: Optional[Tuple[int, int]] = None,
-                   calibration: str = "minmax", percentile: float = 99.99) -> QuantizedGraph:
+                   calibration: str = "minmax", percentile: float = 99.99,
+                   ranges: Optional[Dict[str, Tuple[float, float]]] = None) -> QuantizedGraph:
     """Build, calibrate and quantize a face detector or classifier in one call (the model is put in eval mode);
-    ``calibration`` and ``percentile`` as in :func:`calibrate`."""
+    ``calibration`` and ``percentile`` as in :func:`calibrate`. ``ranges`` (those a quantization-aware
+    fine-tuning kept, see :mod:`rnnpool.deploy.fake_quant`) replace the calibration; the images are then unused."""
     model.eval()
     graph = build_graph(model, input_size)
-    return quantize_graph(graph, calibrate(graph, calibration_images, method=calibration, percentile=percentile))
+    if ranges is None:
+        ranges = calibrate(graph, calibration_images, method=calibration, percentile=percentile)
+    return quantize_graph(graph, ranges)
 
 
 __all__ = ["INPUT_SCALE", "INPUT_ZERO_POINT", "L2NORM_BITS", "L2NORM_SCALE", "QAdd", "QAvgPool", "QConv", "QFastGRNN", "QL2Norm",
-           "QMBConv", "QOp", "QRNNPool", "QTensor", "QuantizationError", "QuantizedGraph", "activation_params",
-           "calibrate", "quantize_graph", "quantize_model"]
+           "QMBConv", "QOp", "QRNNPool", "QTensor", "QuantizationError", "QuantizedGraph", "activation_bounds", "activation_params",
+           "calibrate", "quantize_graph", "quantize_model", "rnnpool_output_shift", "tensor_quantization"]

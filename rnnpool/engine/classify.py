@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data import build_classification_data, collate_skipping_bad
+from ..data.classification import ImageClassFolder, classification_transforms
 from ..models import create_model, is_fitted_file, is_zoo_name, model_info
 from ..models.checkpoint import CheckpointError, checked_model_name, checkpoint_config, load_weights
 from ..errors import InvalidInputError, UnsupportedError
@@ -24,6 +25,7 @@ from .checkpoint import load_checkpoint, model_state
 from .config import ClassifyConfig
 from .distill import distillation_loss
 from .loop import RunBook, prepare_training, setup_device
+from .qat import RANGES_KEY, qat_model
 
 
 @torch.no_grad()
@@ -88,6 +90,14 @@ def trained_classifier(name: str, weights: str, num_classes: int, input_size: in
     return model
 
 
+def _calibration_images(train_set, count: int, input_size: int) -> List[torch.Tensor]:
+    """``count`` training images spread over the classes, resized and centre-cropped as for evaluation, in [0, 1]."""
+    plain = ImageClassFolder(train_set.root, classification_transforms(input_size, False, normalize=False), train_set.classes,
+                             skip_bad=True)
+    picks = torch.linspace(0, len(plain) - 1, min(count, len(plain))).round().long().unique().tolist()
+    return [item[0] for item in (plain[i] for i in picks) if item is not None]
+
+
 def _rnn_parameters(model: nn.Module) -> List[nn.Parameter]:
     return [p for m in model.modules() if isinstance(m, RNNPool2d) for p in m.parameters() if p.requires_grad]
 
@@ -98,14 +108,21 @@ def train_classifier(cfg: ClassifyConfig) -> Dict[str, Any]:
     train_set, val_set = build_classification_data(cfg.data, cfg.input_size, cfg.layout, cfg.skip_bad, cfg.min_scale)
     num_classes = len(train_set.classes)
     torch.manual_seed(cfg.seed)
-    model = build_classifier(cfg.model, num_classes, cfg.input_size, cfg.model_kwargs).to(device)
+    model = build_classifier(cfg.model, num_classes, cfg.input_size, cfg.model_kwargs)
+    if cfg.weights:
+        load_weights(model, cfg.weights, cfg.model if is_zoo_name(cfg.model) else None)
+    model = model.to(device)
+    trained, extra = model, {}  # what the steps run: the model, or (QAT) the model as its int8 program computes
+    if cfg.qat:
+        trained, extra[RANGES_KEY] = qat_model(cfg, model, _calibration_images(train_set, cfg.qat_calibration, cfg.input_size),
+                                               (cfg.input_size, cfg.input_size))
     teacher = None
     if cfg.teacher:  # knowledge distillation from a trained model (e.g. the original of a fitted one)
         teacher = trained_classifier(cfg.teacher, cfg.teacher_weights, num_classes, cfg.input_size).to(device).eval()
         teacher.requires_grad_(False)
     # a fitted model's checkpoints carry the model itself, so eval and profile take them without its .pt
     carried = {"fitted_model": model, "input_shape": [3, cfg.input_size, cfg.input_size]} if is_fitted_file(cfg.model) else {}
-    parts = prepare_training(cfg, model, train_set, collate_skipping_bad, device, distributed)
+    parts = prepare_training(cfg, trained, train_set, collate_skipping_bad, device, distributed)
     val_loader = DataLoader(val_set, cfg.batch_size, sampler=dist.ShardSampler(len(val_set)), num_workers=cfg.workers,
                             collate_fn=collate_skipping_bad)
     book = RunBook(cfg, {"classes": train_set.classes}, [("train_loss", "val_loss"), ("train_top1", "val_top1")])
@@ -140,14 +157,14 @@ def train_classifier(cfg: ClassifyConfig) -> Dict[str, Any]:
                     shown["gpu_mem"] = f"{torch.cuda.memory_allocated(device) / 2**30:.2f}G"
                 bar.set_postfix(**shown)
             totals = dist.all_reduce_sum(totals)
-            val = evaluate_classifier(model, val_loader, num_classes, device)
+            val = evaluate_classifier(trained, val_loader, num_classes, device)
             seen = max(totals[2].item(), 1)
             metrics = {"epoch": epoch + 1, "lr": parts.optimizer.param_groups[0]["lr"], "train_loss": totals[0].item() / seen,
                        "train_top1": totals[1].item() / seen, "val_loss": val["loss"], "val_top1": val["top1"],
                        "skipped": int(totals[3].item()), "seconds": round(time.time() - start, 2)}
             book.end_epoch(epoch, metrics, val["top1"], model, parts.optimizer, parts.scheduler, parts.scaler,
-                           {"classes": train_set.classes, **carried})
-    final = evaluate_classifier(model, val_loader, num_classes, device)
+                           {"classes": train_set.classes, **carried, **extra})
+    final = evaluate_classifier(trained, val_loader, num_classes, device)
     if book.run is not None:
         print(f"top-1 {final['top1']:.4f} on {final['samples']} images; per class: "
               + ", ".join(f"{c} {a:.3f}" for c, a in zip(train_set.classes, final["per_class"])), flush=True)

@@ -35,6 +35,9 @@ class TrainConfig:
     max_steps: int = 0  # cap on steps per epoch (0: all)
     stop_epoch: int = 0  # stop after this epoch (0: at ``epochs``); the schedule still spans ``epochs``
     deterministic: bool = False  # deterministic CUDA kernels (bit-exact reruns and resumes on GPUs; CPU runs are already)
+    weights: Optional[str] = None  # start from these trained weights (a checkpoint of this model)
+    qat: bool = False  # quantization-aware fine-tuning of ``weights`` (rnnpool.deploy.fake_quant)
+    qat_calibration: int = 32  # training images that fix the activation ranges of a QAT run
 
     def __post_init__(self) -> None:
         from ..models import is_fitted_file, is_zoo_name, model_info  # (here: the CLI reads these defaults without torch)
@@ -47,6 +50,12 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "input_size"):
             if getattr(self, name) <= 0:
                 raise InvalidInputError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.qat and not self.weights:
+            raise InvalidInputError("--qat fine-tunes a trained model: give its --weights (a float checkpoint)")
+        if self.weights and not Path(self.weights).is_file():
+            raise InvalidInputError(f"weights {self.weights} do not exist")
+        if self.qat_calibration <= 0:
+            raise InvalidInputError(f"qat_calibration must be positive, got {self.qat_calibration}")
         if self.lr <= 0 or self.warmup_epochs < 0 or self.max_steps < 0 or self.stop_epoch < 0:
             raise InvalidInputError(f"need lr > 0 and warmup_epochs, max_steps, stop_epoch >= 0; got lr={self.lr}, "
                              f"warmup_epochs={self.warmup_epochs}, max_steps={self.max_steps}, stop_epoch={self.stop_epoch}")

@@ -24,6 +24,8 @@ from . import distributed as dist
 from ..models.checkpoint import checkpoint_model, load_weights
 from .config import DetectConfig
 from .loop import RunBook, prepare_training, resolve_device, setup_device
+from .qat import RANGES_KEY, qat_model
+from ..deploy.export import image_tensor, load_image
 from .s3fd import EncodeTargets, S3FD
 from ..metrics.widerface import evaluate_widerface, load_widerface_mat, plot_pr, truth_from_boxes
 from ..errors import InvalidInputError
@@ -78,16 +80,26 @@ def evaluate_detector(model: S3FD, annotations: str, image_root: Optional[str] =
 
 
 def train_detector(cfg: DetectConfig) -> Dict[str, Any]:
-    """Train a face detector; returns the last metrics and the run folder."""
+    """Train a face detector (from ``cfg.weights`` if given; with ``cfg.qat``, quantization-aware: the steps and
+    the validation run the int8 program's arithmetic, see :mod:`rnnpool.engine.qat`); returns the last metrics
+    and the run folder."""
     device, distributed = setup_device(cfg.device, cfg.deterministic)
     torch.manual_seed(cfg.seed)
-    model = build_detector(cfg.model, device=device)
+    model = build_detector(cfg.model, cfg.weights, device=device)
     annotations = load_face_annotations(cfg.train, cfg.image_root, cfg.skip_bad)
     if annotations.problems and dist.is_main():
         print(f"--skip-bad dropped {len(annotations.problems)} boxes/images (listed in config.yaml):", *annotations.problems[:5], sep="\n  ")
+    carried: Dict[str, Any] = {"model_name": cfg.model}
+    trained = model  # what the steps run: the model, or (QAT) the model as its int8 program computes
+    if cfg.qat:
+        detector = model.detector
+        calibration = [image_tensor(load_image(r.path, detector.in_channels, detector.input_size))
+                       for r in annotations.records[: cfg.qat_calibration]]
+        fake_quant, carried[RANGES_KEY] = qat_model(cfg, detector, calibration, detector.input_size)
+        trained = S3FD(fake_quant)
     train_set = FaceDataset(annotations, detection_transforms(cfg.input_size, True, model.detector.in_channels))
-    collate = EncodeTargets(model.anchors_for(cfg.input_size, cfg.input_size), collate_detection)  # matching runs in the workers
-    parts = prepare_training(cfg, model, train_set, collate, device, distributed)
+    collate = EncodeTargets(trained.anchors_for(cfg.input_size, cfg.input_size), collate_detection)  # matching runs in the workers
+    parts = prepare_training(cfg, trained, train_set, collate, device, distributed)
     book = RunBook(cfg, {"skipped_boxes": annotations.problems}, [("loss_conf", "loss_loc"), ("val_ap", "val_ap_le3")])
     book.resume(model, parts.optimizer, parts.scheduler, parts.scaler)
     end_epoch = cfg.end_epoch()
@@ -111,13 +123,13 @@ def train_detector(cfg: DetectConfig) -> Dict[str, Any]:
                        "seconds": 0.0}
             last = epoch + 1 == end_epoch
             if cfg.val and dist.is_main() and ((epoch + 1) % cfg.eval_period == 0 or last):
-                model.eval()
+                trained.eval()
                 pr = str(book.run / "pr.png") if book.run is not None else None
-                val = evaluate_detector(model, cfg.val, cfg.image_root, cfg.eval_scales, skip_bad=cfg.skip_bad, pr_plot=pr)
+                val = evaluate_detector(trained, cfg.val, cfg.image_root, cfg.eval_scales, skip_bad=cfg.skip_bad, pr_plot=pr)
                 metrics["val_ap"], metrics["val_ap_le3"] = val["ap"], val["ap_le3"]
             metrics["seconds"] = round(time.time() - start, 2)
             score = -metrics["loss_conf"] - metrics["loss_loc"] if math.isnan(metrics["val_ap"]) else metrics["val_ap"]
-            book.end_epoch(epoch, metrics, score, model, parts.optimizer, parts.scheduler, parts.scaler, {"model_name": cfg.model})
+            book.end_epoch(epoch, metrics, score, model, parts.optimizer, parts.scheduler, parts.scaler, carried)
     return {"run": str(book.run) if book.run else None, "last_epoch": metrics, "best": book.best}
 
 
