@@ -440,6 +440,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", help="distil from this model (zoo name, torchvision:NAME or fitted .pt), e.g. the original "
                                      "of a fitted model")
     p.add_argument("--teacher-weights", dest="teacher_weights", metavar="CKPT", help="the teacher's trained weights")
+    p.add_argument("--bn-momentum", dest="bn_momentum", type=float,
+                   help="every BatchNorm's momentum (default: the model's own; torchvision's MobileNetV3 has 0.01, whose "
+                        "running statistics lag a short run's weights)")
     p.add_argument("--distill-temperature", dest="distill_temperature", type=float, default=classify["distill_temperature"])
     p.add_argument("--distill-weight", dest="distill_weight", type=float, default=classify["distill_weight"],
                    help="share of the distillation term in the loss")

@@ -111,6 +111,10 @@ def train_classifier(cfg: ClassifyConfig) -> Dict[str, Any]:
     model = build_classifier(cfg.model, num_classes, cfg.input_size, cfg.model_kwargs)
     if cfg.weights:
         load_weights(model, cfg.weights, cfg.model if is_zoo_name(cfg.model) else None)
+    if cfg.bn_momentum is not None:  # e.g. torchvision's MobileNetV3 (0.01): its statistics lag a short run's weights
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = cfg.bn_momentum
     model = model.to(device)
     trained, extra = model, {}  # what the steps run: the model, or (QAT) the model as its int8 program computes
     if cfg.qat:

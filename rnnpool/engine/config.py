@@ -82,11 +82,14 @@ class ClassifyConfig(TrainConfig):
     teacher_weights: Optional[str] = None  # ... with these trained weights
     distill_temperature: float = 4.0
     distill_weight: float = 0.5  # share of the distillation term in the loss (the rest: the labels')
+    bn_momentum: Optional[float] = None  # every BatchNorm's running-statistics momentum (None: the model's own)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if (self.teacher is None) != (self.teacher_weights is None):
             raise InvalidInputError("distillation needs both teacher and teacher_weights (a trained teacher)")
+        if self.bn_momentum is not None and not 0 < self.bn_momentum <= 1:
+            raise InvalidInputError(f"bn_momentum must be in (0, 1], got {self.bn_momentum}")
         if self.distill_temperature <= 0 or not 0 <= self.distill_weight <= 1:
             raise InvalidInputError(f"need distill_temperature > 0 and 0 <= distill_weight <= 1, got "
                                     f"{self.distill_temperature} and {self.distill_weight}")

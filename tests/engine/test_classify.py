@@ -12,6 +12,7 @@ from rnnpool.cli import main
 from rnnpool.data import BadSampleError
 from rnnpool.engine import ClassifyConfig, evaluate_checkpoint, train_classifier
 from rnnpool.engine.checkpoint import load_checkpoint
+from rnnpool.errors import InvalidInputError
 from rnnpool.models.checkpoint import CheckpointError
 from rnnpool.nn import RNNPool2d
 
@@ -245,3 +246,16 @@ def test_fitted_model_trains_by_distillation_and_evaluates(color_data, tmp_path,
     assert json.loads(capsys.readouterr().out)["input"] == [1, 3, 32, 32]
     with pytest.raises(SystemExit, match="distillation needs both teacher and teacher_weights"):
         main(["train", "classify", "--model", str(fitted), *common, "--teacher", "mobilenetv2_035"])
+
+
+def test_bn_momentum_sets_every_batchnorm(color_data, tmp_path):
+    """--bn-momentum replaces the model's own: at ~0 the running statistics stay at their initial 0 / 1."""
+    common = dict(data=str(color_data), epochs=1, max_steps=2, project=str(tmp_path), **SMALL)
+    for name, momentum in (("frozen", 1e-12), ("default", None)):
+        train_classifier(ClassifyConfig(name=name, bn_momentum=momentum, **common))
+    frozen, default = (torch.load(tmp_path / n / "weights" / "last.pt", weights_only=False)["model"] for n in ("frozen", "default"))
+    means = [k for k in frozen if k.endswith("running_mean")]
+    assert means and all(frozen[k].abs().max() < 1e-9 for k in means)
+    assert any(default[k].abs().max() > 1e-3 for k in means)
+    with pytest.raises(InvalidInputError, match="bn_momentum must be in"):
+        ClassifyConfig(name="x", bn_momentum=0.0, **common)
