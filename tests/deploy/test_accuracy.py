@@ -90,3 +90,23 @@ def test_tensor_sqnr_names_every_map_and_equals_a_direct_computation():
         signal, noise = signal + (f**2).sum(), noise + ((f - q) ** 2).sum()
     assert table["heads.0.conf"] == pytest.approx(10 * np.log10(signal / noise), abs=1e-6)
     assert 10 < table["heads.0.conf"] < 60  # int8: tens of dB, neither exact nor noise
+
+
+def test_int8_top1_counts_what_the_model_and_the_integer_reference_predict():
+    """The float top-1 against the classifier's own forward on normalised input (not the deploy graph), the int8
+    top-1 against run_int8's argmax."""
+    from rnnpool.deploy.accuracy import int8_top1
+    from rnnpool.deploy.int8_reference import run_int8
+
+    model = live_model("mobilenetv2_035_rnnpool", input_size=64)
+    images = smooth_images(input_shape(model), 8, seed=3)
+    graph = quantize_model(model, images[:4], (64, 64))
+    mean, std = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    with torch.no_grad():
+        float_classes = [int(model(((i - mean) / std)[None]).argmax()) for i in images]
+    int8_classes = [int(run_int8(graph, to_uint8(i))["logits"].reshape(-1).argmax()) for i in images]
+    labels = float_classes[:4] + [(c + 1) % 1000 for c in float_classes[4:]]  # half right for the float model
+    result = int8_top1(model, graph, [(to_uint8(i), label) for i, label in zip(images, labels)])
+    assert result["images"] == 8 and result["top1_fp32"] == 0.5
+    assert result["top1_int8"] == np.mean([c == label for c, label in zip(int8_classes, labels)])
+    assert result["agreement"] == np.mean([a == b for a, b in zip(float_classes, int8_classes)])
