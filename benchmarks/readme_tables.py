@@ -226,14 +226,16 @@ def fit_models_table(data: Dict) -> str:
 def int8_classifier_table(data: Dict) -> str:
     args = data["args"]
     target = data["target_drop"]
-    lines = ["| int8 model | float top-1 | int8 top-1 (integer reference) | drop (points) | same class as float |", "|---|---|---|---|---|"]
+    lines = ["| int8 model | its weights in float: top-1 | int8 top-1 (integer reference) | drop from the float model (points) "
+             "| same class as its float weights |", "|---|---|---|---|---|"]
     for r in data["results"]:
         met = "met" if r["drop_from_float"] <= target else "not met"
         lines.append(f"| {r['model']}, {r['quantization']} | {100 * r['top1_fp32']:.2f}% | {100 * r['top1_int8']:.2f}% "
                      f"| {100 * r['drop_from_float']:+.2f} ({met}) | {100 * r['agreement']:.1f}% |")
     images = data["results"][0]["images"] if data["results"] else 0
     lines += ["", f"CIFAR-10 at {args['input_size']}x{args['input_size']}: {args['epochs']} float epochs on {args['per_class']} training "
-                  f"images per class, then {args['qat_epochs']} quantization-aware epochs (lr {args['qat_lr']}); top-1 on {images:,} "
+                  f"images per class (the float model: the post-training row's float weights), then {args['qat_epochs']} "
+                  f"quantization-aware epochs (lr {args['qat_lr']}) from it; top-1 on {images:,} "
                   f"test images ({args['test_per_class']} per class) as uint8 pixels; post-training quantization calibrated "
                   f"({args['calibration']}) on 32 training images. Target: a drop of at most {100 * target:.1f} points. "
                   f"Measured by `{data['command']}` ({data['date']}, {data['processor']})."]
