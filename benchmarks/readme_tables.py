@@ -252,6 +252,7 @@ def fit_train_table(data: Dict) -> str:
                   f"to {data['budget_bytes'] / 1024:.1f} KiB (its peak / {args['ram_divisor']:g}): {fitted['replaced']} -> RNNPool "
                   f"{fitted['patch']}/{fitted['stride']}, h {fitted['hidden_row']}/{fitted['hidden_summary']}. One recipe for the "
                   f"three: {args['epochs']} epochs, batch {args['batch_size']}, SGD lr {args['lr']} (1 warm-up epoch, cosine), "
+                  f"BatchNorm momentum {args.get('bn_momentum')}, "
                   f"{args['per_class']} CIFAR-10 training images per class, top-1 on {data['results'][0]['test_images']:,} test "
                   f"images; the distilled run learns from the trained original (KL on softened logits + labels). "
                   f"Measured by `{data['command']}` ({data['date']}, {data['processor']})."]
