@@ -328,8 +328,7 @@ def build_graph(model: nn.Module, input_size: Optional[Tuple[int, int]] = None) 
         channels, (h, w) = 3, (size, size) if isinstance(size, int) else size
     else:
         raise UnsupportedError(f"int8 deployment supports the zoo's face detectors and classifiers, got {type(model).__name__}")
-    dtype = next(model.parameters()).dtype
-    values = run_float(graph, torch.zeros(1, channels, h, w, dtype=dtype))
+    values = run_float(graph, torch.zeros(1, channels, h, w))
     graph.shapes = {name: tuple(v.shape[1:]) for name, v in values.items()}
     graph.layers = {"image": "input", **builder.layers}
     return graph
@@ -406,8 +405,10 @@ def l2norm_float(op: L2NormOp, x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def run_float(graph: Graph, images: torch.Tensor) -> Dict[str, torch.Tensor]:
-    """Every named tensor of the graph for a float (N, C, H, W) batch of images in [0, 1]."""
-    values = {graph.input: images if images.is_floating_point() else images.float()}
+    """Every named tensor of the graph for a float (N, C, H, W) batch of images in [0, 1], computed in the dtype
+    of the graph's RNNPool layers (float32 without one; the convs take any)."""
+    dtype = next((op.layer.rnn1.w1.dtype for op in graph.ops if isinstance(op, RNNPoolOp)), torch.float32)
+    values = {graph.input: images.to(dtype)}
     for op in graph.ops:
         x = values[op.input]
         if isinstance(op, ConvOp):
