@@ -32,9 +32,10 @@ from ..nn.activations import apply_nonlinearity
 from .fixedpoint import INT16_MAX, INT16_MIN, LUT_SHIFT, NONLINEARITY_FUNCTIONS, PRE_BITS, STATE_BITS, build_lut
 from ..nn.blocks import ConvBNAct
 from .graph import IMAGENET_MEAN, IMAGENET_STD, AvgPoolOp, ConvOp, Graph, L2NormOp, MBConvOp, Op, RNNPoolOp, bn_affine, build_graph
-from .quantize import INPUT_ZERO_POINT, QTensor, activation_bounds, calibrate, rnnpool_output_shift, tensor_quantization
+from .quantize import (INPUT_ZERO_POINT, QTensor, activation_bounds, calibrate, pow2_exponents, rnnpool_output_shift,
+                       tensor_quantization, weight_scales)
 
-ONE, HALF = float(1 << STATE_BITS), float(1 << (STATE_BITS - 1))
+ONE = float(1 << STATE_BITS)  # 1.0 in Q14
 
 
 def _straight_through(x: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
@@ -52,16 +53,9 @@ def round_half_even(x: torch.Tensor) -> torch.Tensor:
     return _straight_through(x, torch.round(x))
 
 
-def _pow2_exponents(matrix: torch.Tensor) -> torch.Tensor:
-    """Per row, the e of :func:`~.quantize._pow2_rows`: the largest power of two keeping the row within 127."""
-    peak = matrix.detach().abs().amax(1).double()
-    exps = torch.where(peak > 0, torch.floor(torch.log2(127.0 / peak.clamp(min=1e-30))), torch.zeros_like(peak))
-    return exps.clamp(max=30).to(matrix.dtype)
-
-
 def _pow2_rows(matrix: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """(integer-valued rows, exponents e): row ~ row_int * 2^-e, differentiable in the rows."""
-    exps = _pow2_exponents(matrix)
+    exps = pow2_exponents(matrix).to(matrix.dtype)
     return round_half_even(matrix * torch.exp2(exps)[:, None]).clamp(-127, 127), exps
 
 
@@ -79,7 +73,7 @@ class _FakeCell:
         self.delta = round_half_even(cell.bias_update * 2**PRE_BITS) - self.bias_gate
         self.zeta = round_half_even(torch.sigmoid(cell.zeta.to(dtype)) * ONE)
         self.nu = round_half_even(torch.sigmoid(cell.nu.to(dtype)) * ONE)
-        self.tables = [torch.from_numpy(build_lut(NONLINEARITY_FUNCTIONS[name]).astype(np.float64)).to(dtype)
+        self.tables = [torch.from_numpy(build_lut(NONLINEARITY_FUNCTIONS[name]).astype(np.float64)).to(cell.w1.device, dtype)
                        for name in (cell.gate_nonlinearity, cell.update_nonlinearity)]
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
@@ -88,7 +82,7 @@ class _FakeCell:
 
     def _lookup(self, which: int, pre: torch.Tensor) -> torch.Tensor:
         """The table's Q14 value at Q12 ``pre`` forward; the function it samples backward."""
-        table = self.tables[which].to(pre.device)
+        table = self.tables[which]
         index = torch.div(pre.detach().clamp(INT16_MIN, INT16_MAX) - INT16_MIN, 1 << LUT_SHIFT, rounding_mode="floor").long()
         name = self.cell.gate_nonlinearity if which == 0 else self.cell.update_nonlinearity
         smooth = apply_nonlinearity(pre / 2**PRE_BITS, name) * ONE
@@ -153,8 +147,7 @@ class FakeQuantModel(nn.Module):
     def _conv(self, op: ConvOp, x: torch.Tensor) -> torch.Tensor:
         sx = self.quantization[op.input].scale
         weight, bias = op.live(x.dtype)
-        peak = weight.detach().abs().reshape(weight.shape[0], -1).amax(1)
-        w_scale = torch.where(peak > 0, peak / 127.0, torch.ones_like(peak))
+        w_scale = weight_scales(weight)
         weight = round_half_even(weight / w_scale[:, None, None, None]).clamp(-127, 127) * w_scale[:, None, None, None]
         bias = round_half_even(bias / (sx * w_scale)) * (sx * w_scale)
         padding = op.padding

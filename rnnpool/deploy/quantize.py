@@ -209,10 +209,11 @@ def activation_params(low: float, high: float) -> Tuple[float, int]:
     return scale, int(np.clip(round(-128 - low / scale), -128, 127))
 
 
-def _weight_scales(weight: torch.Tensor) -> np.ndarray:
-    """Symmetric per-output-channel scales (max |w| / 127; 1 for an all-zero channel)."""
-    peak = weight.reshape(weight.shape[0], -1).abs().amax(1).numpy()
-    return np.where(peak > 0, peak / 127.0, 1.0)
+def weight_scales(weight: torch.Tensor) -> torch.Tensor:
+    """Symmetric per-output-channel scales (max |w| / 127; 1 for an all-zero channel), on ``weight``'s device
+    (constants: no gradient flows through them)."""
+    peak = weight.detach().reshape(weight.shape[0], -1).abs().amax(1)
+    return torch.where(peak > 0, peak / 127.0, torch.ones_like(peak))
 
 
 def _quantize_weight(weight: torch.Tensor, scales: np.ndarray) -> np.ndarray:
@@ -245,7 +246,7 @@ def activation_bounds(act: Optional[str], output: QTensor) -> Tuple[int, int]:
 
 def _quantize_conv(op: ConvOp, tensors: Dict[str, QTensor], high_word: bool = True) -> QConv:
     x, y = tensors[op.input], tensors[op.output]
-    scales = _weight_scales(op.weight)
+    scales = weight_scales(op.weight).numpy()
     weight = _quantize_weight(op.weight, scales).transpose(0, 2, 3, 1).copy()  # (O, k, k, I/g)
     bias = np.round(op.bias.numpy() / (x.scale * scales))
     _check_accumulator(op.output, bias, int(np.prod(weight.shape[1:])))
@@ -271,11 +272,17 @@ def _quantize_add(a: QTensor, b: QTensor, out: QTensor) -> QAdd:
     return QAdd(a.zero_point, b.zero_point, out.zero_point, int(round(ratios[0] * 2**shift)), int(round(ratios[1] * 2**shift)), shift)
 
 
+def pow2_exponents(matrix: torch.Tensor) -> torch.Tensor:
+    """Per row, the largest e with max |row| * 2^e <= 127 (at most 30: rows of tiny weights keep the shift in
+    range and round to 0; 0 for an all-zero row), as float64 on ``matrix``'s device, no gradient."""
+    peak = matrix.detach().abs().amax(1).double()
+    exps = torch.where(peak > 0, torch.floor(torch.log2(127.0 / peak.clamp(min=1e-30))), torch.zeros_like(peak))
+    return exps.clamp(max=30)
+
+
 def _pow2_rows(matrix: torch.Tensor) -> Tuple[np.ndarray, np.ndarray]:
     """Rows quantized with a power-of-two scale each: (int8 rows, exponents e with row ~ row_int * 2^-e)."""
-    peak = matrix.abs().amax(1).numpy()
-    exps = np.where(peak > 0, np.floor(np.log2(127.0 / np.maximum(peak, 1e-30))), 0).astype(np.int64)
-    exps = np.minimum(exps, 30)  # rows of tiny weights: keep the shift in range, values round to 0
+    exps = pow2_exponents(matrix).numpy().astype(np.int64)
     return np.clip(np.round(matrix.numpy() * 2.0 ** exps[:, None]), -127, 127).astype(np.int8), exps
 
 
@@ -465,4 +472,5 @@ def quantize_model(model, calibration_images: Iterable[torch.Tensor], input_size
 
 __all__ = ["INPUT_SCALE", "INPUT_ZERO_POINT", "L2NORM_BITS", "L2NORM_SCALE", "QAdd", "QAvgPool", "QConv", "QFastGRNN", "QL2Norm",
            "QMBConv", "QOp", "QRNNPool", "QTensor", "QuantizationError", "QuantizedGraph", "activation_bounds", "activation_params",
-           "calibrate", "quantize_graph", "quantize_model", "rnnpool_output_shift", "tensor_quantization"]
+           "calibrate", "pow2_exponents", "quantize_graph", "quantize_model", "rnnpool_output_shift", "tensor_quantization",
+           "weight_scales"]

@@ -118,7 +118,7 @@ def train_classifier(cfg: ClassifyConfig) -> Dict[str, Any]:
     model = model.to(device)
     trained, extra = model, {}  # what the steps run: the model, or (QAT) the model as its int8 program computes
     if cfg.qat:
-        trained, extra[RANGES_KEY] = qat_model(cfg, model, _calibration_images(train_set, cfg.qat_calibration, cfg.input_size),
+        trained, extra[RANGES_KEY] = qat_model(cfg, model, lambda: _calibration_images(train_set, cfg.qat_calibration, cfg.input_size),
                                                (cfg.input_size, cfg.input_size))
     teacher = None
     if cfg.teacher:  # knowledge distillation from a trained model (e.g. the original of a fitted one)

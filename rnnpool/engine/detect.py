@@ -93,8 +93,11 @@ def train_detector(cfg: DetectConfig) -> Dict[str, Any]:
     trained = model  # what the steps run: the model, or (QAT) the model as its int8 program computes
     if cfg.qat:
         detector = model.detector
-        calibration = [image_tensor(load_image(r.path, detector.in_channels, detector.input_size))
-                       for r in annotations.records[: cfg.qat_calibration]]
+
+        def calibration() -> List[torch.Tensor]:
+            return [image_tensor(load_image(r.path, detector.in_channels, detector.input_size))
+                    for r in annotations.records[: cfg.qat_calibration]]
+
         fake_quant, carried[RANGES_KEY] = qat_model(cfg, detector, calibration, detector.input_size)
         trained = S3FD(fake_quant)
     train_set = FaceDataset(annotations, detection_transforms(cfg.input_size, True, model.detector.in_channels))

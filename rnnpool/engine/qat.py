@@ -8,7 +8,7 @@ int8 program is the model the fine-tuning saw.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -18,10 +18,11 @@ from ..errors import InvalidInputError
 from .config import TrainConfig
 
 
-def qat_model(cfg: TrainConfig, model: nn.Module, calibration: List[torch.Tensor],
+def qat_model(cfg: TrainConfig, model: nn.Module, calibration: Callable[[], List[torch.Tensor]],
               input_size: Optional[Tuple[int, int]] = None) -> Tuple[FakeQuantModel, Dict[str, Tuple[float, float]]]:
     """``model`` (the float weights of ``cfg.weights``) as a :class:`FakeQuantModel` and its activation ranges:
-    the resumed checkpoint's, else those of ``calibration`` (float (C, H, W) images at ``input_size``). The
+    the resumed checkpoint's, else those of the images ``calibration()`` loads (float (C, H, W) at
+    ``input_size``; not read when resuming). The
     BatchNorm statistics are folded into the convs first (:func:`fold_batchnorm_`), so the fine-tuning moves
     the deployed weights at the learning rate it is given."""
     fold_batchnorm_(model)
@@ -30,9 +31,10 @@ def qat_model(cfg: TrainConfig, model: nn.Module, calibration: List[torch.Tensor
         if ranges is None:
             raise InvalidInputError(f"--resume {cfg.resume} is not a QAT run's checkpoint (it has no activation ranges)")
     else:
-        if not calibration:
+        images = calibration()
+        if not images:
             raise InvalidInputError("QAT needs calibration images (qat_calibration > 0 training images)")
-        ranges = calibrate_ranges(model, calibration, input_size)
+        ranges = calibrate_ranges(model, images, input_size)
     return FakeQuantModel(model, ranges, input_size), ranges
 
 
