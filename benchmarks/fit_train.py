@@ -38,6 +38,8 @@ def main() -> None:
                         help="BatchNorm momentum of all three runs (torchvision's MobileNetV3 has 0.01: after a short "
                              "run its running statistics still lag the weights, and it evaluates at chance)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--objective", default="madds", choices=["least-replaced", "madds", "params"],
+                        help="rnnpool fit's pick among the candidates that fit (the committed run: madds)")
     parser.add_argument("--json", default="benchmarks/results/fit_train.json")
     args = parser.parse_args()
     data = Path(args.data)
@@ -48,7 +50,8 @@ def main() -> None:
     shape = (3, args.input_size, args.input_size)
     original = profile_model(create_model(args.model, num_classes=10), shape, "int8")
     budget = int(original.peak_bytes / args.ram_divisor)
-    fitted, report = fit_model(create_model(args.model, num_classes=10), shape, budget, "int8", name=args.model)
+    fitted, report = fit_model(create_model(args.model, num_classes=10), shape, budget, "int8", objective=args.objective,
+                               name=args.model)
     print(report.table())
     fitted_file = work / "fitted.pt"
     save_fitted(fitted, report, str(fitted_file))

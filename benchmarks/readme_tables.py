@@ -200,7 +200,7 @@ def train_step_table(data: Dict) -> str:
 
 
 def fit_models_table(data: Dict) -> str:
-    lines = ["| model | dtype | budget | original peak / MAdds / params | RNNPool replaces | RNNPool (patch/stride, h) "
+    lines = ["| model | dtype | budget | original peak / MAdds / params | RNNPool replaces | RNNPool (patch/stride, h1, h2) "
              "| fitted peak / MAdds / params |", "|---|---|---|---|---|---|---|"]
     notes = []
     for r in data["results"]:
@@ -214,8 +214,8 @@ def fit_models_table(data: Dict) -> str:
         if c is None:
             lines.append(f"| {r['model']} | {r['dtype']} | {budget} | {before} | none of {r['candidates']} fits | | |")
             continue
-        lines.append(f"| {r['model']} | {r['dtype']} | {budget} | {before} | {c['replaced']} | {c['patch']}/{c['stride']}, "
-                     f"{c['hidden_summary']}{' + 1x1 adapter' if c['adapter'] else ''} | {c['peak_bytes'] / 1024:,.1f} KiB "
+        lines.append(f"| {r['model']} | {r['dtype']} | {budget} | {before} | {c['replaced']} | {r['rnnpool']} "
+                     f"| {c['peak_bytes'] / 1024:,.1f} KiB "
                      f"({c['peak_bytes'] / o['peak_bytes']:.2f}x) / {c['madds'] / 1e6:.1f} M ({c['madds'] / o['madds']:.2f}x) / "
                      f"{c['params']:,} |")
     lines += [""] + notes + ([""] if notes else []) + [f"Input 3x{data['input'][1]}x{data['input'][2]}, convention 'layer'; measured by "
@@ -248,7 +248,7 @@ def fit_train_table(data: Dict) -> str:
     for r in data["results"]:
         lines.append(f"| {r['model']} | {100 * r['top1']:.1f}% | {r['peak_int8_bytes'] / 1024:.1f} KiB | {r['madds'] / 1e6:.2f} M "
                      f"| {r['params']:,} | {r['minutes']:.0f} |")
-    lines += ["", f"`{args['model']}` (random init, 10 classes) at {args['input_size']}x{args['input_size']}, fitted by `rnnpool fit` "
+    lines += ["", f"`{args['model']}` (random init, 10 classes) at {args['input_size']}x{args['input_size']}, fitted by `rnnpool fit --objective {args.get('objective', 'madds')}` "
                   f"to {data['budget_bytes'] / 1024:.1f} KiB (its peak / {args['ram_divisor']:g}): {fitted['replaced']} -> RNNPool "
                   f"{fitted['patch']}/{fitted['stride']}, h {fitted['hidden_row']}/{fitted['hidden_summary']}. One recipe for the "
                   f"three: {args['epochs']} epochs, batch {args['batch_size']}, SGD lr {args['lr']} (1 warm-up epoch, cosine), "

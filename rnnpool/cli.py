@@ -70,11 +70,16 @@ def cmd_fit(args: argparse.Namespace) -> None:
     shape = args.input or _default_input(args.model)
     model = create_model(args.model)
     fitted, report = fit_model(model, shape[-3:], args.ram, args.dtype, args.convention, args.objective, name=args.model,
-                               downsampling=args.downsampling)
+                               downsampling=args.downsampling, last_pool=args.last_pool)
     out = _human_output(args)
     print(report.table(), file=out)
     if args.json:
         _write_json(report.to_dict(), args.json, out)
+    if args.plot:
+        from .fit.plot import plot_fit
+
+        plot_fit(report, args.plot)
+        print(f"wrote {args.plot} (peak RAM against MAdds of every candidate, the budget and the pick)", file=out)
     if args.save:
         if fitted is None:
             raise InvalidInputError(f"nothing to save: no candidate fits {args.ram:,} B (see the table)")
@@ -253,13 +258,13 @@ def _export_input_size(model: str, shape: Optional[List[int]], size: Optional[in
     """The classifier input side from --input CxHxW (or --input-size); a detector's input is fixed."""
     if shape is None:
         return size
-    from .models import model_info
+    from .models import is_zoo_name, model_info
 
-    info = model_info(model)
+    info = model_info(model) if is_zoo_name(model) else None  # (outside the zoo: a classifier)
     shape = shape[1:] if len(shape) == 4 and shape[0] == 1 else shape
     if len(shape) != 3:
         raise InvalidInputError(f"--input must be CxHxW (one image), got {'x'.join(map(str, shape))}")
-    if info.task == "detection":
+    if info is not None and info.task == "detection":
         if tuple(shape) != tuple(info.input_shape):
             raise InvalidInputError(f"{model}'s input is fixed at {'x'.join(map(str, info.input_shape))}, got --input {'x'.join(map(str, shape))}")
         return None
@@ -415,16 +420,22 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_profile)
 
     p = _command(sub, "fit", "make a model fit a RAM budget by placing RNNPool in its trunk")
-    p.add_argument("model", help="zoo name, torchvision:NAME or a saved fitted .pt")
+    p.add_argument("model", help="zoo name, torchvision:NAME, package.module:factory (your own model) or a saved fitted .pt")
     p.add_argument("--ram", type=_parse_bytes, required=True, help="the budget, e.g. 256KiB or 0.25MiB")
     p.add_argument("--input", type=_parse_shape, help="CxHxW (default: the model's own, else 3x224x224)")
     p.add_argument("--dtype", choices=["fp32", "fp16", "int8"], default="int8")
     p.add_argument("--convention", choices=["layer", "tensor"], default="layer")
-    p.add_argument("--objective", choices=["madds", "params"], default="madds", help="what the pick minimises among fits")
+    p.add_argument("--objective", choices=["least-replaced", "madds", "params"], default="least-replaced",
+                   help="how to pick among the candidates that fit: keep the most of the original (the fewest layers "
+                        "replaced, then the widest RNNPool, then the fewest MAdds, preferring those with no more MAdds "
+                        "than the original; the paper's placements), or the fewest MAdds or params (default: least-replaced)")
+    p.add_argument("--last-pool", action="store_true",
+                   help="also replace the final global pooling with a last-layer RNNPool (h1 = h2 = channels / 4)")
     p.add_argument("--downsampling", type=int, nargs="+", choices=[4, 8], default=[4, 8],
                    help="RNNPool strides to try (the paper's models use 4)")
     p.add_argument("--save", metavar="PT", help="write the fitted model (architecture + weights)")
     p.add_argument("--json", metavar="PATH", help="the report as JSON ('-': standard output)")
+    p.add_argument("--plot", metavar="PNG", help="peak RAM against MAdds of every candidate, the budget and the pick")
     p.set_defaults(func=cmd_fit)
 
     train = _command(sub, "train", "train a model").add_subparsers(dest="task", required=True)

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..models import create_model, model_info
-from ..models.checkpoint import create_model_from_checkpoint, load_weights
+from ..models import create_model, is_fitted_file, is_zoo_name, model_info
+from ..models.checkpoint import create_model_from_checkpoint, fitted_input_shape, load_checkpoint, load_weights, model_state
 from .codegen import MemoryPlan, generate_c
 from .fake_quant import checkpoint_ranges
 from .int8_reference import DetectionSettings, fnv1a, int8_detections, key_score, run_int8
@@ -70,7 +70,13 @@ def calibration_images(source: Union[str, Path], channels: int, size: Sequence[i
 def load_model(name: str, weights: Optional[str] = None, seed: int = 0,
                input_size: Optional[int] = None) -> Tuple[torch.nn.Module, str, Tuple[int, int, int]]:
     """A zoo model in eval mode: with ``weights`` from a checkpoint (checked to be this model's), else its
-    initialisation under ``seed`` (the same weights every time). Returns (model, weights description, (C, H, W))."""
+    initialisation under ``seed`` (the same weights every time). Returns (model, weights description, (C, H, W)).
+
+    ``name`` may also be a classifier from outside the zoo: a model saved by ``rnnpool fit`` (``*.pt``, or the
+    run that trained it), ``torchvision:NAME`` or ``package.module:factory``; the C path takes those whose layers
+    it supports (convolutions, MobileNetV2 blocks, RNNPool, global pooling, one linear layer)."""
+    if not is_zoo_name(name):
+        return _outside_model(name, weights, seed, input_size)
     info = model_info(name)
     torch.manual_seed(seed)
     kwargs = {}
@@ -89,6 +95,32 @@ def load_model(name: str, weights: Optional[str] = None, seed: int = 0,
     else:
         shape = (3, kwargs["input_size"], kwargs["input_size"])
     return model, described, shape
+
+
+def _outside_model(name: str, weights: Optional[str], seed: int,
+                   input_size: Optional[int]) -> Tuple[torch.nn.Module, str, Tuple[int, int, int]]:
+    """A classifier that is not a zoo name (see :func:`load_model`), in eval mode, at its trained or fitted input."""
+    checkpoint = load_checkpoint(weights) if weights else {}
+    carried = checkpoint.get("fitted_model")
+    fitted_shape = fitted_input_shape(weights) if isinstance(carried, torch.nn.Module) else (
+        fitted_input_shape(name) if is_fitted_file(name) else None)
+    size = input_size or (checkpoint.get("config") or {}).get("input_size") or (fitted_shape[-1] if fitted_shape else 224)
+    torch.manual_seed(seed)
+    if isinstance(carried, torch.nn.Module):  # a fitted model's run: its checkpoints carry the trained model
+        model = carried
+    else:
+        model = create_model(name)
+        if weights:
+            from ..engine.classify import with_classes  # (the engine imports the deploy package)
+
+            state = model_state(checkpoint)
+            linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+            if linears and f"{linears[-1]}.weight" in state:
+                model = with_classes(model, state[f"{linears[-1]}.weight"].shape[0])
+            model.load_state_dict(state)
+    described = str(weights) if weights else (f"{name} as fitted (untrained)" if is_fitted_file(name)
+                                              else f"initialisation with seed {seed} (untrained)")
+    return model.eval(), described, (3, int(size), int(size))
 
 
 def reference_output(graph: QuantizedGraph, image: np.ndarray, settings: DetectionSettings) -> Dict:

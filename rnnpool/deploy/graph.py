@@ -1,8 +1,8 @@
 """A model as a flat list of deployable ops, with BatchNorm folded, and its float execution.
 
 :func:`build_graph` turns a face detector (:class:`~rnnpool.models.face.FaceDetector`) or a classifier
-(:class:`~rnnpool.models.classifier.Classifier`) into ops that the int8 quantizer, the NumPy integer
-reference and the C code generator all share:
+(:class:`~rnnpool.models.classifier.Classifier`, or torchvision's MobileNetV2 as ``rnnpool fit`` leaves it) into
+ops that the int8 quantizer, the NumPy integer reference and the C code generator all share:
 
 - ``conv``: any kernel, stride and groups (dense or depthwise); BN folded; ReLU/ReLU6 as a clamp; S3FD
   max-out on the first head's scores.
@@ -233,17 +233,21 @@ class _Builder:
         return ConvOp(x, out, *_snapshot(fold), s[0], p[0], conv.groups, act, maxout, fold=fold)
 
     def module(self, m: nn.Module, x: str) -> str:
-        if isinstance(m, ConvBNAct):
+        if isinstance(m, ConvBNAct) or _is_torchvision(m, "Conv2dNormActivation"):
             op = self.conv_bn_act(m, x)
             self.ops.append(op)
             return self.label(op.output, m)
-        if isinstance(m, InvertedResidual):
-            convs = list(m.conv)
+        if isinstance(m, InvertedResidual) or _is_torchvision(m, "InvertedResidual"):
+            # rnnpool's block holds ConvBNAct units; torchvision's ends in a bare Conv2d + BatchNorm2d projection
+            convs = list(m.conv) if isinstance(m, InvertedResidual) else list(m.conv)[:-2] + [nn.Sequential(*list(m.conv)[-2:])]
+            residual = m.use_residual if isinstance(m, InvertedResidual) else m.use_res_connect
+            if len(convs) not in (2, 3):
+                raise UnsupportedError(f"int8 deployment supports MobileNetV2 blocks of (expand,) depthwise, project, got {m}")
             names = [self.label(self.name(), c) for c in convs]
             ops = [self.conv_bn_act(c, src, dst) for c, src, dst in zip(convs, [x] + names[:-1], names)]
             expand = ops[0] if len(ops) == 3 else None
-            out = self.name() if m.use_residual else names[-1]  # the sum has its own scale
-            self.ops.append(MBConvOp(x, out, expand, ops[-2], ops[-1], m.use_residual))
+            out = self.name() if residual else names[-1]  # the sum has its own scale
+            self.ops.append(MBConvOp(x, out, expand, ops[-2], ops[-1], residual))
             self.layers[out] = self.paths.get(id(m), type(m).__name__)  # the block's output (its sum) is the block's
             return out
         if isinstance(m, RNNPool2d):
@@ -299,6 +303,22 @@ class _Builder:
         return outputs[0], outputs[1]
 
 
+def _is_torchvision(m: nn.Module, name: str) -> bool:
+    """Whether ``m`` is torchvision's class ``name`` (MobileNetV2, InvertedResidual, Conv2dNormActivation)."""
+    return type(m).__name__ == name and type(m).__module__.startswith("torchvision.")
+
+
+def _classifier_parts(model: nn.Module) -> Optional[Tuple[nn.Module, nn.Module, nn.Module]]:
+    """(features, global pool, final layer) of a zoo classifier or of torchvision's MobileNetV2 (whose forward
+    average-pools functionally and whose classifier is dropout + linear); None for other models."""
+    if isinstance(model, Classifier):
+        return model.features, model.head_pool, model.classifier
+    if _is_torchvision(model, "MobileNetV2"):
+        layers = [m for m in model.classifier if not isinstance(m, nn.Dropout)]
+        return model.features, nn.AdaptiveAvgPool2d(1), layers[0] if len(layers) == 1 else model.classifier
+    return None
+
+
 def _check_modules(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d) and m.training:
@@ -320,27 +340,29 @@ def build_graph(model: nn.Module, input_size: Optional[Tuple[int, int]] = None) 
             heads.append(Head(conf, loc, stride, size))
         graph = Graph("image", builder.ops, heads, task="detection")
         channels, (h, w) = model.in_channels, input_size or model.input_size
-    elif isinstance(model, Classifier):
-        graph = _classifier_graph(model, builder)
+    elif _classifier_parts(model) is not None:
+        graph = _classifier_graph(*_classifier_parts(model), builder)
         size = input_size or getattr(model, "input_size", None)
         if size is None:
             raise InvalidInputError(f"give the input size (H, W) of this {type(model).__name__}")
         channels, (h, w) = 3, (size, size) if isinstance(size, int) else size
     else:
-        raise UnsupportedError(f"int8 deployment supports the zoo's face detectors and classifiers, got {type(model).__name__}")
+        what = ("a torch.fx GraphModule (rnnpool fit rewires models without an nn.Sequential trunk through their graph)"
+                if isinstance(model, torch.fx.GraphModule) else type(model).__name__)
+        raise UnsupportedError(f"int8 deployment supports the zoo's face detectors and classifiers (and torchvision's "
+                               f"MobileNetV2, fitted or not), got {what}")
     values = run_float(graph, torch.zeros(1, channels, h, w))
     graph.shapes = {name: tuple(v.shape[1:]) for name, v in values.items()}
     graph.layers = {"image": "input", **builder.layers}
     return graph
 
 
-def _classifier_graph(model: Classifier, builder: _Builder) -> Graph:
-    x = builder.module(model.features, "image")
+def _classifier_graph(features: nn.Module, pool: nn.Module, linear: nn.Module, builder: _Builder) -> Graph:
+    x = builder.module(features, "image")
     first = builder.ops[0]
     if not isinstance(first, ConvOp) or first.input != "image":
         raise UnsupportedError("int8 classifiers must start with a convolution (the input normalisation folds into it)")
     _fold_normalisation(first)
-    pool = model.head_pool
     if isinstance(pool, nn.AdaptiveAvgPool2d) and pool.output_size in (1, (1, 1)):
         out = builder.label(builder.name(), pool)
         builder.ops.append(AvgPoolOp(x, out))
@@ -349,7 +371,6 @@ def _classifier_graph(model: Classifier, builder: _Builder) -> Graph:
         x = builder.rnnpool(pool, [], x)
     else:
         raise UnsupportedError(f"int8 classifiers pool with global average pooling or RNNPool, not {type(pool).__name__}")
-    linear = model.classifier
     if not isinstance(linear, nn.Linear):
         raise UnsupportedError("int8 classifiers end with one nn.Linear")
 

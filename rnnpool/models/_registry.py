@@ -7,6 +7,7 @@ registered model shows up everywhere.
 from __future__ import annotations
 
 import difflib
+import importlib
 import fnmatch
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,9 +67,39 @@ def is_fitted_file(name: str) -> bool:
     return name.endswith(FITTED_SUFFIX)
 
 
+def is_factory(name: str) -> bool:
+    """Whether ``name`` is ``package.module:factory``, a function of the user's own code that builds the model."""
+    return ":" in name and not name.startswith(TORCHVISION_PREFIX) and not is_fitted_file(name)
+
+
 def is_zoo_name(name: str) -> bool:
-    """Whether ``name`` names a registered model (not ``torchvision:NAME``, not a fitted ``*.pt``)."""
-    return not (name.startswith(TORCHVISION_PREFIX) or is_fitted_file(name))
+    """Whether ``name`` names a registered model (not ``torchvision:NAME``, ``package.module:factory`` or a fitted ``*.pt``)."""
+    return not (name.startswith(TORCHVISION_PREFIX) or is_fitted_file(name) or is_factory(name))
+
+
+def _factory_model(spec: str, **kwargs: Any) -> nn.Module:
+    """The model ``package.module:factory(**kwargs)`` returns (the factory may be a dotted attribute path)."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise InvalidInputError(f"a model factory looks like package.module:function, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise UnknownModelError(f"cannot import {module_name!r} for the model {spec!r}: {err}") from None
+    factory: Any = module
+    for part in attribute.split("."):
+        factory = getattr(factory, part, None)
+    if not callable(factory):
+        raise UnknownModelError(f"{module_name} has no callable {attribute!r} (model {spec!r})")
+    try:
+        model = factory(**kwargs)
+    except TypeError as err:
+        if kwargs and "unexpected keyword argument" in str(err):
+            raise InvalidInputError(f"{spec} takes no option {str(err).split('argument ')[-1]}") from None
+        raise
+    if not isinstance(model, nn.Module):
+        raise InvalidInputError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
 
 
 def _torchvision_model(name: str, **kwargs: Any) -> nn.Module:
@@ -97,6 +128,8 @@ def create_model(name: str, pretrained: bool = False, checkpoint_path: Optional[
         return load_fitted_model(name)
     if name.startswith(TORCHVISION_PREFIX):
         model = _torchvision_model(name[len(TORCHVISION_PREFIX):], **kwargs)
+    elif is_factory(name):
+        model = _factory_model(name, **kwargs)
     else:
         info = model_info(name)
         try:

@@ -41,8 +41,9 @@ def input_shape(model: nn.Module):
 
 
 @torch.no_grad()
-def make_live(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Recurrent weights that respond to their input, and BatchNorm statistics of real activations."""
+def make_live(model: nn.Module, seed: int = 0, shape=None) -> nn.Module:
+    """Recurrent weights that respond to their input, and BatchNorm statistics of real activations (on images of
+    ``shape``, default the model's own input)."""
     gen = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, FastGRNNCell):
@@ -55,7 +56,7 @@ def make_live(model: nn.Module, seed: int = 0) -> nn.Module:
         bn.reset_running_stats()
         bn.momentum = None  # a cumulative average over the batches below
     model.train()
-    images = torch.stack(smooth_images(input_shape(model), 6, seed + 100))
+    images = torch.stack(smooth_images(shape or input_shape(model), 6, seed + 100))
     for chunk in images.split(3):
         model(chunk)
     for bn in bns:

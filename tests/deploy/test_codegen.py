@@ -6,15 +6,20 @@ import re
 import numpy as np
 import pytest
 import torch
+import torchvision
+from PIL import Image
 
 from rnnpool.deploy import DetectionSettings, ScheduleError, build_schedule, generate_c, quantize_model
 from rnnpool.deploy.c_literals import c_array, c_float, c_ident
 from rnnpool.deploy.codegen import widen_rows
-from rnnpool.deploy.export import compare_outputs, first_differing_map, reference_output
+from rnnpool.deploy.export import compare_outputs, export_c, first_differing_map, reference_output
 from rnnpool.deploy.programs import ExportError, run_host, toolchain_available
 from rnnpool.deploy.runtime_limits import LIMITS, RUNTIME_DIR
+from rnnpool.errors import UnsupportedError
+from rnnpool.fit import fit_model, save_fitted
+from rnnpool.models import create_model
 
-from .conftest import input_shape, live_model, smooth_images, to_uint8
+from .conftest import assert_live, input_shape, live_model, make_live, smooth_images, to_uint8
 
 needs_gcc = pytest.mark.skipif(not toolchain_available("host"), reason="gcc/make not installed")
 
@@ -51,6 +56,29 @@ def test_host_build_is_bit_exact(name, tmp_path):
         assert len(program["classes"]) == classifier.out_features
     report = json.loads((tmp_path / "memory_report.json").read_text())
     assert report["arena_bytes"] == sum((b["bytes"] + 7) // 8 * 8 for b in report["buffers"] if b["region"] == "ram")
+
+
+@needs_gcc
+def test_a_fitted_torchvision_model_exports_bit_exact(tmp_path):
+    """rnnpool fit -> --save -> export c of the file: torchvision's MobileNetV2 blocks (bare Conv2d + BatchNorm
+    projections, residuals), the wide RNNPool and the conv widened to read it, functional average pooling."""
+    torch.manual_seed(3)
+    fitted, report = fit_model(create_model("torchvision:mobilenet_v2", num_classes=10), (3, 32, 32), 2**14, "int8",
+                               downsampling=(4,))
+    assert report.candidates[report.chosen].widened == ["features.2.conv.0.0"]
+    make_live(fitted, seed=3, shape=(3, 32, 32))
+    saved = tmp_path / "fitted.pt"
+    save_fitted(fitted, report, str(saved))
+    images = smooth_images((3, 32, 32), 3, seed=3)
+    (tmp_path / "calib").mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(to_uint8(image)).save(tmp_path / ("run.png" if i == 2 else f"calib/{i}.png"))
+    exported = export_c(str(saved), tmp_path / "c", calib=str(tmp_path / "calib"), run_image=str(tmp_path / "run.png"))
+    assert exported["bit_exact"] and len(exported["logits"]) == 10 and exported["input"]["height"] == 32
+    graph = quantize_model(create_model(str(saved)).eval(), images[:2], (32, 32))
+    assert_live(graph, [to_uint8(image) for image in images[:2]])
+    with pytest.raises(UnsupportedError, match="int8 deployment supports .* got a torch.fx GraphModule"):  # what the C path cannot express
+        quantize_model(fit_model(torchvision.models.resnet18(num_classes=10), (3, 32, 32), 2**16, "int8")[0].eval(), images[:1], (32, 32))
 
 
 @needs_gcc

@@ -4,12 +4,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from rnnpool.cli import main
 from rnnpool.data import BadSampleError
+from rnnpool.deploy.programs import toolchain_available
 from rnnpool.engine import ClassifyConfig, evaluate_checkpoint, train_classifier
 from rnnpool.engine.checkpoint import load_checkpoint
 from rnnpool.errors import InvalidInputError
@@ -244,6 +246,14 @@ def test_fitted_model_trains_by_distillation_and_evaluates(color_data, tmp_path,
     assert line.startswith(f"{fitted} at 32x32: top-1")
     main(["profile", str(student), "--json", "-"])  # the run's checkpoint carries the model and its input
     assert json.loads(capsys.readouterr().out)["input"] == [1, 3, 32, 32]
+    if toolchain_available("host"):  # and its int8 C program, from the trained weights, at the trained input
+        image = next(p for p in Path(color_data).rglob("*") if p.suffix in (".png", ".jpg"))
+        main(["export", "c", "--weights", str(student), "-o", str(tmp_path / "c"), "--calib", str(color_data), "--run", str(image),
+              "--json", str(tmp_path / "export.json")])
+        export = json.loads((tmp_path / "export.json").read_text())
+        classes = [m for m in checkpoint["fitted_model"].modules() if isinstance(m, torch.nn.Linear)][-1].out_features
+        assert export["bit_exact"] and export["input"]["height"] == 32 and len(export["logits"]) == classes
+        assert export["weights"] == str(student)
     with pytest.raises(SystemExit, match="distillation needs both teacher and teacher_weights"):
         main(["train", "classify", "--model", str(fitted), *common, "--teacher", "mobilenetv2_035"])
 
