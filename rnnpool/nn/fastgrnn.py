@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import fused
 from .activations import apply_nonlinearity, check_nonlinearity
 from .recurrent import RecurrentCell
 from ..errors import InvalidInputError
@@ -171,6 +172,16 @@ class FastGRNNCell(RecurrentCell):
         candidate = apply_nonlinearity(pre + params[self.BIAS], self.update_nonlinearity)
         # (zeta (1 - z) + nu) h~ + z h = (zeta + nu) h~ + z (h - zeta h~)
         return torch.addcmul(candidate * params[self.ZETA_PLUS_NU], z, state - zeta * candidate)
+
+    @torch.jit.unused
+    def run_fused(self, grids: List[torch.Tensor], both_directions: bool = False) -> Optional[List[torch.Tensor]]:
+        """On CPUs, the fused kernel of :mod:`rnnpool.nn.fused` where it applies (it reads the grids where
+        they lie, reversed ones too: no chunks, no copies); None elsewhere, and with
+        :func:`~rnnpool.nn.compile_recurrence` set."""
+        if self.compiled or not fused.applies(self, grids):
+            return None
+        directions = (False, True) if both_directions else (False,)
+        return [fused.fastgrnn_scan(self, grid, reverse) for grid in grids for reverse in directions]
 
     def madds_per_step(self) -> int:
         h, d = self.hidden_size, self.input_size

@@ -11,7 +11,7 @@ from __future__ import annotations
 import types
 import warnings
 import weakref
-from typing import List
+from typing import List, Optional
 
 import torch
 from torch import nn
@@ -124,10 +124,41 @@ class RecurrentCell(nn.Module):
     def run_grids(self, grids: List[torch.Tensor], chunk_size: int) -> List[torch.Tensor]:
         """Final hidden states over each grid of ``W x`` sequences (T_i, N, L, M, G): with ``chunk_size`` 0
         all at once (equal-length grids as one joint batch, see :meth:`run_sequences`), else in chunks of
-        about ``chunk_size`` sequences (:meth:`run_grid`)."""
+        about ``chunk_size`` sequences (:meth:`run_grid`). A cell's fused kernel (:meth:`run_fused`) runs
+        instead where it has one that applies."""
+        if not torch.jit.is_scripting():
+            fused = self.run_fused(grids, False)
+            if fused is not None:
+                return fused
         if chunk_size == 0:
             return self.run_sequences([g.reshape(g.shape[0], -1, g.shape[-1]) for g in grids])
         return [self.run_grid(g, chunk_size) for g in grids]
+
+    def run_bidirectional(self, grids: List[torch.Tensor], chunk_size: int) -> List[torch.Tensor]:
+        """Final states over each grid's sequences (T, N, L, M, G of ``W x``) run forward and reversed:
+        [grid 0 forward, grid 0 reversed, grid 1 forward, ...], each (N*L*M, hidden). The PyTorch path stacks
+        each grid with its time-flipped copy into one batch; a fused kernel reads both from the grid itself."""
+        if not torch.jit.is_scripting():
+            fused = self.run_fused(grids, True)
+            if fused is not None:
+                return fused
+        pairs: List[torch.Tensor] = []
+        for grid in grids:
+            seq = grid.reshape(grid.shape[0], -1, grid.shape[-1])  # (T, S, G)
+            pairs.append(torch.stack((seq, seq.flip(0)), 1)[:, :, None])  # (T, 2 directions, 1, S, G)
+        out: List[torch.Tensor] = []
+        for final in self.run_grids(pairs, chunk_size):
+            forward, reverse = final.chunk(2, 0)
+            out.append(forward)
+            out.append(reverse)
+        return out
+
+    @torch.jit.unused
+    def run_fused(self, grids: List[torch.Tensor], both_directions: bool = False) -> Optional[List[torch.Tensor]]:
+        """Final states of each grid (and, with ``both_directions``, of it reversed in time, as
+        :meth:`run_bidirectional` orders them) through a fused kernel, or None where the cell has none that
+        applies (the default: the PyTorch step loop runs)."""
+        return None
 
     def run_grid(self, wx: torch.Tensor, chunk_size: int) -> torch.Tensor:
         """Final hidden states (N*L*M, hidden) over a grid of ``W x`` sequences ``wx`` (T, N, L, M, G), any strides.

@@ -155,9 +155,9 @@ class RNNPool2d(nn.Module):
         chunk = self.chunk_size if self.chunk_size >= 0 else (0 if x.is_cuda else 262144 // self.rnn1.state_size)
         # W1 x once per pixel, channels-last so each pixel's features are contiguous; zero padding
         # commutes with this bias-free product (the cell's offset is added per chunk, see run_grid).
-        proj = F.linear(x.permute(0, 2, 3, 1), self.rnn1.input_weight())  # (N, H, W, G1)
-        if pr > 0 or pc > 0:
-            proj = F.pad(proj, (0, 0, pc, pc, pr, pr))  # (N, Hp, Wp, G1)
+        # (as a 1x1 convolution of the zero-padded input, which reads NCHW as it lies and pads for free)
+        proj = F.conv2d(x, self.rnn1.input_weight()[:, :, None, None], padding=(pr, pc))  # (N, G1, Hp, Wp)
+        proj = proj.permute(0, 2, 3, 1).contiguous()  # (N, Hp, Wp, G1)
         # A row of a patch depends only on (image row, patch column), not on the patch row it sits in:
         # patches stacked vertically share rows when stride < patch, so each such row is swept once.
         rows, row_step = _patch_lines(proj, 1, r, sr, out_h)  # (N, HR, Wp, G1)
@@ -169,13 +169,10 @@ class RNNPool2d(nn.Module):
         w2 = self.rnn2.input_weight()
         row_wx = F.linear(row_sum.reshape(n, rows.shape[1], out_w, self.hidden_row), w2)  # (N, HR, W', G2)
         col_wx = F.linear(col_sum.reshape(n, out_h, cols.shape[2], self.hidden_row), w2)  # (N, H', WC, G2)
-        g2 = w2.shape[0]
-        row_wx = row_wx.unfold(1, r, row_step).permute(4, 0, 1, 2, 3).reshape(r, num_patches, g2)  # (r, P, G2)
-        col_wx = col_wx.unfold(2, c, col_step).permute(4, 0, 1, 2, 3).reshape(c, num_patches, g2)  # (c, P, G2)
-        rows_fb = torch.stack((row_wx, row_wx.flip(0)), 1)[:, :, None]  # (r, 2 directions, 1, P, G2)
-        cols_fb = torch.stack((col_wx, col_wx.flip(0)), 1)[:, :, None]  # (c, 2 directions, 1, P, G2)
-        final_rows, final_cols = self.rnn2.run_grids([rows_fb, cols_fb], chunk)
-        out = torch.cat((final_rows, final_cols), 0).reshape(4, n, out_h, out_w, self.hidden_summary)
+        row_grid2 = row_wx.unfold(1, r, row_step).permute(4, 0, 1, 2, 3)  # (r, N, H', W', G2) view
+        col_grid2 = col_wx.unfold(2, c, col_step).permute(4, 0, 1, 2, 3)  # (c, N, H', W', G2) view
+        finals = self.rnn2.run_bidirectional([row_grid2, col_grid2], chunk)  # rows fwd, rows rev, cols fwd, cols rev
+        out = torch.cat(finals, 0).reshape(4, n, out_h, out_w, self.hidden_summary)
         return out.permute(1, 0, 4, 2, 3).reshape(n, self.out_channels, out_h, out_w)  # (N, 4*h2, H', W')
 
     def extra_repr(self) -> str:

@@ -1,0 +1,305 @@
+"""The fused FastGRNN recurrence on CPUs: one C call runs every step of every sequence of an RNNPool grid.
+
+The eager path (:meth:`rnnpool.nn.recurrent.RecurrentCell.run_grid`) runs each recurrent step as a handful of
+PyTorch ops over a batch of sequences, copying the strided grid into chunks first. The fused kernel
+(``kernels/fastgrnn.c``) reads the grid where it lies (any strides), keeps each sequence's state in a small
+local array, vectorises over the hidden units and threads over the sequences with OpenMP; its backward
+recomputes each step from the saved states. It serves FastGRNN cells (every gate x update nonlinearity,
+low-rank or not, trainable zeta / nu) on CPU tensors of float32 and float64.
+
+How it is built: on first use, with the system C compiler (``$CC``, else ``cc``; ``-O3 -march=native
+-fopenmp``) into ``$RNNPOOL_CACHE`` (default ``~/.cache/rnnpool``), keyed by the source, the compiler and the
+CPU, and loaded with ctypes. It needs no PyTorch headers, so it builds in seconds against any installed torch.
+Where it cannot be built (no compiler), a RuntimeWarning says why once and the eager path runs.
+
+One switch: :func:`set_fused` (or ``RNNPOOL_FUSED=0`` in the environment) selects the eager path everywhere;
+:func:`fused` does so for a ``with`` block. The eager path also runs where the kernel does not apply: other
+cells, GPUs, other dtypes (autocast), TorchScript, ``torch.compile`` tracing and ONNX export.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import torch
+from torch.autograd.function import once_differentiable
+
+KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
+SOURCES = ("fastgrnn.c", "fastgrnn_scan.h")
+CFLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu99")
+MAX_HIDDEN = 1024  # the kernel's limit (MAX_HIDDEN in fastgrnn.c)
+ACTIVATIONS = {"sigmoid": 0, "tanh": 1, "quant_sigmoid": 2, "quant_tanh": 3, "relu": 4, "identity": 5}
+
+_enabled = os.environ.get("RNNPOOL_FUSED", "1") != "0"
+_library: Optional[ctypes.CDLL] = None
+_failure: Optional[str] = None
+_lock = threading.Lock()
+
+
+def set_fused(enabled: bool) -> None:
+    """Use the fused kernel where it applies (True, the default) or the eager PyTorch path everywhere."""
+    global _enabled
+    _enabled = bool(enabled)
+
+
+def fused_enabled() -> bool:
+    """Whether the switch selects the fused kernel (it may still be unavailable, see :func:`fused_available`)."""
+    return _enabled
+
+
+@contextlib.contextmanager
+def fused(enabled: bool) -> Iterator[None]:
+    """``with fused(False):`` runs the block on the eager path (and ``True`` on the fused kernel)."""
+    before = _enabled
+    set_fused(enabled)
+    try:
+        yield
+    finally:
+        set_fused(before)
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("RNNPOOL_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                                                           "rnnpool")
+    return Path(root) / "kernels"
+
+
+def _cpu_signature() -> str:
+    """What -march=native depends on: the CPU model and flags (Linux), else the platform."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return "\n".join(sorted({l for l in lines if l.startswith(("flags", "model name", "Features", "CPU part"))}))
+    except OSError:
+        return platform.processor() + platform.machine()
+
+
+def _build(compiler: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        built = Path(tmp) / target.name
+        done = subprocess.run([compiler, *CFLAGS, "-o", str(built), str(KERNEL_DIR / SOURCES[0]), "-lm"],
+                              capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise RuntimeError(f"{compiler} failed: {done.stderr.strip()[-2000:]}")
+        os.replace(built, target)  # atomic: concurrent processes (DDP ranks) each build, the last one wins
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    for suffix, args in (("f32", _ScanArgs32), ("f64", _ScanArgs64)):
+        width = getattr(lib, f"fastgrnn_width_{suffix}")
+        width.argtypes, width.restype = [ctypes.c_int], ctypes.c_int
+        forward = getattr(lib, f"fastgrnn_forward_{suffix}")
+        forward.argtypes = [ctypes.POINTER(args), ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                            ctypes.c_int]
+        forward.restype = ctypes.c_int
+        backward = getattr(lib, f"fastgrnn_backward_{suffix}")
+        backward.argtypes = [ctypes.POINTER(args), ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                             ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+        backward.restype = ctypes.c_int
+        scatter = getattr(lib, f"fastgrnn_scatter_{suffix}")
+        scatter.argtypes = [ctypes.POINTER(args), ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        scatter.restype = ctypes.c_int
+
+
+def load_library() -> Optional[ctypes.CDLL]:
+    """The compiled kernel, built on first use (None where it cannot be built; the reason is in the warning)."""
+    global _library, _failure
+    if _library is not None or _failure is not None:
+        return _library
+    with _lock:
+        if _library is not None or _failure is not None:
+            return _library
+        compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+        try:
+            if not compiler:
+                raise RuntimeError("no C compiler found (set CC, or install gcc)")
+            digest = hashlib.sha256()
+            for name in SOURCES:
+                digest.update((KERNEL_DIR / name).read_bytes())
+            version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
+            digest.update("\0".join([version, " ".join(CFLAGS), _cpu_signature()]).encode())
+            target = _cache_dir() / f"fastgrnn-{digest.hexdigest()[:20]}.so"
+            if not target.exists():
+                _build(compiler, target)
+            library = ctypes.CDLL(str(target))
+            _declare(library)
+            _library = library
+        except Exception as err:  # no compiler, no OpenMP, read-only cache, odd platform: the eager path runs
+            _failure = f"{type(err).__name__}: {err}"
+            warnings.warn(f"rnnpool: the fused FastGRNN kernel could not be built ({_failure}); RNNPool runs its "
+                          "eager PyTorch path", RuntimeWarning, stacklevel=3)
+    return _library
+
+
+def fused_available() -> bool:
+    """Whether the fused kernel is (or can be) built and loaded on this machine."""
+    return load_library() is not None
+
+
+def _fields(real) -> List:
+    return [("wx", ctypes.c_void_p), ("T", ctypes.c_int64), ("N", ctypes.c_int64), ("L", ctypes.c_int64), ("M", ctypes.c_int64),
+            ("st", ctypes.c_int64), ("sn", ctypes.c_int64), ("sl", ctypes.c_int64), ("sm", ctypes.c_int64), ("sg", ctypes.c_int64),
+            ("width", ctypes.c_int64), ("offset", ctypes.c_void_p), ("u", ctypes.c_void_p), ("ut", ctypes.c_void_p), ("bias_diff", ctypes.c_void_p),
+            ("zeta", real), ("nu", real)]
+
+
+class _ScanArgs32(ctypes.Structure):
+    _fields_ = _fields(ctypes.c_float)
+
+
+class _ScanArgs64(ctypes.Structure):
+    _fields_ = _fields(ctypes.c_double)
+
+
+def _padded(tensor: torch.Tensor, width: int) -> torch.Tensor:
+    """``tensor`` (..., H) zero-padded to (..., width), contiguous (the kernel reads whole vectors)."""
+    return torch.nn.functional.pad(tensor, (0, width - tensor.shape[-1])).contiguous()
+
+
+def _arguments(base: torch.Tensor, geometry, offset: torch.Tensor, u: torch.Tensor, ut: torch.Tensor, bias_diff: torch.Tensor,
+               zeta: float, nu: float):
+    """The kernel's argument struct for the grid ``geometry`` = (size (T, N, L, M, H), strides, start) over the
+    contiguous ``base`` (strides may be negative: a grid read backwards in time), and the cell constants
+    padded to the kernel's width (contiguous, kept alive by the caller)."""
+    size, stride, start = geometry
+    args = (_ScanArgs32 if base.dtype == torch.float32 else _ScanArgs64)()
+    args.wx = base.data_ptr() + start * base.element_size()
+    args.T, args.N, args.L, args.M = size[:4]
+    args.st, args.sn, args.sl, args.sm, args.sg = stride
+    args.width = offset.shape[0]
+    args.offset, args.u, args.ut, args.bias_diff = offset.data_ptr(), u.data_ptr(), ut.data_ptr(), bias_diff.data_ptr()
+    args.zeta, args.nu = zeta, nu
+    return args
+
+
+def _suffix(dtype: torch.dtype) -> str:
+    return "f32" if dtype == torch.float32 else "f64"
+
+
+class FastGRNNScan(torch.autograd.Function):
+    """Final states (N*L*M, H) of FastGRNN over a grid of ``W x`` (T, N, L, M, H), offset not added.
+
+    The grid is given as the strided view ``geometry`` = (size, stride, start) of the contiguous tensor
+    ``base`` (start: elements from base's first one; windows may overlap), so the backward adds each step's
+    gradient straight into a gradient of ``base`` (the autograd of overlapping views, unfold_backward, costs
+    more than the recurrence)."""
+
+    @staticmethod
+    def forward(ctx, base: torch.Tensor, geometry, offset: torch.Tensor, u: torch.Tensor, bias_diff: torch.Tensor,
+                zeta: torch.Tensor, nu: torch.Tensor, gate: int, update: int) -> torch.Tensor:
+        lib = load_library()
+        size = geometry[0]
+        t, n, l, m, h = size
+        sequences = n * l * m
+        width = getattr(lib, f"fastgrnn_width_{_suffix(base.dtype)}")(h)
+        # the constants as the kernel reads them: zero-padded to its vector width (held: it takes raw pointers)
+        offset_p, u_p, ut_p, bias_p = (_padded(v.detach(), width) for v in (offset, u, u.t(), bias_diff))
+        out = base.new_empty(sequences, h)
+        train = any(ctx.needs_input_grad)
+        states = base.new_empty(sequences, t, h) if train else None
+        if sequences:
+            args = _arguments(base, geometry, offset_p, u_p, ut_p, bias_p, float(zeta), float(nu))
+            status = getattr(lib, f"fastgrnn_forward_{_suffix(base.dtype)}")(
+                ctypes.byref(args), h, gate, update, out.data_ptr(), states.data_ptr() if train else None, torch.get_num_threads())
+            if status:
+                raise RuntimeError(f"fused FastGRNN forward failed (status {status}, hidden {h})")
+        if train:
+            ctx.save_for_backward(base, offset_p, u_p, ut_p, bias_p, zeta, nu, states)
+            ctx.geometry, ctx.kinds = geometry, (gate, update)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        base, offset, u, ut, bias_diff, zeta, nu, states = ctx.saved_tensors
+        (size, stride, start), (gate, update) = ctx.geometry, ctx.kinds
+        t, n, l, m, h = size
+        width = offset.shape[0]
+        sequences = n * l * m
+        threads = torch.get_num_threads()
+        lib, suffix = load_library(), _suffix(base.dtype)
+        grad_out = grad_out.contiguous()  # (held here: the kernel reads it through a raw pointer)
+        grad_wx = base.new_empty(t, sequences, h)
+        parts = base.new_zeros(threads, h * width + 2 * width + 2)
+        needs = ctx.needs_input_grad
+        grad_base = None
+        if sequences:
+            args = _arguments(base, ctx.geometry, offset, u, ut, bias_diff, float(zeta), float(nu))
+            status = getattr(lib, f"fastgrnn_backward_{suffix}")(
+                ctypes.byref(args), h, gate, update, states.data_ptr(), grad_out.data_ptr(), grad_wx.data_ptr(),
+                parts.data_ptr(), threads)
+            if status:
+                raise RuntimeError(f"fused FastGRNN backward failed (status {status}, hidden {h})")
+        if needs[0]:
+            if start == 0 and tuple(stride) == _contiguous_strides(size) and base.numel() == grad_wx.numel():
+                grad_base = grad_wx.view(base.shape)  # the grid is the whole base, in its order
+            else:
+                grad_base = torch.zeros_like(base, memory_format=torch.contiguous_format)
+                if sequences:
+                    args = _arguments(grad_base, ctx.geometry, offset, u, ut, bias_diff, 0.0, 0.0)
+                    reach = sum((d - 1) * abs(s) for d, s in zip(size, stride)) - (n - 1) * abs(stride[1])  # one image's extent
+                    by_image = stride[1] > reach
+                    getattr(lib, f"fastgrnn_scatter_{suffix}")(ctypes.byref(args), h, grad_wx.data_ptr(), int(by_image), threads)
+        total = parts.sum(0)
+        return (grad_base, None,
+                total[h * width + width: h * width + width + h] if needs[2] else None,
+                total[: h * width].view(h, width)[:, :h] if needs[3] else None,
+                total[h * width: h * width + h] if needs[4] else None,
+                total[-2].reshape(zeta.shape) if needs[5] else None,
+                total[-1].reshape(nu.shape) if needs[6] else None,
+                None, None)
+
+
+def _contiguous_strides(size) -> tuple:
+    strides, step = [], 1
+    for d in reversed(size):
+        strides.append(step)
+        step *= d
+    return tuple(reversed(strides))
+
+
+def applies(cell: torch.nn.Module, grids: List[torch.Tensor]) -> bool:
+    """Whether the fused kernel runs ``cell`` (a FastGRNNCell) over ``grids``: switched on, CPU float32/64
+    tensors of the cell's dtype, not while TorchScript, torch.compile or ONNX export trace, and it builds."""
+    if not _enabled or torch.jit.is_scripting() or cell.hidden_size > MAX_HIDDEN:
+        return False
+    if torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+        return False
+    dtype = cell.u1.dtype
+    if dtype not in (torch.float32, torch.float64) or cell.u1.device.type != "cpu":
+        return False
+    if any(g.device.type != "cpu" or g.dtype != dtype or g.dim() != 5 for g in grids):
+        return False
+    return fused_available()
+
+
+def fastgrnn_scan(cell: torch.nn.Module, grid: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    """Final hidden states (N*L*M, H) of ``cell`` over the grid of ``W x`` (T, N, L, M, H), offset not yet added;
+    with ``reverse``, each sequence runs from its last step to its first.
+
+    The kernel reads the grid where it lies: as a view of its contiguous base tensor (RNNPool's projection)
+    when it is one, else as itself (made contiguous first if it is neither)."""
+    base = grid._base if grid._base is not None else grid
+    if not base.is_contiguous() or any(s < 0 for s in grid.stride()):
+        grid = base = grid.contiguous()
+    size, stride, start = tuple(grid.shape), list(grid.stride()), grid.storage_offset() - base.storage_offset()
+    if reverse:  # start at the last step, walk time backwards
+        start += (size[0] - 1) * stride[0]
+        stride[0] = -stride[0]
+    geometry = (size, tuple(stride), start)
+    return FastGRNNScan.apply(base, geometry, cell.input_offset(), cell.recurrent_weight(), cell.bias_update - cell.bias_gate,
+                              torch.sigmoid(cell.zeta), torch.sigmoid(cell.nu), ACTIVATIONS[cell.gate_nonlinearity],
+                              ACTIVATIONS[cell.update_nonlinearity])
+
+
+__all__ = ["FastGRNNScan", "applies", "fastgrnn_scan", "fused", "fused_available", "fused_enabled", "load_library", "set_fused"]

@@ -1,0 +1,390 @@
+/* Fused FastGRNN recurrence for RNNPool on CPUs: all the steps of many sequences in one call, forward and
+ * backward, threaded with OpenMP. Built on first use by rnnpool.nn.fused (the system C compiler, -O3
+ * -march=native) and called through ctypes; the eager PyTorch path is the reference it is tested against.
+ *
+ * float32 cells of up to 64 hidden units take the vector path below: the state is ceil(H / 8) vectors of 8
+ * floats (GCC vector extensions: AVX on x86, pairs of NEON registers on ARM), U h is H broadcast
+ * multiply-adds of U's padded columns, and exp is vexp (Cephes-style range reduction and polynomial, about
+ * 1 ulp). float64, and float32 cells wider than 64, run the scalar template of fastgrnn_scan.h (float64
+ * with libm's exp, so it is as exact as the eager path).
+ */
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <string.h>
+
+enum { ACT_SIGMOID = 0, ACT_TANH = 1, ACT_QSIGMOID = 2, ACT_QTANH = 3, ACT_RELU = 4, ACT_IDENTITY = 5 };
+#define MAX_HIDDEN 1024
+
+int rnnpool_kernel_version(void) { return 2; }
+
+static inline __attribute__((always_inline)) float exp_f32(float x) {
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    const float n = floorf(x * 1.44269504088896341f + 0.5f);
+    const float r = x - n * 0.693359375f + n * 2.12194440e-4f; /* x - n ln 2, ln 2 in two parts */
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union { int32_t i; float f; } scale;
+    scale.i = ((int32_t)n + 127) << 23; /* 2^n */
+    return p * scale.f;
+}
+
+#define REAL float
+#define SUFFIX f32
+#define EXP exp_f32
+#include "fastgrnn_scan.h"
+#undef REAL
+#undef SUFFIX
+#undef EXP
+
+#define REAL double
+#define SUFFIX f64
+#define EXP exp
+#include "fastgrnn_scan.h"
+#undef REAL
+#undef SUFFIX
+#undef EXP
+
+/* ---- the float32 vector path ---- */
+
+#define LANES 8
+#define MAX_VECTORS 8 /* H <= 64 */
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+typedef float v8f_unaligned __attribute__((vector_size(32), aligned(4)));
+
+static inline __attribute__((always_inline)) v8f vsplat(float x) { return (v8f){x, x, x, x, x, x, x, x}; }
+static inline __attribute__((always_inline)) v8f vselect(v8i mask, v8f a, v8f b) {
+    return (v8f)(((v8i)a & mask) | ((v8i)b & ~mask));
+}
+#if defined(__AVX__)
+#include <immintrin.h>
+static inline __attribute__((always_inline)) v8f vmin(v8f a, v8f b) { return (v8f)_mm256_min_ps((__m256)a, (__m256)b); }
+static inline __attribute__((always_inline)) v8f vmax(v8f a, v8f b) { return (v8f)_mm256_max_ps((__m256)a, (__m256)b); }
+#else
+static inline __attribute__((always_inline)) v8f vmin(v8f a, v8f b) { return vselect(a < b, a, b); }
+static inline __attribute__((always_inline)) v8f vmax(v8f a, v8f b) { return vselect(a > b, a, b); }
+#endif
+
+static inline __attribute__((always_inline)) v8f vexp(v8f x) {
+    x = vmax(vmin(x, vsplat(88.0f)), vsplat(-87.0f));
+    const v8f magic = vsplat(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
+    const v8f shifted = x * vsplat(1.44269504088896341f) + magic;
+    const v8f n = shifted - magic;
+    const v8f r = x - n * vsplat(0.693359375f) + n * vsplat(2.12194440e-4f);
+    v8f p = vsplat(1.9875691500e-4f);
+    p = p * r + vsplat(1.3981999507e-3f);
+    p = p * r + vsplat(8.3334519073e-3f);
+    p = p * r + vsplat(4.1665795894e-2f);
+    p = p * r + vsplat(1.6666665459e-1f);
+    p = p * r + vsplat(5.0000001201e-1f);
+    p = p * r * r + r + vsplat(1.0f);
+    const v8i integer = (v8i)shifted - (v8i)magic; /* n, from the low bits of the shifted float */
+    return p * (v8f)((integer + 127) << 23);
+}
+
+#if defined(__AVX__)
+/* 1 / d from the 12-bit estimate and one Newton step (about 1 ulp: a division costs several times more) */
+static inline __attribute__((always_inline)) v8f vrecip(v8f d) {
+    const v8f r = (v8f)_mm256_rcp_ps((__m256)d);
+    return r * (vsplat(2.0f) - d * r);
+}
+#else
+static inline __attribute__((always_inline)) v8f vrecip(v8f d) { return vsplat(1.0f) / d; }
+#endif
+
+static inline __attribute__((always_inline)) v8f vsigmoid(v8f x) { return vrecip(vsplat(1.0f) + vexp(-x)); }
+
+static inline __attribute__((always_inline)) v8f vact(v8f x, int kind) {
+    switch (kind) {
+    case ACT_SIGMOID: return vsigmoid(x);
+    case ACT_TANH: return vsplat(2.0f) * vsigmoid(vsplat(2.0f) * x) - vsplat(1.0f);
+    case ACT_QSIGMOID: return vmax(vmin((x + vsplat(1.0f)) * vsplat(0.5f), vsplat(1.0f)), vsplat(0.0f));
+    case ACT_QTANH: return vmax(vmin(x, vsplat(1.0f)), vsplat(-1.0f));
+    case ACT_RELU: return vmax(x, vsplat(0.0f));
+    default: return x;
+    }
+}
+
+/* as act_grad in fastgrnn_scan.h: clamp passes the gradient strictly inside its interval, relu above 0 */
+static inline __attribute__((always_inline)) v8f vact_grad(v8f x, v8f y, int kind) {
+    const v8f zero = vsplat(0.0f);
+    switch (kind) {
+    case ACT_SIGMOID: return y * (vsplat(1.0f) - y);
+    case ACT_TANH: return vsplat(1.0f) - y * y;
+    case ACT_QSIGMOID: {
+        const v8f v = (x + vsplat(1.0f)) * vsplat(0.5f);
+        return vselect((v > zero) & (v < vsplat(1.0f)), vsplat(0.5f), zero);
+    }
+    case ACT_QTANH: return vselect((x > vsplat(-1.0f)) & (x < vsplat(1.0f)), vsplat(1.0f), zero);
+    case ACT_RELU: return vselect(x > zero, vsplat(1.0f), zero);
+    default: return vsplat(1.0f);
+    }
+}
+
+/* z = gate(pre) and c = update(pre + bias). The sigmoid/tanh cell needs one exp, not two: with e = exp(-pre),
+ * z = 1 / (1 + e) and tanh(pre + b) = 2 / (1 + e^2 exp(-2 b)) - 1 (eb = exp(-2 b), per unit); the sum is
+ * capped at 1e30 where e^2 overflows (tanh is -1 there to float precision). */
+static inline __attribute__((always_inline)) void gate_update(v8f pre, v8f bias, v8f eb, v8f *z, v8f *c, int gate, int update) {
+    if (gate == ACT_SIGMOID && update == ACT_TANH) {
+        const v8f one = vsplat(1.0f), e = vexp(-pre);
+        *z = vrecip(one + e);
+        *c = vsplat(2.0f) * vrecip(vmin(one + e * e * eb, vsplat(1e30f))) - one;
+    } else {
+        *z = vact(pre, gate);
+        *c = vact(pre + bias, update);
+    }
+}
+
+static inline __attribute__((always_inline)) void load_step(const float *x, int64_t sg, int H, float *buffer) {
+    if (sg == 1) {
+        memcpy(buffer, x, sizeof(float) * H);
+    } else {
+        for (int g = 0; g < H; g++) buffer[g] = x[g * sg];
+    }
+}
+
+/* x + offset as NV vectors: read straight from the grid when whole vectors lie there (H a multiple of 8,
+ * unit stride), else through the zero-tailed buffer xb. */
+static inline __attribute__((always_inline)) void load_input(const scan_args_f32 *a, const float *x, float *xb, v8f *pre,
+                                                             const int H, const int NV) {
+    if (H % LANES == 0 && a->sg == 1) {
+        for (int k = 0; k < NV; k++) pre[k] = *(const v8f_unaligned *)(x + LANES * k) + *(const v8f_unaligned *)(a->offset + LANES * k);
+    } else {
+        load_step(x, a->sg, H, xb);
+        for (int k = 0; k < NV; k++) pre[k] = *(const v8f *)(xb + LANES * k) + *(const v8f_unaligned *)(a->offset + LANES * k);
+    }
+}
+
+/* pre += U h for G sequences at once (each column of U loaded once for all of them); hs[g]: the states */
+static inline __attribute__((always_inline)) void add_recurrent(const scan_args_f32 *a, float (*hs)[LANES * MAX_VECTORS],
+                                                                v8f (*pre)[MAX_VECTORS], const int G, const int H, const int NV) {
+    for (int j = 0; j < H; j++) {
+        const float *col = a->ut + (int64_t)j * a->width;
+        v8f u[MAX_VECTORS];
+        for (int k = 0; k < NV; k++) u[k] = *(const v8f_unaligned *)(col + LANES * k);
+        for (int g = 0; g < G; g++) {
+            const v8f hj = vsplat(hs[g][j]);
+            for (int k = 0; k < NV; k++) pre[g][k] += u[k] * hj;
+        }
+    }
+}
+
+/* G sequences from s0 on, interleaved so that their independent steps overlap (the step is a chain of
+ * dependent latencies: exp, divide, the next step's broadcast). */
+static inline __attribute__((always_inline)) void forward_group(const scan_args_f32 *a, int64_t s0, walk_f32 *walk, float *out,
+                                                                float *states, const v8f *bias, const v8f *eb, const int G,
+                                                                const int H, const int NV, int gate, int update) {
+    float hs[G][LANES * MAX_VECTORS] __attribute__((aligned(32)));
+    float xb[LANES * MAX_VECTORS] __attribute__((aligned(32)));
+    v8f pre[G][MAX_VECTORS];
+    const float *x[G];
+    const v8f zeta = vsplat(a->zeta), nu = vsplat(a->nu), one = vsplat(1.0f);
+    memset(xb, 0, sizeof(xb));
+    for (int g = 0; g < G; g++) {
+        x[g] = walk_next_f32(walk);
+        for (int k = 0; k < NV; k++) *(v8f *)(hs[g] + LANES * k) = vsplat(0.0f);
+    }
+    for (int64_t t = 0; t < a->T; t++) {
+        for (int g = 0; g < G; g++) {
+            if (states) memcpy(states + ((s0 + g) * a->T + t) * H, hs[g], sizeof(float) * H);
+            load_input(a, x[g] + t * a->st, xb, pre[g], H, NV);
+        }
+        add_recurrent(a, hs, pre, G, H, NV);
+        for (int g = 0; g < G; g++) {
+            for (int k = 0; k < NV; k++) {
+                v8f z, c;
+                gate_update(pre[g][k], bias[k], eb[k], &z, &c, gate, update);
+                v8f *h = (v8f *)(hs[g] + LANES * k);
+                *h = (zeta * (one - z) + nu) * c + z * *h;
+            }
+        }
+    }
+    for (int g = 0; g < G; g++) memcpy(out + (s0 + g) * H, hs[g], sizeof(float) * H);
+}
+
+/* As many sequences at once as the 16 vector registers hold the pre-activations of. */
+#define GROUP(NV) ((NV) <= 2 ? 4 : ((NV) <= 4 ? 2 : 1))
+
+static inline __attribute__((always_inline)) void vector_forward(const scan_args_f32 *a, int64_t begin, int64_t end, float *out,
+                                                                 float *states, const int H, const int NV, int gate, int update) {
+    v8f bias[MAX_VECTORS], eb[MAX_VECTORS];
+    for (int k = 0; k < NV; k++) {
+        bias[k] = *(const v8f_unaligned *)(a->bias_diff + LANES * k);
+        eb[k] = vexp(vsplat(-2.0f) * bias[k]);
+    }
+    walk_f32 walk = walk_start_f32(a, begin);
+    int64_t s = begin;
+    for (; s + GROUP(NV) <= end; s += GROUP(NV)) forward_group(a, s, &walk, out, states, bias, eb, GROUP(NV), H, NV, gate, update);
+    for (; s < end; s++) forward_group(a, s, &walk, out, states, bias, eb, 1, H, NV, gate, update);
+}
+
+/* The backward of G sequences from s0 on, interleaved like forward_group: each step recomputed from its saved
+ * state; d pre into grad_wx; d U accumulated into du (each row loaded once for the group), d bias_diff,
+ * d zeta, d nu into vector sums. */
+static inline __attribute__((always_inline)) void backward_group(const scan_args_f32 *a, int64_t s0, walk_f32 *walk,
+                                                                 const float *states, const float *grad_out, float *grad_wx,
+                                                                 float *du, const v8f *bias, const v8f *eb, v8f *dbias,
+                                                                 v8f *doffset, v8f *dzeta, v8f *dnu, const int G, const int H, const int NV,
+                                                                 int gate, int update) {
+    float hs[G][LANES * MAX_VECTORS] __attribute__((aligned(32)));
+    float dps[G][LANES * MAX_VECTORS] __attribute__((aligned(32)));
+    float xb[LANES * MAX_VECTORS] __attribute__((aligned(32)));
+    v8f pre[G][MAX_VECTORS], dh[G][MAX_VECTORS];
+    const float *base[G];
+    const int64_t W = a->width, S = a->N * a->L * a->M;
+    const v8f zeta = vsplat(a->zeta), nu = vsplat(a->nu), one = vsplat(1.0f);
+    memset(xb, 0, sizeof(xb));
+    memset(hs, 0, sizeof(hs)); /* lanes past H stay 0 */
+    memset(dps, 0, sizeof(dps));
+    for (int g = 0; g < G; g++) {
+        base[g] = walk_next_f32(walk);
+        memcpy(dps[g], grad_out + (s0 + g) * H, sizeof(float) * H);
+        for (int k = 0; k < NV; k++) dh[g][k] = *(const v8f *)(dps[g] + LANES * k);
+    }
+    for (int64_t t = a->T - 1; t >= 0; t--) {
+        for (int g = 0; g < G; g++) {
+            memcpy(hs[g], states + ((s0 + g) * a->T + t) * H, sizeof(float) * H);
+            load_input(a, base[g] + t * a->st, xb, pre[g], H, NV);
+        }
+        add_recurrent(a, hs, pre, G, H, NV);
+        for (int g = 0; g < G; g++) {
+            for (int k = 0; k < NV; k++) {
+                v8f z, c;
+                gate_update(pre[g][k], bias[k], eb[k], &z, &c, gate, update);
+                const v8f h = *(const v8f *)(hs[g] + LANES * k);
+                const v8f dc = dh[g][k] * (zeta * (one - z) + nu) * vact_grad(pre[g][k] + bias[k], c, update);
+                const v8f dz = dh[g][k] * (h - zeta * c) * vact_grad(pre[g][k], z, gate);
+                dbias[k] += dc;
+                doffset[k] += dc + dz;
+                *dzeta += dh[g][k] * (one - z) * c;
+                *dnu += dh[g][k] * c;
+                dh[g][k] *= z; /* the part of d h_prev through z h; U^T d pre is added below */
+                *(v8f *)(dps[g] + LANES * k) = dc + dz;
+            }
+            memcpy(grad_wx + (t * S + s0 + g) * H, dps[g], sizeof(float) * H);
+        }
+        for (int i = 0; i < H; i++) { /* d h_prev += U^T d pre; d U += d pre h^T */
+            const float *row = a->u + (int64_t)i * W;
+            float *du_row = du + (int64_t)i * W;
+            v8f u[MAX_VECTORS], acc[MAX_VECTORS];
+            for (int k = 0; k < NV; k++) {
+                u[k] = *(const v8f_unaligned *)(row + LANES * k);
+                acc[k] = *(const v8f_unaligned *)(du_row + LANES * k);
+            }
+            for (int g = 0; g < G; g++) {
+                const v8f di = vsplat(dps[g][i]);
+                for (int k = 0; k < NV; k++) {
+                    dh[g][k] += u[k] * di;
+                    acc[k] += di * *(const v8f *)(hs[g] + LANES * k);
+                }
+            }
+            for (int k = 0; k < NV; k++) *(v8f_unaligned *)(du_row + LANES * k) = acc[k];
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void vector_backward(const scan_args_f32 *a, int64_t begin, int64_t end,
+                                                                  const float *states, const float *grad_out, float *grad_wx,
+                                                                  float *part, const int H, const int NV, int gate, int update) {
+    v8f bias[MAX_VECTORS], eb[MAX_VECTORS], dbias[MAX_VECTORS], doffset[MAX_VECTORS], dzeta = vsplat(0.0f), dnu = vsplat(0.0f);
+    const int64_t W = a->width;
+    for (int k = 0; k < NV; k++) {
+        bias[k] = *(const v8f_unaligned *)(a->bias_diff + LANES * k);
+        eb[k] = vexp(vsplat(-2.0f) * bias[k]);
+        dbias[k] = doffset[k] = vsplat(0.0f);
+    }
+    walk_f32 walk = walk_start_f32(a, begin);
+    int64_t s = begin;
+    for (; s + GROUP(NV) <= end; s += GROUP(NV))
+        backward_group(a, s, &walk, states, grad_out, grad_wx, part, bias, eb, dbias, doffset, &dzeta, &dnu, GROUP(NV), H, NV,
+                       gate, update);
+    for (; s < end; s++)
+        backward_group(a, s, &walk, states, grad_out, grad_wx, part, bias, eb, dbias, doffset, &dzeta, &dnu, 1, H, NV, gate, update);
+    for (int k = 0; k < NV; k++) {
+        *(v8f_unaligned *)(part + H * W + LANES * k) += dbias[k];
+        *(v8f_unaligned *)(part + H * W + W + LANES * k) += doffset[k];
+    }
+    float zsum = 0.0f, nsum = 0.0f;
+    for (int l = 0; l < LANES; l++) {
+        zsum += dzeta[l];
+        nsum += dnu[l];
+    }
+    part[H * W + 2 * W] += zsum;
+    part[H * W + 2 * W + 1] += nsum;
+}
+
+/* Constant H (and so constant loop bounds and copy sizes) for the common widths, constant NV for the rest. */
+#define VECTOR_CASES(CALL)                      \
+    switch (H) {                                \
+    case 8: CALL(8, 1); break;                  \
+    case 16: CALL(16, 2); break;                \
+    case 32: CALL(32, 4); break;                \
+    case 48: CALL(48, 6); break;                \
+    case 64: CALL(64, 8); break;                \
+    default:                                    \
+        switch (NV) {                           \
+        case 1: CALL(H, 1); break;              \
+        case 2: CALL(H, 2); break;              \
+        case 3: CALL(H, 3); break;              \
+        case 4: CALL(H, 4); break;              \
+        case 5: CALL(H, 5); break;              \
+        case 6: CALL(H, 6); break;              \
+        case 7: CALL(H, 7); break;              \
+        default: CALL(H, 8); break;             \
+        }                                       \
+    }
+
+/* The padded width W a float32 / float64 cell of H hidden units needs (see scan_args.width). */
+int fastgrnn_width_f32(int H) { return H <= LANES * MAX_VECTORS ? (H + LANES - 1) / LANES * LANES : H; }
+int fastgrnn_width_f64(int H) { return H; }
+
+int fastgrnn_forward_f32(const scan_args_f32 *a, int H, int gate, int update, float *out, float *states, int threads) {
+    if (H <= 0 || H > MAX_HIDDEN || a->width != fastgrnn_width_f32(H)) return 1;
+    if (H > LANES * MAX_VECTORS) return scalar_forward_f32(a, H, gate, update, out, states, threads);
+    const int64_t S = a->N * a->L * a->M;
+    const int NV = (H + LANES - 1) / LANES;
+#pragma omp parallel num_threads(threads)
+    {
+        int64_t b, e;
+        split_f32(S, &b, &e);
+#define FORWARD(HS, V) vector_forward(a, b, e, out, states, HS, V, gate, update)
+        VECTOR_CASES(FORWARD)
+#undef FORWARD
+    }
+    return 0;
+}
+
+int fastgrnn_backward_f32(const scan_args_f32 *a, int H, int gate, int update, const float *states, const float *grad_out,
+                          float *grad_wx, float *parts, int threads) {
+    if (H <= 0 || H > MAX_HIDDEN || a->width != fastgrnn_width_f32(H)) return 1;
+    if (H > LANES * MAX_VECTORS) return scalar_backward_f32(a, H, gate, update, states, grad_out, grad_wx, parts, threads);
+    const int64_t S = a->N * a->L * a->M;
+    const int NV = (H + LANES - 1) / LANES;
+#pragma omp parallel num_threads(threads)
+    {
+        int64_t b, e;
+        split_f32(S, &b, &e);
+        float *p = parts + (int64_t)omp_get_thread_num() * (H * a->width + 2 * a->width + 2);
+#define BACKWARD(HS, V) vector_backward(a, b, e, states, grad_out, grad_wx, p, HS, V, gate, update)
+        VECTOR_CASES(BACKWARD)
+#undef BACKWARD
+    }
+    return 0;
+}
+
+int fastgrnn_forward_f64(const scan_args_f64 *a, int H, int gate, int update, double *out, double *states, int threads) {
+    if (a->width != H) return 1;
+    return scalar_forward_f64(a, H, gate, update, out, states, threads);
+}
+
+int fastgrnn_backward_f64(const scan_args_f64 *a, int H, int gate, int update, const double *states, const double *grad_out,
+                          double *grad_wx, double *parts, int threads) {
+    if (a->width != H) return 1;
+    return scalar_backward_f64(a, H, gate, update, states, grad_out, grad_wx, parts, threads);
+}

@@ -1,0 +1,272 @@
+/* The FastGRNN recurrence over many sequences, forward and backward, for one floating-point type, in plain
+ * scalar C: the float64 path, and float32 cells wider than the vector path of fastgrnn.c takes.
+ *
+ * Included by fastgrnn.c once per type with REAL (float or double), SUFFIX (f32 / f64) and EXP (the exp to
+ * use) defined. One sequence runs at a time per thread, its state in a small local array (U is passed both
+ * as rows and transposed so every inner loop reads contiguously; here the padded width is H itself). The
+ * always_inline bodies are instantiated with constant hidden sizes for the sigmoid/tanh cell, and once with
+ * run-time values for the rest.
+ *
+ * A step, from the state h and the projected input x (W x + b_z, read from a strided grid):
+ *   pre = x + U h;  z = gate(pre);  c = update(pre + bd)  (bd = b_h - b_z)
+ *   h'  = (zs (1 - z) + ns) c + z h                        (zs = sigmoid(zeta), ns = sigmoid(nu))
+ */
+
+#define CAT_(a, b) a##_##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(name) CAT(name, SUFFIX)
+
+static inline __attribute__((always_inline)) REAL FN(sigmoid)(REAL x) { return (REAL)1 / ((REAL)1 + EXP(-x)); }
+
+static inline __attribute__((always_inline)) REAL FN(act)(REAL x, int kind) {
+    switch (kind) {
+    case ACT_SIGMOID: return FN(sigmoid)(x);
+    case ACT_TANH: return (REAL)2 * FN(sigmoid)((REAL)2 * x) - (REAL)1;
+    case ACT_QSIGMOID: { REAL y = (x + (REAL)1) * (REAL)0.5; return y < (REAL)0 ? (REAL)0 : (y > (REAL)1 ? (REAL)1 : y); }
+    case ACT_QTANH: return x < (REAL)-1 ? (REAL)-1 : (x > (REAL)1 ? (REAL)1 : x);
+    case ACT_RELU: return x > (REAL)0 ? x : (REAL)0;
+    default: return x;
+    }
+}
+
+/* d act / d x from the input x and the output y (torch's conventions: clamp passes the gradient only strictly
+ * inside its interval, relu only above 0). */
+static inline __attribute__((always_inline)) REAL FN(act_grad)(REAL x, REAL y, int kind) {
+    switch (kind) {
+    case ACT_SIGMOID: return y * ((REAL)1 - y);
+    case ACT_TANH: return (REAL)1 - y * y;
+    case ACT_QSIGMOID: { REAL v = (x + (REAL)1) * (REAL)0.5; return (v > (REAL)0 && v < (REAL)1) ? (REAL)0.5 : (REAL)0; }
+    case ACT_QTANH: return (x > (REAL)-1 && x < (REAL)1) ? (REAL)1 : (REAL)0;
+    case ACT_RELU: return x > (REAL)0 ? (REAL)1 : (REAL)0;
+    default: return (REAL)1;
+    }
+}
+
+typedef struct {
+    const REAL *wx;          /* element (t, s, g) at wx[t * st + base(s) + g * sg] */
+    int64_t T, N, L, M;      /* steps; sequences s = (n * L + l) * M + m */
+    int64_t st, sn, sl, sm, sg;
+    int64_t width;           /* W >= H: the padded length of offset, bias_diff and of every row of u and ut */
+    const REAL *offset;      /* (W,) added to every x (b_z), zeros past H */
+    const REAL *u;           /* (H, W) row-major, zeros past column H */
+    const REAL *ut;          /* U transposed, (H, W) row-major, zeros past column H */
+    const REAL *bias_diff;   /* (W,) b_h - b_z, zeros past H */
+    REAL zeta, nu;           /* after their sigmoid */
+} FN(scan_args);
+
+/* The first element of consecutive sequences s = (n * L + l) * M + m: one division to start, then steps. */
+typedef struct {
+    const FN(scan_args) *a;
+    int64_t n, l, m;
+} FN(walk);
+
+static inline FN(walk) FN(walk_start)(const FN(scan_args) *a, int64_t s) {
+    FN(walk) w = {a, s / (a->M * a->L), (s / a->M) % a->L, s % a->M};
+    return w;
+}
+
+static inline __attribute__((always_inline)) const REAL *FN(walk_next)(FN(walk) *w) {
+    const FN(scan_args) *a = w->a;
+    const REAL *base = a->wx + w->n * a->sn + w->l * a->sl + w->m * a->sm;
+    if (++w->m == a->M) {
+        w->m = 0;
+        if (++w->l == a->L) {
+            w->l = 0;
+            w->n++;
+        }
+    }
+    return base;
+}
+
+/* Forward of sequences [begin, end): final states into out (S, H); with states != NULL also the state
+ * before every step, states[(s * T + t) * H + i]. */
+static inline __attribute__((always_inline)) void FN(forward_body)(const FN(scan_args) *a, int64_t begin, int64_t end,
+                                                                  REAL *out, REAL *states, const int H, const int gate,
+                                                                  const int update, const int64_t sg) {
+    REAL h[H], pre[H];
+    const REAL zeta = a->zeta, nu = a->nu;
+    FN(walk) walk = FN(walk_start)(a, begin);
+    for (int64_t s = begin; s < end; s++) {
+        const REAL *x = FN(walk_next)(&walk);
+        for (int i = 0; i < H; i++) h[i] = (REAL)0;
+        for (int64_t t = 0; t < a->T; t++, x += a->st) {
+            if (states) memcpy(states + (s * a->T + t) * H, h, sizeof(REAL) * H);
+            for (int i = 0; i < H; i++) pre[i] = x[i * sg] + a->offset[i];
+            for (int j = 0; j < H; j++) {
+                const REAL hj = h[j];
+                const REAL *col = a->ut + (int64_t)j * a->width;
+                for (int i = 0; i < H; i++) pre[i] += col[i] * hj;
+            }
+            for (int i = 0; i < H; i++) {
+                const REAL z = FN(act)(pre[i], gate);
+                const REAL c = FN(act)(pre[i] + a->bias_diff[i], update);
+                h[i] = (zeta * ((REAL)1 - z) + nu) * c + z * h[i];
+            }
+        }
+        memcpy(out + s * H, h, sizeof(REAL) * H);
+    }
+}
+
+/* Backward of sequences [begin, end) from the saved states: d pre of every step into grad_wx (T, S, H)
+ * (= d x), and this thread's sums of d U (H x W), d bias_diff (W), d offset (W), d zeta, d nu into part. */
+static inline __attribute__((always_inline)) void FN(backward_body)(const FN(scan_args) *a, int64_t begin, int64_t end,
+                                                                   const REAL *states, const REAL *grad_out, REAL *grad_wx,
+                                                                   REAL *part, const int H, const int gate, const int update,
+                                                                   const int64_t sg) {
+    REAL dh[H], dprev[H], pre[H], dpre[H];
+    const int64_t W = a->width;
+    REAL *du = part, *dbias = part + H * W, *doffset = part + H * W + W;
+    REAL dzeta = 0, dnu = 0;
+    const REAL zeta = a->zeta, nu = a->nu;
+    const int64_t S = a->N * a->L * a->M;
+    FN(walk) walk = FN(walk_start)(a, begin);
+    for (int64_t s = begin; s < end; s++) {
+        const REAL *base = FN(walk_next)(&walk);
+        memcpy(dh, grad_out + s * H, sizeof(REAL) * H);
+        for (int64_t t = a->T - 1; t >= 0; t--) {
+            const REAL *x = base + t * a->st;
+            const REAL *h = states + (s * a->T + t) * H;
+            for (int i = 0; i < H; i++) pre[i] = x[i * sg] + a->offset[i];
+            for (int j = 0; j < H; j++) {
+                const REAL hj = h[j];
+                const REAL *col = a->ut + (int64_t)j * W;
+                for (int i = 0; i < H; i++) pre[i] += col[i] * hj;
+            }
+            for (int i = 0; i < H; i++) {
+                const REAL z = FN(act)(pre[i], gate);
+                const REAL av = pre[i] + a->bias_diff[i];
+                const REAL c = FN(act)(av, update);
+                const REAL coef = zeta * ((REAL)1 - z) + nu;
+                const REAL dc = dh[i] * coef * FN(act_grad)(av, c, update);
+                const REAL dz = dh[i] * (h[i] - zeta * c) * FN(act_grad)(pre[i], z, gate);
+                dpre[i] = dc + dz;
+                dbias[i] += dc;
+                doffset[i] += dpre[i];
+                dzeta += dh[i] * ((REAL)1 - z) * c;
+                dnu += dh[i] * c;
+                dprev[i] = dh[i] * z;
+            }
+            memcpy(grad_wx + (t * S + s) * H, dpre, sizeof(REAL) * H);
+            for (int i = 0; i < H; i++) {  /* dh_prev += U^T dpre; dU += dpre h^T */
+                const REAL di = dpre[i];
+                const REAL *row = a->u + (int64_t)i * W;
+                REAL *du_row = du + (int64_t)i * W;
+                for (int j = 0; j < H; j++) {
+                    dprev[j] += row[j] * di;
+                    du_row[j] += di * h[j];
+                }
+            }
+            memcpy(dh, dprev, sizeof(REAL) * H);
+        }
+    }
+    part[H * W + 2 * W] += dzeta;
+    part[H * W + 2 * W + 1] += dnu;
+}
+
+/* Instantiations: constant sizes and the sigmoid/tanh cell for speed, run-time values for the rest. */
+#define INSTANTIATE(HS, G, U, SG)                                                                                         \
+    static void FN(forward_##HS##_##G##_##U##_##SG)(const FN(scan_args) *a, int64_t b, int64_t e, REAL *o, REAL *st) {  \
+        FN(forward_body)(a, b, e, o, st, HS, G, U, SG);                                                                  \
+    }                                                                                                                     \
+    static void FN(backward_##HS##_##G##_##U##_##SG)(const FN(scan_args) *a, int64_t b, int64_t e, const REAL *st,      \
+                                                     const REAL *go, REAL *gw, REAL *p) {                                \
+        FN(backward_body)(a, b, e, st, go, gw, p, HS, G, U, SG);                                                         \
+    }
+INSTANTIATE(4, 0, 1, 1)
+INSTANTIATE(8, 0, 1, 1)
+INSTANTIATE(16, 0, 1, 1)
+INSTANTIATE(32, 0, 1, 1)
+INSTANTIATE(48, 0, 1, 1)
+INSTANTIATE(64, 0, 1, 1)
+
+static void FN(forward_any)(const FN(scan_args) *a, int64_t b, int64_t e, REAL *o, REAL *st, int H, int gate, int update) {
+    FN(forward_body)(a, b, e, o, st, H, gate, update, a->sg);
+}
+
+static void FN(backward_any)(const FN(scan_args) *a, int64_t b, int64_t e, const REAL *st, const REAL *go, REAL *gw, REAL *p,
+                             int H, int gate, int update) {
+    FN(backward_body)(a, b, e, st, go, gw, p, H, gate, update, a->sg);
+}
+
+#define DISPATCH(CALL_FIXED, CALL_ANY)                                                            \
+    if (a->sg == 1 && gate == ACT_SIGMOID && update == ACT_TANH) {                                \
+        switch (H) {                                                                              \
+        case 4: CALL_FIXED(4); break;                                                             \
+        case 8: CALL_FIXED(8); break;                                                             \
+        case 16: CALL_FIXED(16); break;                                                           \
+        case 32: CALL_FIXED(32); break;                                                           \
+        case 48: CALL_FIXED(48); break;                                                           \
+        case 64: CALL_FIXED(64); break;                                                           \
+        default: CALL_ANY; break;                                                                 \
+        }                                                                                         \
+    } else {                                                                                      \
+        CALL_ANY;                                                                                 \
+    }
+
+/* Split [0, S) over the threads in contiguous blocks. */
+static inline void FN(split)(int64_t S, int64_t *begin, int64_t *end) {
+    int threads = omp_get_num_threads(), me = omp_get_thread_num();
+    int64_t per = S / threads, extra = S % threads;
+    *begin = me * per + (me < extra ? me : extra);
+    *end = *begin + per + (me < extra ? 1 : 0);
+}
+
+static int FN(scalar_forward)(const FN(scan_args) *a, int H, int gate, int update, REAL *out, REAL *states, int threads) {
+    const int64_t S = a->N * a->L * a->M;
+    if (H <= 0 || H > MAX_HIDDEN) return 1;
+#pragma omp parallel num_threads(threads)
+    {
+        int64_t b, e;
+        FN(split)(S, &b, &e);
+#define FWD_FIXED(HS) FN(forward_##HS##_0_1_1)(a, b, e, out, states)
+        DISPATCH(FWD_FIXED, FN(forward_any)(a, b, e, out, states, H, gate, update))
+#undef FWD_FIXED
+    }
+    return 0;
+}
+
+/* parts: (threads, H * W + 2 * W + 2) zeroed by the caller; the caller sums them. */
+static int FN(scalar_backward)(const FN(scan_args) *a, int H, int gate, int update, const REAL *states, const REAL *grad_out,
+                          REAL *grad_wx, REAL *parts, int threads) {
+    const int64_t S = a->N * a->L * a->M;
+    if (H <= 0 || H > MAX_HIDDEN) return 1;
+#pragma omp parallel num_threads(threads)
+    {
+        int64_t b, e;
+        FN(split)(S, &b, &e);
+        REAL *p = parts + (int64_t)omp_get_thread_num() * (H * a->width + 2 * a->width + 2);
+#define BWD_FIXED(HS) FN(backward_##HS##_0_1_1)(a, b, e, states, grad_out, grad_wx, p)
+        DISPATCH(BWD_FIXED, FN(backward_any)(a, b, e, states, grad_out, grad_wx, p, H, gate, update))
+#undef BWD_FIXED
+    }
+    return 0;
+}
+
+/* grad_base[the grid's element (t, s, g)] += grad_wx[t, s, g]: the gradient of the tensor the grid is a
+ * (possibly overlapping) strided view of. a->wx points into grad_base with the grid's geometry. With
+ * by_image, images cover disjoint ranges and are spread over the threads; else one thread adds all. */
+int FN(fastgrnn_scatter)(const FN(scan_args) *a, int H, const REAL *grad_wx, int by_image, int threads) {
+    const int64_t S = a->N * a->L * a->M, per_image = a->L * a->M;
+    REAL *base = (REAL *)a->wx;
+#pragma omp parallel for num_threads(by_image ? threads : 1) schedule(static)
+    for (int64_t n = 0; n < a->N; n++) {
+        for (int64_t l = 0; l < a->L; l++) {
+            for (int64_t m = 0; m < a->M; m++) {
+                const int64_t s = n * per_image + l * a->M + m;
+                REAL *dst = base + n * a->sn + l * a->sl + m * a->sm;
+                for (int64_t t = 0; t < a->T; t++) {
+                    const REAL *src = grad_wx + (t * S + s) * H;
+                    REAL *d = dst + t * a->st;
+                    for (int g = 0; g < H; g++) d[g * a->sg] += src[g];
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+#undef INSTANTIATE
+#undef DISPATCH
+#undef FN
+#undef CAT
+#undef CAT_

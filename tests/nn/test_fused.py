@@ -1,0 +1,145 @@
+"""The fused FastGRNN kernel (rnnpool.nn.fused) against independent oracles: the per-patch reference RNNPool
+(every gate x update pair, outputs and every gradient, float64), torch.autograd.gradcheck on a strided grid,
+and the eager PyTorch path it replaces (float32, odd sizes, non-contiguous and channels-last inputs)."""
+import itertools
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+from rnnpool.nn import FastGRNNCell, RNNPool2d
+from rnnpool.nn import fused as fused_module
+from rnnpool.nn.activations import NONLINEARITIES
+from rnnpool.nn.fused import fused, fused_available
+
+from .reference import reference_rnnpool
+
+pytestmark = pytest.mark.skipif(not fused_available(), reason="the fused kernel cannot be built here (no C compiler)")
+
+
+def outputs_and_grads(layer, x, run):
+    layer.zero_grad()
+    x = x.detach().requires_grad_(True)
+    out = run(layer, x)
+    (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+    return [out.detach(), x.grad] + [p.grad for p in layer.parameters() if p.requires_grad]
+
+
+@pytest.mark.parametrize("gate,update", list(itertools.product(NONLINEARITIES, NONLINEARITIES)))
+def test_every_gate_and_update_matches_the_reference(gate, update):
+    """Zero padding (pre-activations exactly at the quantized nonlinearities' kinks), h1 != h2, trainable zeta/nu."""
+    torch.manual_seed(0)
+    layer = RNNPool2d(3, 4, 2, 5, 6, padding=1, cell_kwargs=dict(gate_nonlinearity=gate, update_nonlinearity=update,
+                                                                  train_zeta_nu=True, zeta_init=1.0, nu_init=-1.0)).double()
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64)
+    expected = outputs_and_grads(layer, x, reference_rnnpool)
+    got = outputs_and_grads(layer, x, lambda l, v: l(v))
+    assert len(got) == len(expected) == 2 + 12
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("hidden", [4, 8, 16, 32, 48, 64, 7, 20])
+def test_every_compiled_size_and_the_generic_one_match_eager(hidden):
+    """The kernel's instantiations (4..64 with sigmoid/tanh) and its generic body, float32, with low-rank W and U."""
+    torch.manual_seed(hidden)
+    layer = RNNPool2d(5, 6, 4, hidden, hidden, padding=1, cell_kwargs=dict(w_rank=3, u_rank=2) if hidden == 20 else None)
+    x = torch.randn(2, 5, 15, 13)
+    got = outputs_and_grads(layer, x, lambda l, v: l(v))
+    with fused(False):
+        expected = outputs_and_grads(layer, x, lambda l, v: l(v))
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_gradcheck_on_an_overlapping_strided_grid():
+    torch.manual_seed(0)
+    proj = torch.randn(2, 5, 7, 3, dtype=torch.float64, requires_grad=True)
+
+    def grid(p):  # (3 steps, 2, 5, 3 windows, 3): neighbouring windows share a column of p
+        return p.unfold(2, 3, 2).permute(4, 0, 1, 2, 3)
+
+    inputs = (proj, torch.randn(3, dtype=torch.float64, requires_grad=True), 0.5 * torch.randn(3, 3, dtype=torch.float64, requires_grad=True),
+              torch.randn(3, dtype=torch.float64, requires_grad=True), torch.tensor([0.7], dtype=torch.float64, requires_grad=True),
+              torch.tensor([0.2], dtype=torch.float64, requires_grad=True))
+    for gate, update in ((0, 1), (2, 3), (0, 3)):
+        assert torch.autograd.gradcheck(lambda p, *a: fused_module.FastGRNNScan.apply(
+            p, (tuple(grid(p).shape), grid(p).stride(), 0), *a, gate, update), inputs)
+
+
+def test_input_layouts_and_threads_give_the_same_result():
+    torch.manual_seed(0)
+    layer = RNNPool2d(4, 5, 3, 16, 8, padding=(1, 2))
+    x = torch.randn(3, 4, 17, 11)
+    expected = layer(x)
+    torch.testing.assert_close(layer(x.to(memory_format=torch.channels_last)), expected)
+    wide = torch.randn(3, 4, 17, 22)[..., ::2]  # non-contiguous
+    with fused(False):
+        eager = layer(wide)
+    torch.testing.assert_close(layer(wide), eager, rtol=1e-5, atol=1e-6)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        torch.testing.assert_close(layer(x), expected, rtol=0, atol=0)  # each sequence is one thread's: no reordering
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_empty_batch_and_a_single_sequence():
+    layer = RNNPool2d(3, 4, 4, 8, 8)
+    x = torch.randn(0, 3, 8, 8, requires_grad=True)
+    out = layer(x)
+    assert out.shape == (0, 32, 2, 2)
+    out.sum().backward()
+    assert x.grad.shape == x.shape
+    one = torch.randn(1, 3, 4, 4)
+    with fused(False):
+        expected = layer(one)
+    torch.testing.assert_close(layer(one), expected)
+
+
+def test_the_switch_selects_the_eager_path(monkeypatch):
+    calls = []
+    original = fused_module.fastgrnn_scan
+    monkeypatch.setattr(fused_module, "fastgrnn_scan", lambda *a: calls.append(1) or original(*a))
+    layer = RNNPool2d(3, 4, 2, 8, 8)
+    x = torch.randn(1, 3, 8, 8)
+    layer(x)
+    assert len(calls) == 6  # RNN1 over rows and columns, RNN2 over both, forward and reversed
+    with fused(False):
+        layer(x)
+    assert len(calls) == 6
+    layer.double()(x.double())  # float64 runs fused too
+    assert len(calls) == 12
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast's bfloat16 runs eagerly
+        layer.float()(x)
+    assert len(calls) == 12
+    environment = subprocess.run([sys.executable, "-c", "from rnnpool.nn.fused import fused_enabled; print(fused_enabled())"],
+                                 capture_output=True, text=True, env={**__import__("os").environ, "RNNPOOL_FUSED": "0"})
+    assert environment.stdout.strip() == "False"
+
+
+def test_without_a_compiler_it_warns_once_and_runs_eagerly(monkeypatch, tmp_path):
+    monkeypatch.setattr(fused_module, "_library", None)
+    monkeypatch.setattr(fused_module, "_failure", None)
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("RNNPOOL_CACHE", str(tmp_path / "cache"))
+    layer = RNNPool2d(3, 4, 2, 8, 8)
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.warns(RuntimeWarning, match="fused FastGRNN kernel could not be built .*RNNPool runs its eager PyTorch path"):
+        out = layer(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once
+        torch.testing.assert_close(layer(x), out)
+    with fused(False):
+        torch.testing.assert_close(layer(x), out)
+
+
+def test_cells_other_than_fastgrnn_run_eagerly():
+    for cell in ("gru", "lstm"):
+        layer = RNNPool2d(3, 4, 2, 4, 4, cell=cell).double()
+        x = torch.randn(1, 3, 6, 6, dtype=torch.float64)
+        torch.testing.assert_close(layer(x), reference_rnnpool(layer, x))
+    assert FastGRNNCell(3, 4).run_fused([torch.randn(2, 1, 1, 3, 4, dtype=torch.float16)]) is None
