@@ -28,7 +28,7 @@ from baseline_rnnpool import UnfoldLoopRNNPool  # noqa: E402
 
 from rnnpool.analysis.measure import peak_allocated_bytes  # noqa: E402
 from rnnpool.nn import RNNPool2d, compile_recurrence  # noqa: E402
-from rnnpool.nn.fused import fused, fused_available  # noqa: E402
+from rnnpool.nn.fused import fused_available, use_fused  # noqa: E402
 
 # name: (input channels, (H, W), patch, stride, h1 = h2, padding)
 CONFIGS = {
@@ -50,7 +50,7 @@ class Eager(torch.nn.Module):
         self.layer = layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with fused(False):
+        with use_fused(False):
             return self.layer(x)
 
 

@@ -180,8 +180,7 @@ class FastGRNNCell(RecurrentCell):
         :func:`~rnnpool.nn.compile_recurrence` set."""
         if self.compiled or not fused.applies(self, grids):
             return None
-        directions = (False, True) if both_directions else (False,)
-        return [fused.fastgrnn_scan(self, grid, reverse) for grid in grids for reverse in directions]
+        return fused.fastgrnn_scan(self, grids, both_directions)
 
     def madds_per_step(self) -> int:
         h, d = self.hidden_size, self.input_size

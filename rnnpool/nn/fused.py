@@ -13,7 +13,7 @@ CPU, and loaded with ctypes. It needs no PyTorch headers, so it builds in second
 Where it cannot be built (no compiler), a RuntimeWarning says why once and the eager path runs.
 
 One switch: :func:`set_fused` (or ``RNNPOOL_FUSED=0`` in the environment) selects the eager path everywhere;
-:func:`fused` does so for a ``with`` block. The eager path also runs where the kernel does not apply: other
+:func:`use_fused` does so for a ``with`` block. The eager path also runs where the kernel does not apply: other
 cells, GPUs, other dtypes (autocast), TorchScript, ``torch.compile`` tracing and ONNX export.
 """
 from __future__ import annotations
@@ -58,8 +58,8 @@ def fused_enabled() -> bool:
 
 
 @contextlib.contextmanager
-def fused(enabled: bool) -> Iterator[None]:
-    """``with fused(False):`` runs the block on the eager path (and ``True`` on the fused kernel)."""
+def use_fused(enabled: bool) -> Iterator[None]:
+    """``with use_fused(False):`` runs the block on the eager path (and ``True`` on the fused kernel)."""
     before = _enabled
     set_fused(enabled)
     try:
@@ -196,14 +196,12 @@ class FastGRNNScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, base: torch.Tensor, geometry, offset: torch.Tensor, u: torch.Tensor, bias_diff: torch.Tensor,
-                zeta: torch.Tensor, nu: torch.Tensor, gate: int, update: int) -> torch.Tensor:
+                zeta: torch.Tensor, nu: torch.Tensor, gate: int, update: int, kernel_constants) -> torch.Tensor:
         lib = load_library()
         size = geometry[0]
         t, n, l, m, h = size
         sequences = n * l * m
-        width = getattr(lib, f"fastgrnn_width_{_suffix(base.dtype)}")(h)
-        # the constants as the kernel reads them: zero-padded to its vector width (held: it takes raw pointers)
-        offset_p, u_p, ut_p, bias_p = (_padded(v.detach(), width) for v in (offset, u, u.t(), bias_diff))
+        offset_p, u_p, ut_p, bias_p = kernel_constants
         out = base.new_empty(sequences, h)
         train = any(ctx.needs_input_grad)
         states = base.new_empty(sequences, t, h) if train else None
@@ -257,7 +255,14 @@ class FastGRNNScan(torch.autograd.Function):
                 total[h * width: h * width + h] if needs[4] else None,
                 total[-2].reshape(zeta.shape) if needs[5] else None,
                 total[-1].reshape(nu.shape) if needs[6] else None,
-                None, None)
+                None, None, None)
+
+
+def kernel_constants(offset: torch.Tensor, u: torch.Tensor, bias_diff: torch.Tensor):
+    """The cell's constants as the kernel reads them: detached, zero-padded to its vector width, contiguous
+    (made once per cell and call, shared by its grids and directions; held while the kernel reads them)."""
+    width = getattr(load_library(), f"fastgrnn_width_{_suffix(u.dtype)}")(u.shape[0])
+    return tuple(_padded(v.detach(), width) for v in (offset, u, u.t(), bias_diff))
 
 
 def _contiguous_strides(size) -> tuple:
@@ -283,23 +288,28 @@ def applies(cell: torch.nn.Module, grids: List[torch.Tensor]) -> bool:
     return fused_available()
 
 
-def fastgrnn_scan(cell: torch.nn.Module, grid: torch.Tensor, reverse: bool = False) -> torch.Tensor:
-    """Final hidden states (N*L*M, H) of ``cell`` over the grid of ``W x`` (T, N, L, M, H), offset not yet added;
-    with ``reverse``, each sequence runs from its last step to its first.
+def fastgrnn_scan(cell: torch.nn.Module, grids: List[torch.Tensor], both_directions: bool = False) -> List[torch.Tensor]:
+    """Final hidden states (N*L*M, H) of ``cell`` over each grid of ``W x`` (T, N, L, M, H), offset not yet added;
+    with ``both_directions`` also over each grid reversed in time: [grid 0, grid 0 reversed, grid 1, ...].
 
-    The kernel reads the grid where it lies: as a view of its contiguous base tensor (RNNPool's projection)
+    The kernel reads each grid where it lies: as a view of its contiguous base tensor (RNNPool's projection)
     when it is one, else as itself (made contiguous first if it is neither)."""
-    base = grid._base if grid._base is not None else grid
-    if not base.is_contiguous() or any(s < 0 for s in grid.stride()):
-        grid = base = grid.contiguous()
-    size, stride, start = tuple(grid.shape), list(grid.stride()), grid.storage_offset() - base.storage_offset()
-    if reverse:  # start at the last step, walk time backwards
-        start += (size[0] - 1) * stride[0]
-        stride[0] = -stride[0]
-    geometry = (size, tuple(stride), start)
-    return FastGRNNScan.apply(base, geometry, cell.input_offset(), cell.recurrent_weight(), cell.bias_update - cell.bias_gate,
-                              torch.sigmoid(cell.zeta), torch.sigmoid(cell.nu), ACTIVATIONS[cell.gate_nonlinearity],
-                              ACTIVATIONS[cell.update_nonlinearity])
+    offset, u, bias_diff = cell.input_offset(), cell.recurrent_weight(), cell.bias_update - cell.bias_gate
+    zeta, nu = torch.sigmoid(cell.zeta), torch.sigmoid(cell.nu)
+    kinds = ACTIVATIONS[cell.gate_nonlinearity], ACTIVATIONS[cell.update_nonlinearity]
+    constants = kernel_constants(offset, u, bias_diff)
+    out = []
+    for grid in grids:
+        base = grid._base if grid._base is not None else grid
+        if not base.is_contiguous() or any(s < 0 for s in grid.stride()):
+            grid = base = grid.contiguous()
+        size, stride, start = tuple(grid.shape), tuple(grid.stride()), grid.storage_offset() - base.storage_offset()
+        out.append(FastGRNNScan.apply(base, (size, stride, start), offset, u, bias_diff, zeta, nu, *kinds, constants))
+        if both_directions:  # start at the last step, walk time backwards
+            reverse = (size, (-stride[0], *stride[1:]), start + (size[0] - 1) * stride[0])
+            out.append(FastGRNNScan.apply(base, reverse, offset, u, bias_diff, zeta, nu, *kinds, constants))
+    return out
 
 
-__all__ = ["FastGRNNScan", "applies", "fastgrnn_scan", "fused", "fused_available", "fused_enabled", "load_library", "set_fused"]
+__all__ = ["FastGRNNScan", "applies", "fastgrnn_scan", "fused_available", "kernel_constants", "fused_enabled", "load_library", "set_fused",
+           "use_fused"]

@@ -12,7 +12,7 @@ import torch
 from rnnpool.nn import FastGRNNCell, RNNPool2d
 from rnnpool.nn import fused as fused_module
 from rnnpool.nn.activations import NONLINEARITIES
-from rnnpool.nn.fused import fused, fused_available
+from rnnpool.nn.fused import fused_available, use_fused
 
 from .reference import reference_rnnpool
 
@@ -48,7 +48,7 @@ def test_every_compiled_size_and_the_generic_one_match_eager(hidden):
     layer = RNNPool2d(5, 6, 4, hidden, hidden, padding=1, cell_kwargs=dict(w_rank=3, u_rank=2) if hidden == 20 else None)
     x = torch.randn(2, 5, 15, 13)
     got = outputs_and_grads(layer, x, lambda l, v: l(v))
-    with fused(False):
+    with use_fused(False):
         expected = outputs_and_grads(layer, x, lambda l, v: l(v))
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
@@ -65,8 +65,9 @@ def test_gradcheck_on_an_overlapping_strided_grid():
               torch.randn(3, dtype=torch.float64, requires_grad=True), torch.tensor([0.7], dtype=torch.float64, requires_grad=True),
               torch.tensor([0.2], dtype=torch.float64, requires_grad=True))
     for gate, update in ((0, 1), (2, 3), (0, 3)):
-        assert torch.autograd.gradcheck(lambda p, *a: fused_module.FastGRNNScan.apply(
-            p, (tuple(grid(p).shape), grid(p).stride(), 0), *a, gate, update), inputs)
+        assert torch.autograd.gradcheck(lambda p, offset, u, bias, *a: fused_module.FastGRNNScan.apply(
+            p, (tuple(grid(p).shape), grid(p).stride(), 0), offset, u, bias, *a, gate, update,
+            fused_module.kernel_constants(offset, u, bias)), inputs)
 
 
 def test_input_layouts_and_threads_give_the_same_result():
@@ -76,7 +77,7 @@ def test_input_layouts_and_threads_give_the_same_result():
     expected = layer(x)
     torch.testing.assert_close(layer(x.to(memory_format=torch.channels_last)), expected)
     wide = torch.randn(3, 4, 17, 22)[..., ::2]  # non-contiguous
-    with fused(False):
+    with use_fused(False):
         eager = layer(wide)
     torch.testing.assert_close(layer(wide), eager, rtol=1e-5, atol=1e-6)
     threads = torch.get_num_threads()
@@ -95,7 +96,7 @@ def test_empty_batch_and_a_single_sequence():
     out.sum().backward()
     assert x.grad.shape == x.shape
     one = torch.randn(1, 3, 4, 4)
-    with fused(False):
+    with use_fused(False):
         expected = layer(one)
     torch.testing.assert_close(layer(one), expected)
 
@@ -107,15 +108,15 @@ def test_the_switch_selects_the_eager_path(monkeypatch):
     layer = RNNPool2d(3, 4, 2, 8, 8)
     x = torch.randn(1, 3, 8, 8)
     layer(x)
-    assert len(calls) == 6  # RNN1 over rows and columns, RNN2 over both, forward and reversed
-    with fused(False):
+    assert len(calls) == 2  # RNN1 over rows and columns, RNN2 over both, forward and reversed
+    with use_fused(False):
         layer(x)
-    assert len(calls) == 6
+    assert len(calls) == 2
     layer.double()(x.double())  # float64 runs fused too
-    assert len(calls) == 12
+    assert len(calls) == 4
     with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast's bfloat16 runs eagerly
         layer.float()(x)
-    assert len(calls) == 12
+    assert len(calls) == 4
     environment = subprocess.run([sys.executable, "-c", "from rnnpool.nn.fused import fused_enabled; print(fused_enabled())"],
                                  capture_output=True, text=True, env={**__import__("os").environ, "RNNPOOL_FUSED": "0"})
     assert environment.stdout.strip() == "False"
@@ -133,7 +134,7 @@ def test_without_a_compiler_it_warns_once_and_runs_eagerly(monkeypatch, tmp_path
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # said once
         torch.testing.assert_close(layer(x), out)
-    with fused(False):
+    with use_fused(False):
         torch.testing.assert_close(layer(x), out)
 
 
@@ -143,3 +144,23 @@ def test_cells_other_than_fastgrnn_run_eagerly():
         x = torch.randn(1, 3, 6, 6, dtype=torch.float64)
         torch.testing.assert_close(layer(x), reference_rnnpool(layer, x))
     assert FastGRNNCell(3, 4).run_fused([torch.randn(2, 1, 1, 3, 4, dtype=torch.float16)]) is None
+
+
+def test_any_device_meta_and_across_devices(tmp_path):
+    """No device is hard-coded: the layer builds and runs shape-only on the meta device, follows .to(), and
+    a checkpoint saved on a GPU loads on the CPU (where a GPU is available)."""
+    with torch.device("meta"):
+        layer = RNNPool2d(3, 4, 2, 8, 8, padding=1)
+        out = layer(torch.empty(2, 3, 9, 7))
+    assert out.device.type == "meta" and out.shape == RNNPool2d(3, 4, 2, 8, 8, padding=1)(torch.randn(2, 3, 9, 7)).shape == (2, 32, 4, 3)
+    assert all(p.device.type == "meta" for p in layer.parameters())
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device: the cross-device round trip needs one")
+    torch.manual_seed(0)
+    layer = RNNPool2d(3, 4, 2, 8, 8).cuda()
+    x = torch.randn(2, 3, 8, 8, device="cuda")
+    expected = layer(x).cpu()
+    torch.save(layer.state_dict(), tmp_path / "layer.pt")
+    on_cpu = RNNPool2d(3, 4, 2, 8, 8)
+    on_cpu.load_state_dict(torch.load(tmp_path / "layer.pt", map_location="cpu"))
+    torch.testing.assert_close(on_cpu(x.cpu()), expected, rtol=1e-4, atol=1e-5)
