@@ -186,6 +186,15 @@ def operator_table(data: Dict) -> str:
             lowest = min(s[f"{name}_{mode}_speedup"] for s in data["summary"].values() if f"{name}_{mode}_speedup" in s)
             lines.append(f"- {names.get(name, name)} {mode.replace('_', '+')}: target >= {data['targets'][mode]:.0f}x the baseline "
                          f"everywhere {'met' if met else 'not met'} (lowest {lowest:.1f}x).")
+    largest = max(data["batches"])
+    for config in ("rnnpool_face_c",):
+        peaks = {i: runs.get((config, largest, i)) for i in ("baseline", "eager", "fused")}
+        if all(peaks.values()) and "forward_backward_peak_mib" in peaks["fused"]:
+            lines.append(f"- Peak memory of {OPERATOR_LABELS[config]} at batch {largest} (allocated by the call, "
+                         f"`rnnpool.analysis.measure`): forward {peaks['fused']['forward_peak_mib']:,.0f} MiB fused, "
+                         f"{peaks['eager']['forward_peak_mib']:,.0f} MiB eager, {peaks['baseline']['forward_peak_mib']:,.0f} MiB "
+                         f"baseline; forward+backward {peaks['fused']['forward_backward_peak_mib']:,.0f} / "
+                         f"{peaks['eager']['forward_backward_peak_mib']:,.0f} / {peaks['baseline']['forward_backward_peak_mib']:,.0f} MiB.")
     scaling = data.get("batch_scaling")
     if scaling:
         ms = scaling["forward_backward_ms"]
