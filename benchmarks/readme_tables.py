@@ -195,18 +195,22 @@ def operator_table(data: Dict) -> str:
                          f"{peaks['eager']['forward_peak_mib']:,.0f} MiB eager, {peaks['baseline']['forward_peak_mib']:,.0f} MiB "
                          f"baseline; forward+backward {peaks['fused']['forward_backward_peak_mib']:,.0f} / "
                          f"{peaks['eager']['forward_backward_peak_mib']:,.0f} / {peaks['baseline']['forward_backward_peak_mib']:,.0f} MiB.")
-    scaling = data.get("batch_scaling")
-    if scaling:
-        ms = scaling["forward_backward_ms"]
-        (small, t_small), (large, t_large) = sorted(((int(k), v) for k, v in ms.items()))
-        lines.append(f"- Forward+backward of {OPERATOR_LABELS.get(scaling['config'], scaling['config'])} (default path): batch "
-                     f"{small} {t_small:,.0f} ms, batch {large} {t_large:,.0f} ms: the time per image is "
-                     f"x{scaling['per_image_growth']:.2f} at batch {large} (before the fix of issue 13: 0.76 s and 24.4 s, x4.0).")
+    if data.get("batch_scaling"):
+        lines.append("- " + _scaling_sentence(data, "default path"))
     lines.append("")
     lines.append(f"Forward+backward at batch {max(data['batches'])} only. Measured by `{data['run']['command']}` on "
                  f"{data['run'].get('processor') or data['device']} ({data['threads']} CPU threads, torch {data['torch']}, "
                  f"{data['run']['date']}); best of {data.get('repeats', 5)} runs, the implementations interleaved.")
     return "\n".join(lines) + "\n"
+
+
+def _scaling_sentence(data: Dict, path: str) -> str:
+    """How forward+backward time grows with the batch (issue 13: it must not grow faster than the batch)."""
+    scaling = data["batch_scaling"]
+    (small, t_small), (large, t_large) = sorted(((int(k), v) for k, v in scaling["forward_backward_ms"].items()))
+    return (f"Forward+backward of {OPERATOR_LABELS.get(scaling['config'], scaling['config'])} ({path}): batch {small} "
+            f"{t_small:,.0f} ms, batch {large} {t_large:,.0f} ms: the time per image is x{scaling['per_image_growth']:.2f} "
+            f"at batch {large}" + (" (before the fix of issue 13: 0.76 s and 24.4 s, x4.0)." if data["device"] == "cpu" else "."))
 
 
 def _operator_table_v1(data: Dict) -> str:
@@ -221,13 +225,8 @@ def _operator_table_v1(data: Dict) -> str:
         cells = [f"{summary[f'{i}_forward_speedup']:.1f}x | {summary[f'{i}_forward_backward_speedup']:.1f}x" for i in impls]
         lines.append(f"| {OPERATOR_LABELS.get(config, config)} (batch {shape['batch']}) | " + " | ".join(cells) + " |")
     lines.append("")
-    scaling = data.get("batch_scaling")
-    if scaling:
-        ms = scaling["forward_backward_ms"]
-        (small, t_small), (large, t_large) = sorted(((int(k), v) for k, v in ms.items()))
-        lines.append(f"Forward+backward of {OPERATOR_LABELS.get(scaling['config'], scaling['config'])} (eager): batch {small} "
-                     f"{t_small:,.0f} ms, batch {large} {t_large:,.0f} ms: the time per image is x{scaling['per_image_growth']:.2f} "
-                     f"at batch {large}" + (" (before the fix of issue 13: 0.76 s and 24.4 s, x4.0)." if data["device"] == "cpu" else "."))
+    if data.get("batch_scaling"):
+        lines.append(_scaling_sentence(data, "eager"))
     device = data["run"].get("accelerator", data["device"]) if data["device"] != "cpu" else "cpu"
     lines.append(f"Measured by `{data['run']['command']}` on {device} ({data['threads']} CPU threads, torch {data['torch']}, "
                  f"{data['run']['date']}); best of {data.get('repeats', 5)} runs, the implementations interleaved.")

@@ -424,7 +424,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--ram", type=_parse_bytes, required=True, help="the budget, e.g. 256KiB or 0.25MiB")
     p.add_argument("--input", type=_parse_shape, help="CxHxW (default: the model's own, else 3x224x224)")
     p.add_argument("--dtype", choices=["fp32", "fp16", "int8"], default="int8")
-    p.add_argument("--convention", choices=["layer", "tensor"], default="layer")
+    p.add_argument("--convention", choices=["layer", "tensor", "stream"], default="layer",
+                   help="layer: the paper's; tensor: TFLM/MCUNet; stream: the int8 C program's RAM (models export c takes)")
     p.add_argument("--objective", choices=["least-replaced", "madds", "params"], default="least-replaced",
                    help="how to pick among the candidates that fit: keep the most of the original (the fewest layers "
                         "replaced, then the widest RNNPool, then the fewest MAdds, preferring those with no more MAdds "

@@ -194,6 +194,21 @@ def test_models_that_cannot_be_cut_are_refused_with_the_reason():
         fit_model(NoConv(), (3, 2, 2), 100)
 
 
+def test_the_stream_convention_fits_the_int8_program():
+    """--convention stream: every peak is the RAM of the int8 C program export c would build."""
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v2(num_classes=10)
+    fitted, report = fit_model(model, (3, 32, 32), 48 * 1024, "int8", "stream", downsampling=(4,))
+    chosen = report.candidates[report.chosen]
+    assert report.original["peak_bytes"] == profile_model(model, (3, 32, 32), "int8", "stream").peak_bytes > 48 * 1024
+    assert chosen.peak_bytes == profile_model(fitted.eval(), (3, 32, 32), "int8", "stream").peak_bytes <= 48 * 1024
+    assert "the whole program: arena" in chosen.peak_layer
+    with pytest.raises(InvalidInputError, match="use dtype int8"):
+        fit_model(model, (3, 32, 32), 2**15, "fp32", "stream")
+    with pytest.raises(UnsupportedError, match="int8 deployment"):  # hard-swish and SE blocks: no C path
+        fit_model(torchvision.models.mobilenet_v3_small(num_classes=10), (3, 32, 32), 2**15, "int8", "stream")
+
+
 def test_torchvision_mobilenet_v2_gets_the_papers_model():
     """At 224x224 fp32 and 0.25 MiB: RNNPool after the first conv, h1 = h2 = 16, 64 channels at 28x28 (the next
     block's first conv widened to read them), the peak of the zoo's mobilenetv2_rnnpool, fewer MAdds than the original."""

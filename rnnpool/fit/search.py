@@ -33,6 +33,8 @@ from .surgery import Cut, SequentialTrunk, adapted_stage, network, widen_readers
 
 DOWNSAMPLING = (4, 8)  # what one RNNPool layer replaces, measured from the stem's output (the paper's range)
 OBJECTIVES = ("least-replaced", "madds", "params")
+# layer / tensor: the analysis of any model; stream: the RAM of its int8 C program (models the C path expresses)
+CONVENTIONS = ("layer", "tensor", "stream")
 WIDTHS = (1, 2)  # 4 * h2 = width x the channels at the cut
 
 
@@ -160,6 +162,10 @@ def fit_model(model: nn.Module, input_shape: Sequence[int], ram_bytes: int, dtyp
               last_pool: bool = False) -> Tuple[Optional[nn.Module], FitReport]:
     """Place RNNPool in ``model`` so that its peak RAM (``convention``, ``dtype``) is at most ``ram_bytes``.
 
+    ``convention``: "layer" or "tensor" (:mod:`rnnpool.analysis.memory`, any model), or "stream" (int8 only:
+    the RAM ``rnnpool export c``'s program claims, for models its C path expresses; others are refused
+    naming the layer it cannot).
+
     ``downsampling``: the RNNPool strides to consider (of 4 and 8; the paper's models use 4, which replaces
     fewer layers than 8 and keeps more accuracy). ``objective``: how to pick among the candidates that fit
     (``least-replaced``, ``madds`` or ``params``). ``last_pool``: also replace the final global pooling with
@@ -172,8 +178,11 @@ def fit_model(model: nn.Module, input_shape: Sequence[int], ram_bytes: int, dtyp
     """
     if objective not in OBJECTIVES:
         raise InvalidInputError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
-    if convention not in ("layer", "tensor"):
-        raise InvalidInputError(f"rnnpool fit compares models under the 'layer' or 'tensor' convention, not {convention!r}")
+    if convention not in CONVENTIONS:
+        raise InvalidInputError(f"rnnpool fit compares models under the {', '.join(map(repr, CONVENTIONS))} convention, "
+                                f"not {convention!r}")
+    if convention == "stream" and dtype != "int8":
+        raise InvalidInputError(f"the stream convention is the deployed int8 program's RAM: use dtype int8, not {dtype}")
     if ram_bytes <= 0:
         raise InvalidInputError(f"the RAM budget must be positive, got {ram_bytes} B")
     if not downsampling or any(d not in DOWNSAMPLING for d in downsampling):
