@@ -5,13 +5,16 @@ RNN1 (hidden h1) sweeps each row and each column of the patch; RNN2 (hidden h2) 
 and the c column summaries, forward and reversed; the four final states are concatenated as
 [rows forward, rows reversed, columns forward, columns reversed].
 
-How it is fast (all plain autograd-friendly tensor ops):
+How it is fast:
 - W1 x is computed once per *pixel* (one matmul over the channels-last map), not once per pixel, patch and
   direction; the patches are strided views of that projection.
 - Overlapping patches share rows and columns: a patch row depends only on its image row and the patch's
   column, so each is swept once (saves a factor patch/stride, 1.5-2x for the paper's settings).
 - RNN2's input projection is done once per summary; its forward and reversed passes over rows and
-  columns run as one batch of sequences on GPU; on CPU the sequences run in cache-sized chunks.
+  columns read the patches' summaries from that projection.
+- On CPUs the FastGRNN recurrences run in the fused kernel of :mod:`rnnpool.nn.fused`, which reads these
+  strided grids where they lie; elsewhere (GPUs, other cells) as PyTorch step loops over batches of
+  sequences (on CPU in cache-sized chunks, on GPU all at once).
 """
 from __future__ import annotations
 
@@ -149,7 +152,6 @@ class RNNPool2d(nn.Module):
         n = x.shape[0]
         out_h = rnnpool_output_size(x.shape[2], r, sr, pr)
         out_w = rnnpool_output_size(x.shape[3], c, sc, pc)
-        num_patches = n * out_h * out_w
         # Sequences per recurrent batch: on CPU about 2^18 state values (1 MiB fp32), so a piece's
         # temporaries stay in cache; on GPU everything at once.
         chunk = self.chunk_size if self.chunk_size >= 0 else (0 if x.is_cuda else 262144 // self.rnn1.state_size)

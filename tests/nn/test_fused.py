@@ -41,9 +41,9 @@ def test_every_gate_and_update_matches_the_reference(gate, update):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("hidden", [4, 8, 16, 32, 48, 64, 7, 20])
+@pytest.mark.parametrize("hidden", [4, 8, 16, 32, 48, 64, 7, 20, 72])
 def test_every_compiled_size_and_the_generic_one_match_eager(hidden):
-    """The kernel's instantiations (4..64 with sigmoid/tanh) and its generic body, float32, with low-rank W and U."""
+    """The kernel's vector widths (4..64, constant and generic) and its scalar body beyond 64, float32; low-rank W and U."""
     torch.manual_seed(hidden)
     layer = RNNPool2d(5, 6, 4, hidden, hidden, padding=1, cell_kwargs=dict(w_rank=3, u_rank=2) if hidden == 20 else None)
     x = torch.randn(2, 5, 15, 13)
