@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from ..models import create_model, is_fitted_file, is_zoo_name, model_info
-from ..models.checkpoint import create_model_from_checkpoint, fitted_input_shape, load_checkpoint, load_weights, model_state
+from ..models.checkpoint import checkpoint_config, create_model_from_checkpoint, fitted_input_shape, load_checkpoint, load_weights, model_state
 from .codegen import MemoryPlan, generate_c
 from .fake_quant import checkpoint_ranges
 from .int8_reference import DetectionSettings, fnv1a, int8_detections, key_score, run_int8
@@ -100,13 +100,13 @@ def load_model(name: str, weights: Optional[str] = None, seed: int = 0,
 def _outside_model(name: str, weights: Optional[str], seed: int,
                    input_size: Optional[int]) -> Tuple[torch.nn.Module, str, Tuple[int, int, int]]:
     """A classifier that is not a zoo name (see :func:`load_model`), in eval mode, at its trained or fitted input."""
-    checkpoint = load_checkpoint(weights) if weights else {}
+    source = weights or (name if is_fitted_file(name) else None)  # read once: it may carry the model and its input
+    checkpoint = load_checkpoint(source) if source else {}
     carried = checkpoint.get("fitted_model")
-    fitted_shape = fitted_input_shape(weights) if isinstance(carried, torch.nn.Module) else (
-        fitted_input_shape(name) if is_fitted_file(name) else None)
-    size = input_size or (checkpoint.get("config") or {}).get("input_size") or (fitted_shape[-1] if fitted_shape else 224)
+    fitted_shape = checkpoint.get("input_shape") or (fitted_input_shape(name) if weights and is_fitted_file(name) else None)
+    size = input_size or checkpoint_config(checkpoint).get("input_size") or (fitted_shape[-1] if fitted_shape else 224)
     torch.manual_seed(seed)
-    if isinstance(carried, torch.nn.Module):  # a fitted model's run: its checkpoints carry the trained model
+    if isinstance(carried, torch.nn.Module):  # a file of rnnpool fit, or its run's checkpoint: it carries the model
         model = carried
     else:
         model = create_model(name)

@@ -340,8 +340,8 @@ def build_graph(model: nn.Module, input_size: Optional[Tuple[int, int]] = None) 
             heads.append(Head(conf, loc, stride, size))
         graph = Graph("image", builder.ops, heads, task="detection")
         channels, (h, w) = model.in_channels, input_size or model.input_size
-    elif _classifier_parts(model) is not None:
-        graph = _classifier_graph(*_classifier_parts(model), builder)
+    elif (parts := _classifier_parts(model)) is not None:
+        graph = _classifier_graph(*parts, builder)
         size = input_size or getattr(model, "input_size", None)
         if size is None:
             raise InvalidInputError(f"give the input size (H, W) of this {type(model).__name__}")

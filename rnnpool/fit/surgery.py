@@ -66,6 +66,24 @@ def trace(model: nn.Module, leaves: Sequence[str] = ()) -> fx.GraphModule:
     return fx.GraphModule(model, _Tracer(leaves).trace(model))
 
 
+def _node_shape(node: fx.Node) -> Tuple[int, ...]:
+    """The output shape ShapeProp recorded for ``node`` (() for non-tensors)."""
+    return tuple(getattr(node.meta.get("tensor_meta"), "shape", ()))
+
+
+def _replace_with_module(graph_module: fx.GraphModule, replaced: fx.Node, name: str, module: nn.Module, source: fx.Node) -> None:
+    """Make ``module`` (as ``name``) compute what ``replaced`` computed, from ``source``; drop the nodes and
+    submodules nothing uses any more."""
+    graph_module.add_submodule(name, module)
+    with graph_module.graph.inserting_after(replaced):  # its users come after it; source comes before it
+        new = graph_module.graph.call_module(name, (source,))
+    replaced.replace_all_uses_with(new)
+    graph_module.graph.eliminate_dead_code()
+    graph_module.delete_all_unused_submodules()
+    graph_module.graph.lint()
+    graph_module.recompile()
+
+
 def _dense_conv_readers(node: fx.Node, root: nn.Module) -> Optional[Tuple[str, ...]]:
     """The targets of the node's users when every user is a dense (groups=1) Conv2d module; else None."""
     targets = []
@@ -199,8 +217,8 @@ class TracedNetwork:
         self.stem = self._stem_end()
 
     def _shape(self, node: fx.Node) -> Optional[Shape]:
-        shape = getattr(node.meta.get("tensor_meta"), "shape", None)
-        return tuple(shape[1:]) if shape is not None and len(shape) == 4 else None
+        shape = _node_shape(node)
+        return shape[1:] if len(shape) == 4 else None
 
     def _module(self, node: fx.Node) -> Optional[nn.Module]:
         return self.graph_module.get_submodule(node.target) if node.op == "call_module" else None
@@ -260,17 +278,8 @@ class TracedNetwork:
     def build(self, cut: Cut, stage: nn.Module) -> nn.Module:
         """A copy of the traced model whose graph runs ``stage`` on the stem's output in place of the nodes up to the cut."""
         fitted = copy.deepcopy(self.graph_module)
-        graph = fitted.graph
-        nodes = {n.name: n for n in graph.nodes}
-        stem, end = nodes[self.nodes[self.stem].name], nodes[self.nodes[cut.position].name]
-        fitted.add_submodule(STAGE_NAME, stage)
-        with graph.inserting_after(stem):
-            pooled = graph.call_module(STAGE_NAME, (stem,))
-        end.replace_all_uses_with(pooled)
-        graph.eliminate_dead_code()
-        fitted.delete_all_unused_submodules()
-        graph.lint()
-        fitted.recompile()
+        nodes = {n.name: n for n in fitted.graph.nodes}
+        _replace_with_module(fitted, nodes[self.nodes[cut.position].name], STAGE_NAME, stage, nodes[self.nodes[self.stem].name])
         return fitted
 
 
@@ -323,22 +332,15 @@ def with_last_rnnpool(model: nn.Module, input_shape: Sequence[int], leaves: Sequ
     graph_module = copy.deepcopy(graph_module)
     with torch.no_grad():
         ShapeProp(graph_module.eval()).propagate(_probe(model, input_shape))
-    shape = lambda n: tuple(getattr(n.meta.get("tensor_meta"), "shape", ()))  # noqa: E731
     pools = [n for n in graph_module.graph.nodes
              if ((n.op == "call_function" and n.target in GLOBAL_POOL_FUNCTIONS) or (n.op == "call_method" and n.target in GLOBAL_POOL_METHODS))
-             and n.args and isinstance(n.args[0], fx.Node) and _is_global(shape(n.args[0]), shape(n))]
+             and n.args and isinstance(n.args[0], fx.Node) and _is_global(_node_shape(n.args[0]), _node_shape(n))]
     if not pools:
         raise UnsupportedError(f"{type(model).__name__} has no final global pooling (a map of (N, C, H, W) pooled to "
                                "(N, C, 1, 1) or (N, C)) for a last-layer RNNPool to replace")
     node = pools[-1]
-    source = shape(node.args[0])
-    graph_module.add_submodule(LAST_POOL_NAME, last_rnnpool(*source[1:], flatten=len(shape(node)) == 2))
-    with graph_module.graph.inserting_after(node):
-        pooled = graph_module.graph.call_module(LAST_POOL_NAME, (node.args[0],))
-    node.replace_all_uses_with(pooled)
-    graph_module.graph.eliminate_dead_code()
-    graph_module.delete_all_unused_submodules()
-    graph_module.recompile()
+    pool = last_rnnpool(*_node_shape(node.args[0])[1:], flatten=len(_node_shape(node)) == 2)
+    _replace_with_module(graph_module, node, LAST_POOL_NAME, pool, node.args[0])
     return graph_module
 
 

@@ -3,9 +3,9 @@
  *
  * Included by fastgrnn.c once per type with REAL (float or double), SUFFIX (f32 / f64) and EXP (the exp to
  * use) defined. One sequence runs at a time per thread, its state in a small local array (U is passed both
- * as rows and transposed so every inner loop reads contiguously; here the padded width is H itself). The
- * always_inline bodies are instantiated with constant hidden sizes for the sigmoid/tanh cell, and once with
- * run-time values for the rest.
+ * as rows and transposed so every inner loop reads contiguously; here the padded width is H itself). Its
+ * speed is not the point (float32 cells up to 64 units take the vector path of fastgrnn.c), so the bodies
+ * take the hidden size and nonlinearities at run time.
  *
  * A step, from the state h and the projected input x (W x + b_z, read from a strided grid):
  *   pre = x + U h;  z = gate(pre);  c = update(pre + bd)  (bd = b_h - b_z)
@@ -163,46 +163,6 @@ static inline __attribute__((always_inline)) void FN(backward_body)(const FN(sca
     part[H * W + 2 * W + 1] += dnu;
 }
 
-/* Instantiations: constant sizes and the sigmoid/tanh cell for speed, run-time values for the rest. */
-#define INSTANTIATE(HS, G, U, SG)                                                                                         \
-    static void FN(forward_##HS##_##G##_##U##_##SG)(const FN(scan_args) *a, int64_t b, int64_t e, REAL *o, REAL *st) {  \
-        FN(forward_body)(a, b, e, o, st, HS, G, U, SG);                                                                  \
-    }                                                                                                                     \
-    static void FN(backward_##HS##_##G##_##U##_##SG)(const FN(scan_args) *a, int64_t b, int64_t e, const REAL *st,      \
-                                                     const REAL *go, REAL *gw, REAL *p) {                                \
-        FN(backward_body)(a, b, e, st, go, gw, p, HS, G, U, SG);                                                         \
-    }
-INSTANTIATE(4, 0, 1, 1)
-INSTANTIATE(8, 0, 1, 1)
-INSTANTIATE(16, 0, 1, 1)
-INSTANTIATE(32, 0, 1, 1)
-INSTANTIATE(48, 0, 1, 1)
-INSTANTIATE(64, 0, 1, 1)
-
-static void FN(forward_any)(const FN(scan_args) *a, int64_t b, int64_t e, REAL *o, REAL *st, int H, int gate, int update) {
-    FN(forward_body)(a, b, e, o, st, H, gate, update, a->sg);
-}
-
-static void FN(backward_any)(const FN(scan_args) *a, int64_t b, int64_t e, const REAL *st, const REAL *go, REAL *gw, REAL *p,
-                             int H, int gate, int update) {
-    FN(backward_body)(a, b, e, st, go, gw, p, H, gate, update, a->sg);
-}
-
-#define DISPATCH(CALL_FIXED, CALL_ANY)                                                            \
-    if (a->sg == 1 && gate == ACT_SIGMOID && update == ACT_TANH) {                                \
-        switch (H) {                                                                              \
-        case 4: CALL_FIXED(4); break;                                                             \
-        case 8: CALL_FIXED(8); break;                                                             \
-        case 16: CALL_FIXED(16); break;                                                           \
-        case 32: CALL_FIXED(32); break;                                                           \
-        case 48: CALL_FIXED(48); break;                                                           \
-        case 64: CALL_FIXED(64); break;                                                           \
-        default: CALL_ANY; break;                                                                 \
-        }                                                                                         \
-    } else {                                                                                      \
-        CALL_ANY;                                                                                 \
-    }
-
 /* Split [0, S) over the threads in contiguous blocks. */
 static inline void FN(split)(int64_t S, int64_t *begin, int64_t *end) {
     int threads = omp_get_num_threads(), me = omp_get_thread_num();
@@ -218,9 +178,7 @@ static int FN(scalar_forward)(const FN(scan_args) *a, int H, int gate, int updat
     {
         int64_t b, e;
         FN(split)(S, &b, &e);
-#define FWD_FIXED(HS) FN(forward_##HS##_0_1_1)(a, b, e, out, states)
-        DISPATCH(FWD_FIXED, FN(forward_any)(a, b, e, out, states, H, gate, update))
-#undef FWD_FIXED
+        FN(forward_body)(a, b, e, out, states, H, gate, update, a->sg);
     }
     return 0;
 }
@@ -235,9 +193,7 @@ static int FN(scalar_backward)(const FN(scan_args) *a, int H, int gate, int upda
         int64_t b, e;
         FN(split)(S, &b, &e);
         REAL *p = parts + (int64_t)omp_get_thread_num() * (H * a->width + 2 * a->width + 2);
-#define BWD_FIXED(HS) FN(backward_##HS##_0_1_1)(a, b, e, states, grad_out, grad_wx, p)
-        DISPATCH(BWD_FIXED, FN(backward_any)(a, b, e, states, grad_out, grad_wx, p, H, gate, update))
-#undef BWD_FIXED
+        FN(backward_body)(a, b, e, states, grad_out, grad_wx, p, H, gate, update, a->sg);
     }
     return 0;
 }
@@ -265,8 +221,6 @@ int FN(fastgrnn_scatter)(const FN(scan_args) *a, int H, const REAL *grad_wx, int
     return 0;
 }
 
-#undef INSTANTIATE
-#undef DISPATCH
 #undef FN
 #undef CAT
 #undef CAT_
