@@ -3,14 +3,18 @@
     python benchmarks/operator.py [--device cpu|cuda] [--repeats 5] [--batches 1 8] [--json benchmarks/results/operator.json]
 
 Implementations: ``baseline`` (benchmarks/baseline_rnnpool.py), ``fused`` (RNNPool2d as it runs by default: on
-CPUs the fused FastGRNN kernel of rnnpool.nn.fused), ``eager`` (RNNPool2d with the kernel switched off: its
-PyTorch path) and ``compiled`` (the eager path with rnnpool.nn.compile_recurrence: each recurrent step fused
-by torch.compile; compile time is excluded, it happens in the warm-up call). Every config runs at each of
+CPUs the fused FastGRNN kernel of rnnpool.nn.fused, on GPUs the Triton kernels of rnnpool.nn.fused_triton),
+``eager`` (RNNPool2d with the kernels switched off: its PyTorch path) and ``compiled`` (the eager path with
+rnnpool.nn.compile_recurrence: each recurrent step fused by torch.compile; compile time is excluded, it happens
+in the warm-up call). On a GPU (or with ``--gru``) also ``gru``: ``nn.GRU`` (cuDNN on a GPU) running the same
+recurrences as the layer (RNN1 over every patch row and column, RNN2 both ways over their summaries, the same
+hidden sizes and steps) on inputs made beforehand, so only its recurrences are timed; issue 13 asks the fused
+layer to be at least as fast. Every config runs at each of
 ``--batches``; forward+backward at the largest. Times are the best of ``--repeats`` runs, the
 implementations interleaved so all see the same machine load; peak memory is what the call allocates
 beyond its input and weights (rnnpool.analysis.measure).
-Targets (issue 13, CPU): forward >= 10x the baseline at every config and batch, forward+backward >= 5x at
-the largest batch; on a GPU >= 10x forward. Also the time per image of forward+backward at batch 8 against
+Targets (issue 13): forward >= 10x the baseline at every config and batch, forward+backward >= 5x at the
+largest batch; on a GPU also no slower than ``gru``. Also the time per image of forward+backward at batch 8 against
 batch 1 (it must not grow with the batch).
 """
 import argparse
@@ -28,7 +32,8 @@ from baseline_rnnpool import UnfoldLoopRNNPool  # noqa: E402
 
 from rnnpool.analysis.measure import peak_allocated_bytes  # noqa: E402
 from rnnpool.nn import RNNPool2d, compile_recurrence  # noqa: E402
-from rnnpool.nn.fused import fused_available, use_fused  # noqa: E402
+from rnnpool.nn.fused import fused_available, triton_available, use_fused  # noqa: E402
+from rnnpool.nn.rnnpool import rnnpool_output_size  # noqa: E402
 
 # name: (input channels, (H, W), patch, stride, h1 = h2, padding)
 CONFIGS = {
@@ -54,6 +59,31 @@ class Eager(torch.nn.Module):
             return self.layer(x)
 
 
+class GRUSteps(torch.nn.Module):
+    """``nn.GRU`` doing the recurrences of ``layer`` on an input of ``shape`` (N, C, H, W): RNN1 (C -> h1) over the
+    patches' rows (c steps) and columns (r steps), each line once as RNNPool sweeps it, and RNN2 (h1 -> h2) both
+    ways over the r row and c column summaries of every patch. Its inputs are made here, outside the timing; the
+    input it is called with is ignored."""
+
+    def __init__(self, layer: RNNPool2d, shape) -> None:
+        super().__init__()
+        n, channels, height, width = shape
+        (r, c), (sr, sc), (pr, pc) = layer.patch_size, layer.stride, layer.padding
+        out_h, out_w = rnnpool_output_size(height, r, sr, pr), rnnpool_output_size(width, c, sc, pc)
+        lines_h = (out_h - 1) * sr + r if sr <= r else out_h * r  # the image rows / columns patches use
+        lines_w = (out_w - 1) * sc + c if sc <= c else out_w * c
+        device = layer.rnn1.u1.device
+        self.rnn1 = torch.nn.GRU(channels, layer.hidden_row).to(device)
+        self.rnn2 = torch.nn.GRU(layer.hidden_row, layer.hidden_summary, bidirectional=True).to(device)
+        self.inputs1 = [torch.randn(c, n * lines_h * out_w, channels, device=device),
+                        torch.randn(r, n * out_h * lines_w, channels, device=device)]
+        self.inputs2 = [torch.randn(steps, n * out_h * out_w, layer.hidden_row, device=device) for steps in (r, c)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        finals = [self.rnn1(seq)[1] for seq in self.inputs1] + [self.rnn2(seq)[1] for seq in self.inputs2]
+        return torch.cat([f.reshape(-1) for f in finals])
+
+
 def _timed(fn: Callable[[], object], device: str) -> float:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -64,20 +94,23 @@ def _timed(fn: Callable[[], object], device: str) -> float:
     return time.perf_counter() - start
 
 
-def bench_config(config: str, device: str, repeats: int, batch: int, backward: bool, compiled: bool = True) -> Dict[str, dict]:
+def bench_config(config: str, device: str, repeats: int, batch: int, backward: bool, compiled: bool = True,
+                 gru: bool = False) -> Dict[str, dict]:
     """The implementations on one config at one batch: best time and peak memory, forward (and forward+backward)."""
     channels, (h, w), patch, stride, hidden, padding = CONFIGS[config]
     torch.manual_seed(0)
     layer = RNNPool2d(channels, patch, stride, hidden, hidden, padding=padding).to(device)
     impls = {"baseline": UnfoldLoopRNNPool(layer), "eager": Eager(layer)}
-    if device == "cpu" and fused_available():
+    if (device == "cpu" and fused_available()) or (device.startswith("cuda") and triton_available()):
         impls["fused"] = layer
     if compiled:
         impls["compiled"] = Eager(compile_recurrence(copy.deepcopy(layer)))
     x = torch.randn(batch, channels, h, w, device=device)
+    if gru:
+        impls["gru"] = GRUSteps(layer, x.shape)
     with torch.no_grad():
         reference = impls["baseline"](x)
-        diffs = {name: (module(x) - reference).abs().max().item() for name, module in impls.items()}
+        diffs = {name: (module(x) - reference).abs().max().item() if name != "gru" else None for name, module in impls.items()}
 
     def call(module: torch.nn.Module, mode: str) -> Callable[[], object]:
         if mode == "forward":
@@ -132,9 +165,11 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--no-compile", dest="compiled", action="store_false", help="skip the compiled variant")
+    parser.add_argument("--gru", action="store_true", help="also time nn.GRU doing the same recurrences (always on a GPU)")
     parser.add_argument("--json", default="benchmarks/results/operator.json")
     args = parser.parse_args()
 
+    gru = args.gru or args.device.startswith("cuda")
     rows = []
     summary: Dict[str, Dict[str, float]] = {}
     print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} repeats={args.repeats}")
@@ -142,9 +177,10 @@ def main() -> None:
     largest = max(args.batches)
     for config in args.configs:
         for batch in sorted(args.batches):
-            results = bench_config(config, args.device, args.repeats, batch, batch == largest, args.compiled)
+            results = bench_config(config, args.device, args.repeats, batch, batch == largest, args.compiled, gru)
             key = f"{config}@{batch}"
-            summary[key] = {"config": config, "batch": batch, "max_abs_diff": max(r["max_abs_diff"] for r in results.values())}
+            summary[key] = {"config": config, "batch": batch,
+                            "max_abs_diff": max(r["max_abs_diff"] for r in results.values() if r["max_abs_diff"] is not None)}
             for name, r in results.items():
                 rows.append(r)
                 print(f"{config:22s} {batch:5d} {name:9s} {r['forward_ms']:9.1f} {r['forward_images_per_s']:10.1f} "
@@ -161,6 +197,10 @@ def main() -> None:
                     s[f"{name}_forward_backward_memory_ratio"] = base["forward_backward_peak_mib"] / max(r["forward_backward_peak_mib"], 1e-9)
                     line += f", forward+backward {s[f'{name}_forward_backward_speedup']:.1f}x"
                 print(line)
+            if "gru" in results and "fused" in results:
+                for mode in ("forward", "forward_backward"):
+                    if f"{mode}_ms" in results["fused"]:
+                        summary[key][f"fused_vs_gru_{mode}"] = results["gru"][f"{mode}_ms"] / results["fused"][f"{mode}_ms"]
     scaling = bench_batch_scaling(args.device, args.repeats)
     small, large = SCALING_BATCHES
     print(f"forward+backward {scaling['config']} (default path): batch {small} {scaling['forward_backward_ms'][str(small)]:.0f} ms, "
@@ -175,6 +215,11 @@ def main() -> None:
                 met.setdefault(name, {})[mode] = min(values) >= target
                 print(f"target: {name} {mode} >= {target:.0f}x the baseline everywhere: "
                       f"{'MET' if min(values) >= target else 'NOT MET'} (lowest {min(values):.1f}x)")
+    versus = [s["fused_vs_gru_forward"] for s in summary.values() if "fused_vs_gru_forward" in s]
+    if versus:
+        met.setdefault("fused", {})["as_fast_as_gru"] = min(versus) >= 1.0
+        print(f"target: fused forward at least as fast as nn.GRU doing the same steps everywhere: "
+              f"{'MET' if min(versus) >= 1.0 else 'NOT MET'} (lowest {min(versus):.2f}x nn.GRU's speed)")
     write_json(args.json, {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
                            "targets": targets, "target_met": met, "batches": sorted(args.batches), "runs": rows,
                            "summary": summary, "batch_scaling": scaling, "repeats": args.repeats, "run": run_info()})

@@ -175,8 +175,8 @@ class FastGRNNCell(RecurrentCell):
 
     @torch.jit.unused
     def run_fused(self, grids: List[torch.Tensor], both_directions: bool = False) -> Optional[List[torch.Tensor]]:
-        """On CPUs, the fused kernel of :mod:`rnnpool.nn.fused` where it applies (it reads the grids where
-        they lie, reversed ones too: no chunks, no copies); None elsewhere, and with
+        """The fused kernel of :mod:`rnnpool.nn.fused` where one applies (C on CPUs, Triton on CUDA GPUs; they
+        read the grids where they lie, reversed ones too: no chunks, no copies); None elsewhere, and with
         :func:`~rnnpool.nn.compile_recurrence` set."""
         if self.compiled or not fused.applies(self, grids):
             return None

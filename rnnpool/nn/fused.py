@@ -1,4 +1,5 @@
-"""The fused FastGRNN recurrence on CPUs: one C call runs every step of every sequence of an RNNPool grid.
+"""The fused FastGRNN recurrence: one kernel call runs every step of every sequence of an RNNPool grid (a C
+kernel on CPUs, here; Triton kernels on CUDA GPUs, in :mod:`rnnpool.nn.fused_triton`; :func:`backend` picks).
 
 The eager path (:meth:`rnnpool.nn.recurrent.RecurrentCell.run_grid`) runs each recurrent step as a handful of
 PyTorch ops over a batch of sequences, copying the strided grid into chunks first. The fused kernel
@@ -12,9 +13,10 @@ How it is built: on first use, with the system C compiler (``$CC``, else ``cc``;
 CPU, and loaded with ctypes. It needs no PyTorch headers, so it builds in seconds against any installed torch.
 Where it cannot be built (no compiler), a RuntimeWarning says why once and the eager path runs.
 
-One switch: :func:`set_fused` (or ``RNNPOOL_FUSED=0`` in the environment) selects the eager path everywhere;
-:func:`use_fused` does so for a ``with`` block. The eager path also runs where the kernel does not apply: other
-cells, GPUs, other dtypes (autocast), TorchScript, ``torch.compile`` tracing and ONNX export.
+One switch: :func:`set_fused` (or ``RNNPOOL_FUSED=0`` in the environment) selects the eager path everywhere,
+on CPUs and GPUs; :func:`use_fused` does so for a ``with`` block. The eager path also runs where no kernel
+applies: other cells, other devices, other dtypes (on CPUs: autocast), TorchScript, ``torch.compile`` tracing
+and ONNX export, and GPUs without Triton.
 """
 from __future__ import annotations
 
@@ -239,7 +241,7 @@ class FastGRNNScan(torch.autograd.Function):
             if status:
                 raise RuntimeError(f"fused FastGRNN backward failed (status {status}, hidden {h})")
         if needs[0]:
-            if start == 0 and tuple(stride) == _contiguous_strides(size) and base.numel() == grad_wx.numel():
+            if start == 0 and tuple(stride) == contiguous_strides(size) and base.numel() == grad_wx.numel():
                 grad_base = grad_wx.view(base.shape)  # the grid is the whole base, in its order
             else:
                 grad_base = torch.zeros_like(base, memory_format=torch.contiguous_format)
@@ -265,7 +267,7 @@ def kernel_constants(offset: torch.Tensor, u: torch.Tensor, bias_diff: torch.Ten
     return tuple(_padded(v.detach(), width) for v in (offset, u, u.t(), bias_diff))
 
 
-def _contiguous_strides(size) -> tuple:
+def contiguous_strides(size) -> tuple:
     strides, step = [], 1
     for d in reversed(size):
         strides.append(step)
@@ -273,37 +275,79 @@ def _contiguous_strides(size) -> tuple:
     return tuple(reversed(strides))
 
 
-def applies(cell: torch.nn.Module, grids: List[torch.Tensor]) -> bool:
-    """Whether the fused kernel runs ``cell`` (a FastGRNNCell) over ``grids``: switched on, CPU float32/64
-    tensors of the cell's dtype, not while TorchScript, torch.compile or ONNX export trace, and it builds."""
+# Which kernel serves parameters on each device type: the C kernel on CPUs, the Triton kernels of
+# rnnpool.nn.fused_triton on CUDA GPUs (the tests also route CPU tensors through Triton's interpreter).
+BACKENDS = {"cpu": "c", "cuda": "triton"}
+HALF_DTYPES = (torch.float16, torch.bfloat16)  # grids the Triton kernels read in the parameters' precision (autocast)
+
+
+def triton_available() -> bool:
+    """Whether the Triton kernels can be used (Triton is installed; they compile on first launch)."""
+    global _triton_failure
+    if _triton_failure is None:
+        try:
+            from . import fused_triton  # noqa: F401  (imports triton)
+            _triton_failure = ""
+        except Exception as err:  # not installed, or an incompatible version: the eager path runs on GPUs
+            _triton_failure = f"{type(err).__name__}: {err}"
+            warnings.warn(f"rnnpool: the fused FastGRNN kernels for GPUs need Triton ({_triton_failure}); RNNPool runs "
+                          "its eager PyTorch path there", RuntimeWarning, stacklevel=3)
+    return not _triton_failure
+
+
+_triton_failure: Optional[str] = None  # None: not tried yet; "": imported
+
+
+def backend(cell: torch.nn.Module, grids: List[torch.Tensor]) -> Optional[str]:
+    """The fused kernel that runs ``cell`` (a FastGRNNCell) over ``grids`` ("c" or "triton"), or None where none
+    applies: switched off, TorchScript, torch.compile or ONNX export tracing, parameters other than float32/64,
+    grids on another device or of another dtype (the Triton kernels also read float16/bfloat16 grids), or the
+    kernel cannot be built."""
     if not _enabled or torch.jit.is_scripting() or cell.hidden_size > MAX_HIDDEN:
-        return False
+        return None
     if torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
-        return False
-    dtype = cell.u1.dtype
-    if dtype not in (torch.float32, torch.float64) or cell.u1.device.type != "cpu":
-        return False
-    if any(g.device.type != "cpu" or g.dtype != dtype or g.dim() != 5 for g in grids):
-        return False
-    return fused_available()
+        return None
+    dtype, device = cell.u1.dtype, cell.u1.device
+    kind = BACKENDS.get(device.type)
+    if dtype not in (torch.float32, torch.float64) or kind is None:
+        return None
+    readable = (dtype, *HALF_DTYPES) if kind == "triton" else (dtype,)
+    if any(g.device != device or g.dtype not in readable or g.dim() != 5 for g in grids):
+        return None
+    if kind == "c":
+        return kind if fused_available() else None
+    return kind if triton_available() else None
 
 
-def fastgrnn_scan(cell: torch.nn.Module, grids: List[torch.Tensor], both_directions: bool = False) -> List[torch.Tensor]:
+def applies(cell: torch.nn.Module, grids: List[torch.Tensor]) -> bool:
+    """Whether a fused kernel runs ``cell`` over ``grids`` (see :func:`backend`)."""
+    return backend(cell, grids) is not None
+
+
+def _grid_view(grid: torch.Tensor):
+    """(base, (size, stride, start)): ``grid`` as a strided view of a contiguous tensor, its own base where it is
+    a view of one (RNNPool's projection), else itself (made contiguous first if it is neither)."""
+    base = grid._base if grid._base is not None else grid
+    if not base.is_contiguous() or any(s < 0 for s in grid.stride()):
+        grid = base = grid.contiguous()
+    return base, (tuple(grid.shape), tuple(grid.stride()), grid.storage_offset() - base.storage_offset())
+
+
+def fastgrnn_scan(cell: torch.nn.Module, grids: List[torch.Tensor], both_directions: bool = False) -> Optional[List[torch.Tensor]]:
     """Final hidden states (N*L*M, H) of ``cell`` over each grid of ``W x`` (T, N, L, M, H), offset not yet added;
     with ``both_directions`` also over each grid reversed in time: [grid 0, grid 0 reversed, grid 1, ...].
 
-    The kernel reads each grid where it lies: as a view of its contiguous base tensor (RNNPool's projection)
-    when it is one, else as itself (made contiguous first if it is neither)."""
+    The kernel of :func:`backend` reads each grid where it lies (see :func:`_grid_view`). None where the
+    Triton kernels fail to compile (said once; the caller runs the eager path)."""
     offset, u, bias_diff = cell.input_offset(), cell.recurrent_weight(), cell.bias_update - cell.bias_gate
     zeta, nu = torch.sigmoid(cell.zeta), torch.sigmoid(cell.nu)
     kinds = ACTIVATIONS[cell.gate_nonlinearity], ACTIVATIONS[cell.update_nonlinearity]
+    if backend(cell, grids) == "triton":
+        return _triton_scans(grids, offset, u, bias_diff, zeta, nu, kinds, both_directions)
     constants = kernel_constants(offset, u, bias_diff)
     out = []
     for grid in grids:
-        base = grid._base if grid._base is not None else grid
-        if not base.is_contiguous() or any(s < 0 for s in grid.stride()):
-            grid = base = grid.contiguous()
-        size, stride, start = tuple(grid.shape), tuple(grid.stride()), grid.storage_offset() - base.storage_offset()
+        base, (size, stride, start) = _grid_view(grid)
         out.append(FastGRNNScan.apply(base, (size, stride, start), offset, u, bias_diff, zeta, nu, *kinds, constants))
         if both_directions:  # start at the last step, walk time backwards
             reverse = (size, (-stride[0], *stride[1:]), start + (size[0] - 1) * stride[0])
@@ -311,5 +355,22 @@ def fastgrnn_scan(cell: torch.nn.Module, grids: List[torch.Tensor], both_directi
     return out
 
 
-__all__ = ["FastGRNNScan", "applies", "fastgrnn_scan", "fused_available", "kernel_constants", "fused_enabled", "load_library", "set_fused",
+def _triton_scans(grids, offset, u, bias_diff, zeta, nu, kinds, both_directions: bool) -> Optional[List[torch.Tensor]]:
+    global _triton_failure
+    from .fused_triton import triton_scan
+    out: List[torch.Tensor] = []
+    try:
+        for grid in grids:
+            out.extend(triton_scan(*_grid_view(grid), offset, u, bias_diff, zeta, nu, *kinds, both_directions))
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as err:  # a GPU or toolchain Triton cannot compile for: the eager path runs from now on
+        _triton_failure = f"{type(err).__name__}: {str(err)[:500]}"
+        warnings.warn(f"rnnpool: the fused FastGRNN kernels for GPUs failed ({_triton_failure}); RNNPool runs its eager "
+                      "PyTorch path there", RuntimeWarning, stacklevel=4)
+        return None
+    return out
+
+
+__all__ = ["BACKENDS", "FastGRNNScan", "applies", "backend", "fastgrnn_scan", "triton_available", "fused_available", "kernel_constants", "fused_enabled", "load_library", "set_fused",
            "use_fused"]

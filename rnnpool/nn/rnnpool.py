@@ -12,9 +12,9 @@ How it is fast:
   column, so each is swept once (saves a factor patch/stride, 1.5-2x for the paper's settings).
 - RNN2's input projection is done once per summary; its forward and reversed passes over rows and
   columns read the patches' summaries from that projection.
-- On CPUs the FastGRNN recurrences run in the fused kernel of :mod:`rnnpool.nn.fused`, which reads these
-  strided grids where they lie; elsewhere (GPUs, other cells) as PyTorch step loops over batches of
-  sequences (on CPU in cache-sized chunks, on GPU all at once).
+- The FastGRNN recurrences run in the fused kernels of :mod:`rnnpool.nn.fused` (C on CPUs, Triton on
+  GPUs), which read these strided grids where they lie; elsewhere (other cells, the switch off) as PyTorch
+  step loops over batches of sequences (on CPU in cache-sized chunks, on GPU all at once).
 """
 from __future__ import annotations
 
