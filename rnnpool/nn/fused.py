@@ -188,6 +188,25 @@ def _suffix(dtype: torch.dtype) -> str:
     return "f32" if dtype == torch.float32 else "f64"
 
 
+def scan_forward(base: torch.Tensor, geometry, zeta: torch.Tensor, nu: torch.Tensor, gate: int, update: int, kernel_constants,
+                 save_states: bool):
+    """The C kernel's forward over the grid ``geometry`` of ``base`` (see :class:`FastGRNNScan`): final states
+    (S, H) and, with ``save_states``, the state before every step (S, T, H) for the backward (else None)."""
+    lib = load_library()
+    t, n, l, m, h = geometry[0]
+    sequences = n * l * m
+    offset, u, ut, bias_diff = kernel_constants
+    out = base.new_empty(sequences, h)
+    states = base.new_empty(sequences, t, h) if save_states else None
+    if sequences:
+        args = _arguments(base, geometry, offset, u, ut, bias_diff, float(zeta), float(nu))
+        status = getattr(lib, f"fastgrnn_forward_{_suffix(base.dtype)}")(
+            ctypes.byref(args), h, gate, update, out.data_ptr(), states.data_ptr() if save_states else None, torch.get_num_threads())
+        if status:
+            raise RuntimeError(f"fused FastGRNN forward failed (status {status}, hidden {h})")
+    return out, states
+
+
 class FastGRNNScan(torch.autograd.Function):
     """Final states (N*L*M, H) of FastGRNN over a grid of ``W x`` (T, N, L, M, H), offset not added.
 
@@ -199,22 +218,10 @@ class FastGRNNScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, base: torch.Tensor, geometry, offset: torch.Tensor, u: torch.Tensor, bias_diff: torch.Tensor,
                 zeta: torch.Tensor, nu: torch.Tensor, gate: int, update: int, kernel_constants) -> torch.Tensor:
-        lib = load_library()
-        size = geometry[0]
-        t, n, l, m, h = size
-        sequences = n * l * m
-        offset_p, u_p, ut_p, bias_p = kernel_constants
-        out = base.new_empty(sequences, h)
         train = any(ctx.needs_input_grad)
-        states = base.new_empty(sequences, t, h) if train else None
-        if sequences:
-            args = _arguments(base, geometry, offset_p, u_p, ut_p, bias_p, float(zeta), float(nu))
-            status = getattr(lib, f"fastgrnn_forward_{_suffix(base.dtype)}")(
-                ctypes.byref(args), h, gate, update, out.data_ptr(), states.data_ptr() if train else None, torch.get_num_threads())
-            if status:
-                raise RuntimeError(f"fused FastGRNN forward failed (status {status}, hidden {h})")
+        out, states = scan_forward(base, geometry, zeta, nu, gate, update, kernel_constants, train)
         if train:
-            ctx.save_for_backward(base, offset_p, u_p, ut_p, bias_p, zeta, nu, states)
+            ctx.save_for_backward(base, *kernel_constants, zeta, nu, states)
             ctx.geometry, ctx.kinds = geometry, (gate, update)
         return out
 
@@ -345,13 +352,20 @@ def fastgrnn_scan(cell: torch.nn.Module, grids: List[torch.Tensor], both_directi
     if backend(cell, grids) == "triton":
         return _triton_scans(grids, offset, u, bias_diff, zeta, nu, kinds, both_directions)
     constants = kernel_constants(offset, u, bias_diff)
+    # without autograd, no Function (under no_grad it would still see parameters that need gradients and save
+    # every step's state)
+    grad = torch.is_grad_enabled()
     out = []
     for grid in grids:
         base, (size, stride, start) = _grid_view(grid)
-        out.append(FastGRNNScan.apply(base, (size, stride, start), offset, u, bias_diff, zeta, nu, *kinds, constants))
+        geometries = [(size, stride, start)]
         if both_directions:  # start at the last step, walk time backwards
-            reverse = (size, (-stride[0], *stride[1:]), start + (size[0] - 1) * stride[0])
-            out.append(FastGRNNScan.apply(base, reverse, offset, u, bias_diff, zeta, nu, *kinds, constants))
+            geometries.append((size, (-stride[0], *stride[1:]), start + (size[0] - 1) * stride[0]))
+        for geometry in geometries:
+            if grad:
+                out.append(FastGRNNScan.apply(base, geometry, offset, u, bias_diff, zeta, nu, *kinds, constants))
+            else:
+                out.append(scan_forward(base, geometry, zeta, nu, *kinds, constants, False)[0])
     return out
 
 

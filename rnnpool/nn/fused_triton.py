@@ -112,10 +112,11 @@ def _forward_kernel(x_ptr, start, st, sn, sl, sm, sg, T, L, M, S, H,
     zeta = tl.load(zeta_ptr)
     nu = tl.load(nu_ptr)
     row = (direction * S + s64)[:, None]
+    rows = tl.num_programs(1) * S  # the states are (T, D*S, H): a step's states lie together
     h = tl.zeros([BLOCK, HP], dtype=offset.dtype)
     for t in range(0, T):
         if SAVE:
-            tl.store(states_ptr + (row * T + t) * H + unit[None, :], h, mask=mask)
+            tl.store(states_ptr + (t * rows + row) * H + unit[None, :], h, mask=mask)
         x = tl.load(x_ptr + address + t * step, mask=mask, other=0.0).to(offset.dtype)
         pre = x + offset[None, :] + _times_u(h, ut, USE_DOT, PRECISION)
         z = _act(pre, GATE)
@@ -140,6 +141,7 @@ def _backward_kernel(x_ptr, start, st, sn, sl, sm, sg, T, L, M, S, H,
     zeta = tl.load(zeta_ptr)
     nu = tl.load(nu_ptr)
     row = (direction * S + s64)[:, None]
+    rows = tl.num_programs(1) * S
     dh = tl.load(grad_out_ptr + row * H + unit[None, :], mask=mask, other=0.0).to(offset.dtype)
     du = tl.zeros([HP, HP], dtype=offset.dtype)
     dbias = tl.zeros([BLOCK, HP], dtype=offset.dtype)
@@ -148,7 +150,7 @@ def _backward_kernel(x_ptr, start, st, sn, sl, sm, sg, T, L, M, S, H,
     dnu = tl.zeros([BLOCK, HP], dtype=offset.dtype)
     for k in range(0, T):
         t = T - 1 - k
-        h = tl.load(states_ptr + (row * T + t) * H + unit[None, :], mask=mask, other=0.0)
+        h = tl.load(states_ptr + (t * rows + row) * H + unit[None, :], mask=mask, other=0.0)
         x = tl.load(x_ptr + address + t * step, mask=mask, other=0.0).to(offset.dtype)
         pre = x + offset[None, :] + _times_u(h, ut, USE_DOT, PRECISION)
         z = _act(pre, GATE)
@@ -201,6 +203,23 @@ def _launch_args(base: torch.Tensor, geometry) -> list:
     return [base, start, st, sn, sl, sm, sg, t, l, m, n * l * m, h]
 
 
+def scan_forward(base: torch.Tensor, geometry, constants, gate: int, update: int, directions: int, save_states: bool):
+    """The forward kernel over the grid ``geometry`` of ``base`` (see :class:`TritonFastGRNNScan`); ``constants``:
+    offset, U, bias_diff, zeta, nu, contiguous in the parameters' dtype. Final states (D*S, H) and, with
+    ``save_states``, the state before every step (T, D*S, H) for the backward (else None)."""
+    t, n, l, m, h = geometry[0]
+    sequences = n * l * m
+    dtype = constants[1].dtype
+    hp, block, use_dot = _config(h, dtype)
+    out = torch.empty(directions * sequences, h, dtype=dtype, device=base.device)
+    states = torch.empty(t, directions * sequences, h, dtype=dtype, device=base.device) if save_states else None
+    if sequences:
+        _forward_kernel[(triton.cdiv(sequences, block), directions)](
+            *_launch_args(base, geometry), *constants, out, out if states is None else states, GATE=gate, UPDATE=update,
+            HP=hp, BLOCK=block, SAVE=save_states, USE_DOT=use_dot, PRECISION=_precision())
+    return out, states
+
+
 class TritonFastGRNNScan(torch.autograd.Function):
     """Final states (D*S, H) of FastGRNN over a grid of ``W x`` (T, N, L, M, H) given as the strided view
     ``geometry`` = (size, stride, start) of the contiguous ``base`` (S = N*L*M sequences; offset not added),
@@ -209,18 +228,9 @@ class TritonFastGRNNScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, base: torch.Tensor, geometry, offset: torch.Tensor, u: torch.Tensor, bias_diff: torch.Tensor,
                 zeta: torch.Tensor, nu: torch.Tensor, gate: int, update: int, directions: int) -> torch.Tensor:
-        size = geometry[0]
-        t, n, l, m, h = size
-        sequences = n * l * m
         constants = [v.detach().to(u.dtype).contiguous() for v in (offset, u, bias_diff, zeta, nu)]
-        hp, block, use_dot = _config(h, u.dtype)
-        out = torch.empty(directions * sequences, h, dtype=u.dtype, device=base.device)
         train = any(ctx.needs_input_grad)
-        states = torch.empty(directions * sequences, t, h, dtype=u.dtype, device=base.device) if train else out
-        if sequences:
-            _forward_kernel[(triton.cdiv(sequences, block), directions)](
-                *_launch_args(base, geometry), *constants, out, states, GATE=gate, UPDATE=update, HP=hp, BLOCK=block,
-                SAVE=train, USE_DOT=use_dot, PRECISION=_precision())
+        out, states = scan_forward(base, geometry, constants, gate, update, directions, train)
         if train:
             ctx.save_for_backward(base, *constants, states)
             ctx.geometry, ctx.kinds, ctx.directions = geometry, (gate, update), directions
@@ -270,7 +280,12 @@ class TritonFastGRNNScan(torch.autograd.Function):
 def triton_scan(base: torch.Tensor, geometry, offset: torch.Tensor, u: torch.Tensor, bias_diff: torch.Tensor, zeta: torch.Tensor,
                 nu: torch.Tensor, gate: int, update: int, both_directions: bool) -> List[torch.Tensor]:
     """The grid's final states (S, H), and with ``both_directions`` those of the grid reversed in time too."""
-    out = TritonFastGRNNScan.apply(base, geometry, offset, u, bias_diff, zeta, nu, gate, update, 2 if both_directions else 1)
+    directions = 2 if both_directions else 1
+    if torch.is_grad_enabled():
+        out = TritonFastGRNNScan.apply(base, geometry, offset, u, bias_diff, zeta, nu, gate, update, directions)
+    else:  # no Function: under no_grad it would still see parameters that need gradients and save the states
+        constants = [v.to(u.dtype).contiguous() for v in (offset, u, bias_diff, zeta, nu)]
+        out = scan_forward(base, geometry, constants, gate, update, directions, False)[0]
     return list(out.chunk(2, 0)) if both_directions else [out]
 
 
