@@ -349,8 +349,8 @@ def fastgrnn_scan(cell: torch.nn.Module, grids: List[torch.Tensor], both_directi
     offset, u, bias_diff = cell.input_offset(), cell.recurrent_weight(), cell.bias_update - cell.bias_gate
     zeta, nu = torch.sigmoid(cell.zeta), torch.sigmoid(cell.nu)
     kinds = ACTIVATIONS[cell.gate_nonlinearity], ACTIVATIONS[cell.update_nonlinearity]
-    if backend(cell, grids) == "triton":
-        return _triton_scans(grids, offset, u, bias_diff, zeta, nu, kinds, both_directions)
+    if backend(cell, grids) == "triton":  # in the parameters' dtype (autocast may have made a low-rank U half)
+        return _triton_scans(grids, offset, u.to(offset.dtype), bias_diff, zeta, nu, kinds, both_directions)
     constants = kernel_constants(offset, u, bias_diff)
     # without autograd, no Function (under no_grad it would still see parameters that need gradients and save
     # every step's state)

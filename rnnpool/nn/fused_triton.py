@@ -19,6 +19,7 @@ them on machines without a GPU.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import List, Tuple
 
 import torch
@@ -194,6 +195,11 @@ def _config(hidden: int, dtype: torch.dtype) -> Tuple[int, int, bool]:
     return padded, block, use_dot
 
 
+def _on(device: torch.device):
+    """Triton launches on the current CUDA device: make it the tensors' one (a no-op for the interpreter's CPU)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def _precision() -> str:
     return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
 
@@ -214,9 +220,10 @@ def scan_forward(base: torch.Tensor, geometry, constants, gate: int, update: int
     out = torch.empty(directions * sequences, h, dtype=dtype, device=base.device)
     states = torch.empty(t, directions * sequences, h, dtype=dtype, device=base.device) if save_states else None
     if sequences:
-        _forward_kernel[(triton.cdiv(sequences, block), directions)](
-            *_launch_args(base, geometry), *constants, out, out if states is None else states, GATE=gate, UPDATE=update,
-            HP=hp, BLOCK=block, SAVE=save_states, USE_DOT=use_dot, PRECISION=_precision())
+        with _on(base.device):
+            _forward_kernel[(triton.cdiv(sequences, block), directions)](
+                *_launch_args(base, geometry), *constants, out, out if states is None else states, GATE=gate, UPDATE=update,
+                HP=hp, BLOCK=block, SAVE=save_states, USE_DOT=use_dot, PRECISION=_precision())
     return out, states
 
 
@@ -254,10 +261,11 @@ class TritonFastGRNNScan(torch.autograd.Function):
         else:
             scatter, grad = ATOMIC, torch.zeros(base.shape, dtype=u.dtype, device=base.device)
         if sequences:
-            _backward_kernel[(programs, directions)](
-                *_launch_args(base, geometry=ctx.geometry), offset, u, bias_diff, zeta, nu, states, grad_out.contiguous(), grad,
-                parts, GATE=gate, UPDATE=update, HP=hp, BLOCK=block, SCATTER=scatter, USE_DOT=use_dot,
-                PRECISION=_precision())
+            with _on(base.device):
+                _backward_kernel[(programs, directions)](
+                    *_launch_args(base, geometry=ctx.geometry), offset, u, bias_diff, zeta, nu, states, grad_out.contiguous(),
+                    grad, parts, GATE=gate, UPDATE=update, HP=hp, BLOCK=block, SCATTER=scatter, USE_DOT=use_dot,
+                    PRECISION=_precision())
         if scatter == BUFFER:  # each grid element's address in base, then a deterministic accumulate
             index = torch.full((), start, dtype=torch.int64, device=base.device)
             for dim, (extent, s) in enumerate(zip(size, stride)):

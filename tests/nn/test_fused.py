@@ -122,6 +122,21 @@ def test_the_switch_selects_the_eager_path(monkeypatch):
     assert environment.stdout.strip() == "False"
 
 
+def test_inference_saves_no_states(monkeypatch):
+    """Under no_grad the kernel runs without autograd and saves no per-step states (an autograd Function still
+    sees trainable parameters there and would save them all); with gradients it saves them."""
+    saved = []
+    original = fused_module.scan_forward
+    monkeypatch.setattr(fused_module, "scan_forward", lambda *a: saved.append(a[-1]) or original(*a))
+    layer = RNNPool2d(3, 4, 2, 8, 8)
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        out = layer(x)
+    assert saved == [False] * 6 and out.grad_fn is None
+    layer(x).sum().backward()
+    assert saved[6:] == [True] * 6
+
+
 def test_without_a_compiler_it_warns_once_and_runs_eagerly(monkeypatch, tmp_path):
     monkeypatch.setattr(fused_module, "_library", None)
     monkeypatch.setattr(fused_module, "_failure", None)

@@ -69,6 +69,7 @@ def launches(kernels, monkeypatch):
 
     def forward(*a, **k):
         counts["forward"] += 1
+        counts.setdefault("save", []).append(k["SAVE"])
         return forward_run(*a, **k)
 
     def backward(*a, **k):
@@ -98,6 +99,10 @@ def test_gates_and_updates_match_the_reference(gate, update, triton_kernels, mon
     expected = outputs_and_grads(layer, x, reference_rnnpool)
     got = outputs_and_grads(layer.to(DEVICE), x.to(DEVICE), lambda l, v: l(v))
     assert counts["forward"] == 4 and len(counts["backward"]) == 4  # RNN1 rows, columns; RNN2 rows, columns (both ways)
+    assert counts["save"] == [True] * 4
+    with torch.no_grad():  # inference: no autograd Function, no per-step states saved
+        torch.testing.assert_close(layer(x.to(DEVICE)), got[0])
+    assert counts["save"][4:] == [False] * 4
     assert len(got) == len(expected) == 2 + 12
     for a, b in zip(got, expected):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-10, atol=1e-12)
@@ -182,6 +187,20 @@ def test_half_precision_grids_are_read_in_the_parameters_precision(dtype):
     expected.sum().backward()
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grid.grad, wide.grad.to(dtype))
+
+
+def test_under_autocast_the_kernels_run_in_float32(triton_kernels, monkeypatch):
+    """autocast makes the projections (and a low-rank U) half precision; the kernels still run, in float32."""
+    counts = launches(triton_kernels, monkeypatch)
+    torch.manual_seed(0)
+    layer = RNNPool2d(3, 4, 2, 16, 8, cell_kwargs=dict(w_rank=2, u_rank=3)).to(DEVICE)
+    x = torch.randn(2, 3, 10, 10, device=DEVICE)
+    expected = layer(x)
+    half = torch.float16 if DEVICE == "cuda" else torch.bfloat16
+    with torch.autocast(DEVICE, dtype=half):
+        out = layer(x)
+    assert counts["forward"] == 8
+    torch.testing.assert_close(out.float(), expected, rtol=0.05, atol=0.05)
 
 
 def test_layouts_and_an_empty_batch():
