@@ -54,6 +54,20 @@ def test_every_compiled_size_and_the_generic_one_match_eager(hidden):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("gate,update", [("quant_sigmoid", "quant_tanh"), ("relu", "identity"), ("sigmoid", "tanh"), ("tanh", "sigmoid")])
+@pytest.mark.parametrize("hidden", [3, 5])
+def test_narrow_cells_match_eager_for_every_kind(gate, update, hidden):
+    """float32 cells of up to 7 units run with sequences across the vector lanes (their own forward)."""
+    torch.manual_seed(hidden)
+    layer = RNNPool2d(4, 5, 3, hidden, hidden, padding=1, cell_kwargs=dict(gate_nonlinearity=gate, update_nonlinearity=update))
+    x = torch.randn(2, 4, 13, 11)
+    got = outputs_and_grads(layer, x, lambda l, v: l(v))
+    with use_fused(False):
+        expected = outputs_and_grads(layer, x, lambda l, v: l(v))
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_gradcheck_on_an_overlapping_strided_grid():
     torch.manual_seed(0)
     proj = torch.randn(2, 5, 7, 3, dtype=torch.float64, requires_grad=True)

@@ -228,6 +228,54 @@ static inline __attribute__((always_inline)) void vector_forward(const scan_args
     for (; s < end; s++) forward_group(a, s, &walk, out, states, bias, eb, 1, H, NV, gate, update);
 }
 
+/* ---- the float32 forward of narrow cells: lanes across sequences ----
+ * Cells of up to NARROW_MAX units fill few lanes of a vector over their units (and their inputs take the
+ * buffered load). Here lane l of every vector holds sequence s0 + l: unit i of the 8 states is the vector h[i],
+ * U h is H x H multiply-adds of broadcast U entries, and the gates run on full vectors; each step's inputs are
+ * gathered lane by lane. Measured on an AVX2 EPYC (one thread, ns per step): H = 2: 21 -> 5, 4: 25 -> 7,
+ * 7: 26 -> 15; at 8 the vector path is faster (16 against 21). */
+#define NARROW_MAX 7
+
+static inline __attribute__((always_inline)) void narrow_forward(const scan_args_f32 *a, int64_t begin, int64_t end, float *out,
+                                                                 float *states, const int H, int gate, int update) {
+    v8f u[NARROW_MAX][NARROW_MAX], offset[NARROW_MAX], bias[NARROW_MAX], eb[NARROW_MAX];
+    const v8f zeta = vsplat(a->zeta), nu = vsplat(a->nu), one = vsplat(1.0f);
+    for (int i = 0; i < H; i++) {
+        for (int j = 0; j < H; j++) u[i][j] = vsplat(a->ut[(int64_t)j * a->width + i]);
+        offset[i] = vsplat(a->offset[i]);
+        bias[i] = vsplat(a->bias_diff[i]);
+        eb[i] = vexp(vsplat(-2.0f) * bias[i]);
+    }
+    walk_f32 walk = walk_start_f32(a, begin);
+    for (int64_t s0 = begin; s0 < end; s0 += LANES) {
+        const int n = end - s0 < LANES ? (int)(end - s0) : LANES;
+        const float *x[LANES];
+        x[0] = walk_next_f32(&walk);
+        for (int l = 1; l < LANES; l++) x[l] = l < n ? walk_next_f32(&walk) : x[0]; /* idle lanes repeat lane 0 */
+        v8f h[NARROW_MAX];
+        for (int i = 0; i < NARROW_MAX; i++) h[i] = vsplat(0.0f);
+        for (int64_t t = 0; t < a->T; t++) {
+            if (states) {
+                for (int l = 0; l < n; l++)
+                    for (int i = 0; i < H; i++) states[((s0 + l) * a->T + t) * H + i] = h[i][l];
+            }
+            v8f pre[NARROW_MAX];
+            for (int i = 0; i < H; i++) {
+                const int64_t at = t * a->st + i * a->sg;
+                pre[i] = (v8f){x[0][at], x[1][at], x[2][at], x[3][at], x[4][at], x[5][at], x[6][at], x[7][at]} + offset[i];
+                for (int j = 0; j < H; j++) pre[i] += u[i][j] * h[j];
+            }
+            for (int i = 0; i < H; i++) {
+                v8f z, c;
+                gate_update(pre[i], bias[i], eb[i], &z, &c, gate, update);
+                h[i] = (zeta * (one - z) + nu) * c + z * h[i];
+            }
+        }
+        for (int l = 0; l < n; l++)
+            for (int i = 0; i < H; i++) out[(s0 + l) * H + i] = h[i][l];
+    }
+}
+
 /* The backward of G sequences from s0 on, interleaved like forward_group: each step recomputed from its saved
  * state; d pre into grad_wx; d U accumulated into du (each row loaded once for the group), d bias_diff,
  * d zeta, d nu into vector sums. */
@@ -357,9 +405,20 @@ int fastgrnn_forward_f32(const scan_args_f32 *a, int H, int gate, int update, fl
     {
         int64_t b, e;
         split_f32(S, &b, &e);
+        switch (H) { /* constant H: the unit loops unroll and the vectors stay in registers */
+        case 1: narrow_forward(a, b, e, out, states, 1, gate, update); break;
+        case 2: narrow_forward(a, b, e, out, states, 2, gate, update); break;
+        case 3: narrow_forward(a, b, e, out, states, 3, gate, update); break;
+        case 4: narrow_forward(a, b, e, out, states, 4, gate, update); break;
+        case 5: narrow_forward(a, b, e, out, states, 5, gate, update); break;
+        case 6: narrow_forward(a, b, e, out, states, 6, gate, update); break;
+        case 7: narrow_forward(a, b, e, out, states, 7, gate, update); break;
+        default: {
 #define FORWARD(HS, V) vector_forward(a, b, e, out, states, HS, V, gate, update)
-        VECTOR_CASES(FORWARD)
+            VECTOR_CASES(FORWARD)
 #undef FORWARD
+        }
+        }
     }
     return 0;
 }
