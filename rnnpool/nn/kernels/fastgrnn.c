@@ -232,8 +232,9 @@ static inline __attribute__((always_inline)) void vector_forward(const scan_args
  * Cells of up to NARROW_MAX units fill few lanes of a vector over their units (and their inputs take the
  * buffered load). Here lane l of every vector holds sequence s0 + l: unit i of the 8 states is the vector h[i],
  * U h is H x H multiply-adds of broadcast U entries, and the gates run on full vectors; each step's inputs are
- * gathered lane by lane. Measured on an AVX2 EPYC (one thread, ns per step): H = 2: 21 -> 5, 4: 25 -> 7,
- * 7: 26 -> 15; at 8 the vector path is faster (16 against 21). */
+ * gathered lane by lane. Measured on an AVX2 EPYC (one thread, ns per step): forward H = 2: 21 -> 5, 4: 25 -> 7,
+ * 7: 26 -> 15; backward (narrow_backward) 2: 44 -> 11, 4: 50 -> 25, 7: 59 -> 59; at 8 the vector path is
+ * faster (forward 16 against 21). */
 #define NARROW_MAX 7
 
 static inline __attribute__((always_inline)) void narrow_forward(const scan_args_f32 *a, int64_t begin, int64_t end, float *out,
@@ -273,6 +274,86 @@ static inline __attribute__((always_inline)) void narrow_forward(const scan_args
         }
         for (int l = 0; l < n; l++)
             for (int i = 0; i < H; i++) out[(s0 + l) * H + i] = h[i][l];
+    }
+}
+
+/* The backward of narrow cells, lanes across sequences as in narrow_forward: each step recomputed from its
+ * saved states, d pre into grad_wx, d U, d bias_diff, d offset, d zeta, d nu summed per lane and added into part
+ * at the end. Idle lanes of the last vector read lane 0's sequence with a zero gradient: they add nothing. */
+static inline __attribute__((always_inline)) void narrow_backward(const scan_args_f32 *a, int64_t begin, int64_t end,
+                                                                  const float *states, const float *grad_out, float *grad_wx,
+                                                                  float *part, const int H, int gate, int update) {
+    v8f u[NARROW_MAX][NARROW_MAX], du[NARROW_MAX][NARROW_MAX], offset[NARROW_MAX], bias[NARROW_MAX], eb[NARROW_MAX];
+    v8f dbias[NARROW_MAX], doffset[NARROW_MAX], dzeta = vsplat(0.0f), dnu = vsplat(0.0f);
+    const v8f zeta = vsplat(a->zeta), nu = vsplat(a->nu), one = vsplat(1.0f);
+    const int64_t W = a->width, S = a->N * a->L * a->M, T = a->T;
+    for (int i = 0; i < H; i++) {
+        for (int j = 0; j < H; j++) {
+            u[i][j] = vsplat(a->u[(int64_t)i * W + j]);
+            du[i][j] = vsplat(0.0f);
+        }
+        offset[i] = vsplat(a->offset[i]);
+        bias[i] = vsplat(a->bias_diff[i]);
+        eb[i] = vexp(vsplat(-2.0f) * bias[i]);
+        dbias[i] = doffset[i] = vsplat(0.0f);
+    }
+    walk_f32 walk = walk_start_f32(a, begin);
+    for (int64_t s0 = begin; s0 < end; s0 += LANES) {
+        const int n = end - s0 < LANES ? (int)(end - s0) : LANES;
+        const float *x[LANES];
+        int64_t seq[LANES];
+        x[0] = walk_next_f32(&walk);
+        for (int l = 0; l < LANES; l++) {
+            if (l > 0) x[l] = l < n ? walk_next_f32(&walk) : x[0];
+            seq[l] = l < n ? s0 + l : s0;
+        }
+        v8f dh[NARROW_MAX];
+        for (int i = 0; i < NARROW_MAX; i++) dh[i] = vsplat(0.0f);
+        for (int i = 0; i < H; i++)
+            for (int l = 0; l < n; l++) dh[i][l] = grad_out[(s0 + l) * H + i];
+        for (int64_t t = T - 1; t >= 0; t--) {
+            v8f h[NARROW_MAX], pre[NARROW_MAX], dpre[NARROW_MAX], z[NARROW_MAX];
+            for (int i = 0; i < H; i++) {
+                const float *st = states + t * H + i;
+                h[i] = (v8f){st[seq[0] * T * H], st[seq[1] * T * H], st[seq[2] * T * H], st[seq[3] * T * H],
+                             st[seq[4] * T * H], st[seq[5] * T * H], st[seq[6] * T * H], st[seq[7] * T * H]};
+            }
+            for (int i = 0; i < H; i++) {
+                const int64_t at = t * a->st + i * a->sg;
+                pre[i] = (v8f){x[0][at], x[1][at], x[2][at], x[3][at], x[4][at], x[5][at], x[6][at], x[7][at]} + offset[i];
+                for (int j = 0; j < H; j++) pre[i] += u[i][j] * h[j];
+            }
+            for (int i = 0; i < H; i++) {
+                v8f c;
+                gate_update(pre[i], bias[i], eb[i], &z[i], &c, gate, update);
+                const v8f dc = dh[i] * (zeta * (one - z[i]) + nu) * vact_grad(pre[i] + bias[i], c, update);
+                dpre[i] = dc + dh[i] * (h[i] - zeta * c) * vact_grad(pre[i], z[i], gate);
+                dbias[i] += dc;
+                doffset[i] += dpre[i];
+                dzeta += dh[i] * (one - z[i]) * c;
+                dnu += dh[i] * c;
+                for (int l = 0; l < n; l++) grad_wx[(t * S + s0 + l) * H + i] = dpre[i][l];
+            }
+            for (int j = 0; j < H; j++) { /* d h_prev = d h z + U^T d pre; d U += d pre h^T */
+                v8f next = dh[j] * z[j];
+                for (int i = 0; i < H; i++) {
+                    next += u[i][j] * dpre[i];
+                    du[i][j] += dpre[i] * h[j];
+                }
+                dh[j] = next;
+            }
+        }
+    }
+    for (int i = 0; i < H; i++) {
+        for (int l = 0; l < LANES; l++) {
+            for (int j = 0; j < H; j++) part[(int64_t)i * W + j] += du[i][j][l];
+            part[H * W + i] += dbias[i][l];
+            part[H * W + W + i] += doffset[i][l];
+        }
+    }
+    for (int l = 0; l < LANES; l++) {
+        part[H * W + 2 * W] += dzeta[l];
+        part[H * W + 2 * W + 1] += dnu[l];
     }
 }
 
@@ -434,9 +515,20 @@ int fastgrnn_backward_f32(const scan_args_f32 *a, int H, int gate, int update, c
         int64_t b, e;
         split_f32(S, &b, &e);
         float *p = parts + (int64_t)omp_get_thread_num() * (H * a->width + 2 * a->width + 2);
+        switch (H) {
+        case 1: narrow_backward(a, b, e, states, grad_out, grad_wx, p, 1, gate, update); break;
+        case 2: narrow_backward(a, b, e, states, grad_out, grad_wx, p, 2, gate, update); break;
+        case 3: narrow_backward(a, b, e, states, grad_out, grad_wx, p, 3, gate, update); break;
+        case 4: narrow_backward(a, b, e, states, grad_out, grad_wx, p, 4, gate, update); break;
+        case 5: narrow_backward(a, b, e, states, grad_out, grad_wx, p, 5, gate, update); break;
+        case 6: narrow_backward(a, b, e, states, grad_out, grad_wx, p, 6, gate, update); break;
+        case 7: narrow_backward(a, b, e, states, grad_out, grad_wx, p, 7, gate, update); break;
+        default: {
 #define BACKWARD(HS, V) vector_backward(a, b, e, states, grad_out, grad_wx, p, HS, V, gate, update)
-        VECTOR_CASES(BACKWARD)
+            VECTOR_CASES(BACKWARD)
 #undef BACKWARD
+        }
+        }
     }
     return 0;
 }
