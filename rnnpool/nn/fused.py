@@ -386,5 +386,5 @@ def _triton_scans(grids, offset, u, bias_diff, zeta, nu, kinds, both_directions:
     return out
 
 
-__all__ = ["BACKENDS", "FastGRNNScan", "applies", "backend", "fastgrnn_scan", "triton_available", "fused_available", "kernel_constants", "fused_enabled", "load_library", "set_fused",
-           "use_fused"]
+__all__ = ["BACKENDS", "FastGRNNScan", "applies", "backend", "fastgrnn_scan", "fused_available", "fused_enabled", "kernel_constants",
+           "load_library", "scan_forward", "set_fused", "triton_available", "use_fused"]

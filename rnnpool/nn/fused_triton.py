@@ -84,7 +84,7 @@ def _times_u(h, m, USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
 
 
 @triton.jit
-def _step_input(x_ptr, start, st, sn, sl, sm, sg, T, L, M, S, H, BLOCK: tl.constexpr, HP: tl.constexpr):
+def _step_input(start, st, sn, sl, sm, sg, T, L, M, S, H, BLOCK: tl.constexpr, HP: tl.constexpr):
     """For this program's block of sequences in direction program_id(1): the address of each sequence's first
     step (BLOCK, HP), the step between steps (negative when reversed), the direction, the sequence indices and
     the mask of live (sequence, unit) pairs."""
@@ -104,7 +104,7 @@ def _forward_kernel(x_ptr, start, st, sn, sl, sm, sg, T, L, M, S, H,
                     offset_ptr, u_ptr, bias_ptr, zeta_ptr, nu_ptr, out_ptr, states_ptr,
                     GATE: tl.constexpr, UPDATE: tl.constexpr, HP: tl.constexpr, BLOCK: tl.constexpr,
                     SAVE: tl.constexpr, USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
-    address, step, direction, s64, mask = _step_input(x_ptr, start, st, sn, sl, sm, sg, T, L, M, S, H, BLOCK, HP)
+    address, step, direction, s64, mask = _step_input(start, st, sn, sl, sm, sg, T, L, M, S, H, BLOCK, HP)
     unit = tl.arange(0, HP)
     live_unit = unit < H
     offset = tl.load(offset_ptr + unit, mask=live_unit, other=0.0)
@@ -131,7 +131,7 @@ def _backward_kernel(x_ptr, start, st, sn, sl, sm, sg, T, L, M, S, H,
                      offset_ptr, u_ptr, bias_ptr, zeta_ptr, nu_ptr, states_ptr, grad_out_ptr, grad_ptr, parts_ptr,
                      GATE: tl.constexpr, UPDATE: tl.constexpr, HP: tl.constexpr, BLOCK: tl.constexpr,
                      SCATTER: tl.constexpr, USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
-    address, step, direction, s64, mask = _step_input(x_ptr, start, st, sn, sl, sm, sg, T, L, M, S, H, BLOCK, HP)
+    address, step, direction, s64, mask = _step_input(start, st, sn, sl, sm, sg, T, L, M, S, H, BLOCK, HP)
     unit = tl.arange(0, HP)
     live_unit = unit < H
     both = live_unit[:, None] & live_unit[None, :]

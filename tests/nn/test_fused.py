@@ -27,6 +27,15 @@ def outputs_and_grads(layer, x, run):
     return [out.detach(), x.grad] + [p.grad for p in layer.parameters() if p.requires_grad]
 
 
+def assert_fused_matches_eager(layer, x):
+    """float32: the layer's output and every gradient through the fused kernel equal the eager path's."""
+    got = outputs_and_grads(layer, x, lambda l, v: l(v))
+    with use_fused(False):
+        expected = outputs_and_grads(layer, x, lambda l, v: l(v))
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("gate,update", list(itertools.product(NONLINEARITIES, NONLINEARITIES)))
 def test_every_gate_and_update_matches_the_reference(gate, update):
     """Zero padding (pre-activations exactly at the quantized nonlinearities' kinks), h1 != h2, trainable zeta/nu."""
@@ -46,12 +55,7 @@ def test_every_compiled_size_and_the_generic_one_match_eager(hidden):
     """The kernel's vector widths (4..64, constant and generic) and its scalar body beyond 64, float32; low-rank W and U."""
     torch.manual_seed(hidden)
     layer = RNNPool2d(5, 6, 4, hidden, hidden, padding=1, cell_kwargs=dict(w_rank=3, u_rank=2) if hidden == 20 else None)
-    x = torch.randn(2, 5, 15, 13)
-    got = outputs_and_grads(layer, x, lambda l, v: l(v))
-    with use_fused(False):
-        expected = outputs_and_grads(layer, x, lambda l, v: l(v))
-    for a, b in zip(got, expected):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert_fused_matches_eager(layer, torch.randn(2, 5, 15, 13))
 
 
 @pytest.mark.parametrize("gate,update", [("quant_sigmoid", "quant_tanh"), ("relu", "identity"), ("sigmoid", "tanh"), ("tanh", "sigmoid")])
@@ -60,12 +64,7 @@ def test_narrow_cells_match_eager_for_every_kind(gate, update, hidden):
     """float32 cells of up to 7 units run with sequences across the vector lanes (their own forward)."""
     torch.manual_seed(hidden)
     layer = RNNPool2d(4, 5, 3, hidden, hidden, padding=1, cell_kwargs=dict(gate_nonlinearity=gate, update_nonlinearity=update))
-    x = torch.randn(2, 4, 13, 11)
-    got = outputs_and_grads(layer, x, lambda l, v: l(v))
-    with use_fused(False):
-        expected = outputs_and_grads(layer, x, lambda l, v: l(v))
-    for a, b in zip(got, expected):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert_fused_matches_eager(layer, torch.randn(2, 4, 13, 11))
 
 
 def test_gradcheck_on_an_overlapping_strided_grid():

@@ -473,6 +473,20 @@ static inline __attribute__((always_inline)) void vector_backward(const scan_arg
         }                                       \
     }
 
+/* Cells of up to NARROW_MAX units take the lanes-across-sequences bodies (constant H: their unit loops unroll and
+ * the vectors stay in registers), the others the vector ones. */
+#define WIDTH_CASES(NARROW, VECTOR)             \
+    switch (H) {                                \
+    case 1: NARROW(1); break;                   \
+    case 2: NARROW(2); break;                   \
+    case 3: NARROW(3); break;                   \
+    case 4: NARROW(4); break;                   \
+    case 5: NARROW(5); break;                   \
+    case 6: NARROW(6); break;                   \
+    case 7: NARROW(7); break;                   \
+    default: VECTOR_CASES(VECTOR)               \
+    }
+
 /* The padded width W a float32 / float64 cell of H hidden units needs (see scan_args.width). */
 int fastgrnn_width_f32(int H) { return H <= LANES * MAX_VECTORS ? (H + LANES - 1) / LANES * LANES : H; }
 int fastgrnn_width_f64(int H) { return H; }
@@ -486,20 +500,11 @@ int fastgrnn_forward_f32(const scan_args_f32 *a, int H, int gate, int update, fl
     {
         int64_t b, e;
         split_f32(S, &b, &e);
-        switch (H) { /* constant H: the unit loops unroll and the vectors stay in registers */
-        case 1: narrow_forward(a, b, e, out, states, 1, gate, update); break;
-        case 2: narrow_forward(a, b, e, out, states, 2, gate, update); break;
-        case 3: narrow_forward(a, b, e, out, states, 3, gate, update); break;
-        case 4: narrow_forward(a, b, e, out, states, 4, gate, update); break;
-        case 5: narrow_forward(a, b, e, out, states, 5, gate, update); break;
-        case 6: narrow_forward(a, b, e, out, states, 6, gate, update); break;
-        case 7: narrow_forward(a, b, e, out, states, 7, gate, update); break;
-        default: {
+#define NARROW(HS) narrow_forward(a, b, e, out, states, HS, gate, update)
 #define FORWARD(HS, V) vector_forward(a, b, e, out, states, HS, V, gate, update)
-            VECTOR_CASES(FORWARD)
+        WIDTH_CASES(NARROW, FORWARD)
 #undef FORWARD
-        }
-        }
+#undef NARROW
     }
     return 0;
 }
@@ -515,20 +520,11 @@ int fastgrnn_backward_f32(const scan_args_f32 *a, int H, int gate, int update, c
         int64_t b, e;
         split_f32(S, &b, &e);
         float *p = parts + (int64_t)omp_get_thread_num() * (H * a->width + 2 * a->width + 2);
-        switch (H) {
-        case 1: narrow_backward(a, b, e, states, grad_out, grad_wx, p, 1, gate, update); break;
-        case 2: narrow_backward(a, b, e, states, grad_out, grad_wx, p, 2, gate, update); break;
-        case 3: narrow_backward(a, b, e, states, grad_out, grad_wx, p, 3, gate, update); break;
-        case 4: narrow_backward(a, b, e, states, grad_out, grad_wx, p, 4, gate, update); break;
-        case 5: narrow_backward(a, b, e, states, grad_out, grad_wx, p, 5, gate, update); break;
-        case 6: narrow_backward(a, b, e, states, grad_out, grad_wx, p, 6, gate, update); break;
-        case 7: narrow_backward(a, b, e, states, grad_out, grad_wx, p, 7, gate, update); break;
-        default: {
+#define NARROW(HS) narrow_backward(a, b, e, states, grad_out, grad_wx, p, HS, gate, update)
 #define BACKWARD(HS, V) vector_backward(a, b, e, states, grad_out, grad_wx, p, HS, V, gate, update)
-            VECTOR_CASES(BACKWARD)
+        WIDTH_CASES(NARROW, BACKWARD)
 #undef BACKWARD
-        }
-        }
+#undef NARROW
     }
     return 0;
 }
