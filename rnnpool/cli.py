@@ -280,7 +280,7 @@ def format_export(report: dict) -> str:
     s = report["schedule"]
     cal = report["calibration"]
     method = f"{cal['percentile']}th percentiles" if cal.get("method") == "percentile" else "min/max"
-    calibrated = (f"with the activation ranges its quantization-aware fine-tuning kept" if cal.get("method") == "qat"
+    calibrated = ("with the activation ranges its quantization-aware fine-tuning kept" if cal.get("method") == "qat"
                   else f"calibrated ({method}) on {cal['images']} images of {cal['source']}")
     lines = [f"{report['model']} ({report['weights']}), {calibrated}",
              f"arena {s['arena_bytes']:,} B (layer by layer it would be {s['layer_by_layer_bytes']:,} B); largest: "
