@@ -1,8 +1,16 @@
+import os
 import re
 import warnings
 from pathlib import Path
 
 import pytest
+import torch
+
+# The GPU kernels' tests (tests/nn/test_fused_triton.py) run through Triton's interpreter where there is no GPU.
+# Triton chooses the interpreter for its own library when it is first imported, and importing torchvision
+# imports it: choose it here, before any test module is collected.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
