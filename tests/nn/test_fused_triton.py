@@ -26,7 +26,6 @@ from rnnpool.nn.fused import use_fused  # noqa: E402
 from .reference import reference_rnnpool  # noqa: E402
 
 
-
 def _kernels():
     """rnnpool.nn.fused_triton with kernels that run on DEVICE: interpreted ones on CPUs (the interpreter is
     chosen when the kernels are defined, so the module is (re)loaded under TRITON_INTERPRET=1)."""
