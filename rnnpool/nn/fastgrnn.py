@@ -178,9 +178,10 @@ class FastGRNNCell(RecurrentCell):
         """The fused kernel of :mod:`rnnpool.nn.fused` where one applies (C on CPUs, Triton on CUDA GPUs; they
         read the grids where they lie, reversed ones too: no chunks, no copies); None elsewhere, and with
         :func:`~rnnpool.nn.compile_recurrence` set."""
-        if self.compiled or not fused.applies(self, grids):
+        kind = None if self.compiled else fused.backend(self, grids)
+        if kind is None:
             return None
-        return fused.fastgrnn_scan(self, grids, both_directions)
+        return fused.fastgrnn_scan(self, grids, both_directions, kind)
 
     def madds_per_step(self) -> int:
         h, d = self.hidden_size, self.input_size

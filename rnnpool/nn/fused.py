@@ -326,11 +326,6 @@ def backend(cell: torch.nn.Module, grids: List[torch.Tensor]) -> Optional[str]:
     return kind if triton_available() else None
 
 
-def applies(cell: torch.nn.Module, grids: List[torch.Tensor]) -> bool:
-    """Whether a fused kernel runs ``cell`` over ``grids`` (see :func:`backend`)."""
-    return backend(cell, grids) is not None
-
-
 def _grid_view(grid: torch.Tensor):
     """(base, (size, stride, start)): ``grid`` as a strided view of a contiguous tensor, its own base where it is
     a view of one (RNNPool's projection), else itself (made contiguous first if it is neither)."""
@@ -340,16 +335,18 @@ def _grid_view(grid: torch.Tensor):
     return base, (tuple(grid.shape), tuple(grid.stride()), grid.storage_offset() - base.storage_offset())
 
 
-def fastgrnn_scan(cell: torch.nn.Module, grids: List[torch.Tensor], both_directions: bool = False) -> Optional[List[torch.Tensor]]:
+def fastgrnn_scan(cell: torch.nn.Module, grids: List[torch.Tensor], both_directions: bool = False,
+                  kind: Optional[str] = None) -> Optional[List[torch.Tensor]]:
     """Final hidden states (N*L*M, H) of ``cell`` over each grid of ``W x`` (T, N, L, M, H), offset not yet added;
     with ``both_directions`` also over each grid reversed in time: [grid 0, grid 0 reversed, grid 1, ...].
 
-    The kernel of :func:`backend` reads each grid where it lies (see :func:`_grid_view`). None where the
-    Triton kernels fail to compile (said once; the caller runs the eager path)."""
+    ``kind``: the kernel to run, as :func:`backend` chose it (default: ask it), which reads each grid where it
+    lies (see :func:`_grid_view`). None where the Triton kernels fail to compile (said once; the caller runs the
+    eager path)."""
     offset, u, bias_diff = cell.input_offset(), cell.recurrent_weight(), cell.bias_update - cell.bias_gate
     zeta, nu = torch.sigmoid(cell.zeta), torch.sigmoid(cell.nu)
     kinds = ACTIVATIONS[cell.gate_nonlinearity], ACTIVATIONS[cell.update_nonlinearity]
-    if backend(cell, grids) == "triton":  # in the parameters' dtype (autocast may have made a low-rank U half)
+    if (kind or backend(cell, grids)) == "triton":  # in the parameters' dtype (autocast may have made a low-rank U half)
         return _triton_scans(grids, offset, u.to(offset.dtype), bias_diff, zeta, nu, kinds, both_directions)
     constants = kernel_constants(offset, u, bias_diff)
     # without autograd, no Function (under no_grad it would still see parameters that need gradients and save
@@ -371,11 +368,13 @@ def fastgrnn_scan(cell: torch.nn.Module, grids: List[torch.Tensor], both_directi
 
 def _triton_scans(grids, offset, u, bias_diff, zeta, nu, kinds, both_directions: bool) -> Optional[List[torch.Tensor]]:
     global _triton_failure
-    from .fused_triton import triton_scan
+    from . import fused_triton
     out: List[torch.Tensor] = []
+    constants = fused_triton.kernel_constants(offset, u, bias_diff, zeta, nu)  # once for all grids and directions
     try:
         for grid in grids:
-            out.extend(triton_scan(*_grid_view(grid), offset, u, bias_diff, zeta, nu, *kinds, both_directions))
+            out.extend(fused_triton.triton_scan(*_grid_view(grid), offset, u, bias_diff, zeta, nu, *kinds, both_directions,
+                                                constants))
     except torch.OutOfMemoryError:
         raise
     except Exception as err:  # a GPU or toolchain Triton cannot compile for: the eager path runs from now on
@@ -386,5 +385,5 @@ def _triton_scans(grids, offset, u, bias_diff, zeta, nu, kinds, both_directions:
     return out
 
 
-__all__ = ["BACKENDS", "FastGRNNScan", "applies", "backend", "fastgrnn_scan", "fused_available", "fused_enabled", "kernel_constants",
+__all__ = ["BACKENDS", "FastGRNNScan", "backend", "fastgrnn_scan", "fused_available", "fused_enabled", "kernel_constants",
            "load_library", "scan_forward", "set_fused", "triton_available", "use_fused"]

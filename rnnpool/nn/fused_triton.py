@@ -230,12 +230,12 @@ def scan_forward(base: torch.Tensor, geometry, constants, gate: int, update: int
 class TritonFastGRNNScan(torch.autograd.Function):
     """Final states (D*S, H) of FastGRNN over a grid of ``W x`` (T, N, L, M, H) given as the strided view
     ``geometry`` = (size, stride, start) of the contiguous ``base`` (S = N*L*M sequences; offset not added),
-    forward in time, and with ``directions`` 2 also reversed (rows S..2S-1)."""
+    forward in time, and with ``directions`` 2 also reversed (rows S..2S-1). ``constants``: the cell's values as
+    the kernels read them (:func:`kernel_constants`), made once per cell and call."""
 
     @staticmethod
     def forward(ctx, base: torch.Tensor, geometry, offset: torch.Tensor, u: torch.Tensor, bias_diff: torch.Tensor,
-                zeta: torch.Tensor, nu: torch.Tensor, gate: int, update: int, directions: int) -> torch.Tensor:
-        constants = [v.detach().to(u.dtype).contiguous() for v in (offset, u, bias_diff, zeta, nu)]
+                zeta: torch.Tensor, nu: torch.Tensor, gate: int, update: int, directions: int, constants) -> torch.Tensor:
         train = any(ctx.needs_input_grad)
         out, states = scan_forward(base, geometry, constants, gate, update, directions, train)
         if train:
@@ -282,19 +282,25 @@ class TritonFastGRNNScan(torch.autograd.Function):
                 total[h * h: h * h + h] if needs[4] else None,
                 total[-2].reshape(zeta.shape) if needs[5] else None,
                 total[-1].reshape(nu.shape) if needs[6] else None,
-                None, None, None)
+                None, None, None, None)
+
+
+def kernel_constants(offset: torch.Tensor, u: torch.Tensor, bias_diff: torch.Tensor, zeta: torch.Tensor,
+                     nu: torch.Tensor) -> List[torch.Tensor]:
+    """offset, U, bias_diff, zeta, nu as the kernels read them: detached, contiguous, in U's dtype."""
+    return [v.detach().to(u.dtype).contiguous() for v in (offset, u, bias_diff, zeta, nu)]
 
 
 def triton_scan(base: torch.Tensor, geometry, offset: torch.Tensor, u: torch.Tensor, bias_diff: torch.Tensor, zeta: torch.Tensor,
-                nu: torch.Tensor, gate: int, update: int, both_directions: bool) -> List[torch.Tensor]:
-    """The grid's final states (S, H), and with ``both_directions`` those of the grid reversed in time too."""
+                nu: torch.Tensor, gate: int, update: int, both_directions: bool, constants) -> List[torch.Tensor]:
+    """The grid's final states (S, H), and with ``both_directions`` those of the grid reversed in time too;
+    ``constants`` from :func:`kernel_constants`."""
     directions = 2 if both_directions else 1
     if torch.is_grad_enabled():
-        out = TritonFastGRNNScan.apply(base, geometry, offset, u, bias_diff, zeta, nu, gate, update, directions)
+        out = TritonFastGRNNScan.apply(base, geometry, offset, u, bias_diff, zeta, nu, gate, update, directions, constants)
     else:  # no Function: under no_grad it would still see parameters that need gradients and save the states
-        constants = [v.to(u.dtype).contiguous() for v in (offset, u, bias_diff, zeta, nu)]
         out = scan_forward(base, geometry, constants, gate, update, directions, False)[0]
     return list(out.chunk(2, 0)) if both_directions else [out]
 
 
-__all__ = ["TritonFastGRNNScan", "triton_scan"]
+__all__ = ["TritonFastGRNNScan", "kernel_constants", "triton_scan"]

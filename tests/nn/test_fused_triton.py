@@ -23,7 +23,7 @@ from rnnpool.nn import fused as fused_module  # noqa: E402
 from rnnpool.nn.activations import NONLINEARITIES  # noqa: E402
 from rnnpool.nn.fused import use_fused  # noqa: E402
 
-from .reference import reference_rnnpool  # noqa: E402
+from .reference import outputs_and_grads, reference_rnnpool  # noqa: E402
 
 
 def _kernels():
@@ -47,14 +47,6 @@ def triton_kernels(monkeypatch):
         monkeypatch.setitem(fused_module.BACKENDS, "cpu", "triton")
     monkeypatch.setattr(fused_module, "_triton_failure", None)
     return _kernels()
-
-
-def outputs_and_grads(layer, x, run):
-    layer.zero_grad()
-    x = x.detach().requires_grad_(True)
-    out = run(layer, x)
-    (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view_as(out)).sum().backward()
-    return [out.detach(), x.grad] + [p.grad for p in layer.parameters() if p.requires_grad]
 
 
 def launches(kernels, monkeypatch):
@@ -133,7 +125,7 @@ def test_gradcheck_on_an_overlapping_grid_in_both_directions(triton_kernels):
     for gate, update in ((0, 1), (2, 3), (0, 3)):
         for directions in (1, 2):  # fast mode (a random projection of the Jacobian) where the interpreter runs
             assert torch.autograd.gradcheck(lambda p, *a: triton_kernels.TritonFastGRNNScan.apply(
-                p, geometry(p), *a, gate, update, directions), inputs, fast_mode=INTERPRETED)
+                p, geometry(p), *a, gate, update, directions, triton_kernels.kernel_constants(*a)), inputs, fast_mode=INTERPRETED)
 
 
 def test_scatter_modes_agree(triton_kernels, monkeypatch):
