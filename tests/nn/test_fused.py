@@ -14,17 +14,9 @@ from rnnpool.nn import fused as fused_module
 from rnnpool.nn.activations import NONLINEARITIES
 from rnnpool.nn.fused import fused_available, use_fused
 
-from .reference import reference_rnnpool
+from .reference import outputs_and_grads, reference_rnnpool
 
 pytestmark = pytest.mark.skipif(not fused_available(), reason="the fused kernel cannot be built here (no C compiler)")
-
-
-def outputs_and_grads(layer, x, run):
-    layer.zero_grad()
-    x = x.detach().requires_grad_(True)
-    out = run(layer, x)
-    (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
-    return [out.detach(), x.grad] + [p.grad for p in layer.parameters() if p.requires_grad]
 
 
 def assert_fused_matches_eager(layer, x):

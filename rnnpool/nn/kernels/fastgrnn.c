@@ -237,22 +237,40 @@ static inline __attribute__((always_inline)) void vector_forward(const scan_args
  * faster (forward 16 against 21). */
 #define NARROW_MAX 7
 
-static inline __attribute__((always_inline)) void narrow_forward(const scan_args_f32 *a, int64_t begin, int64_t end, float *out,
-                                                                 float *states, const int H, int gate, int update) {
-    v8f u[NARROW_MAX][NARROW_MAX], offset[NARROW_MAX], bias[NARROW_MAX], eb[NARROW_MAX];
-    const v8f zeta = vsplat(a->zeta), nu = vsplat(a->nu), one = vsplat(1.0f);
+/* The cell's constants broadcast to every lane: U[i][j], offset, bias_diff and exp(-2 bias_diff) per unit. */
+static inline __attribute__((always_inline)) void narrow_constants(const scan_args_f32 *a, const int H, v8f (*u)[NARROW_MAX],
+                                                                   v8f *offset, v8f *bias, v8f *eb) {
     for (int i = 0; i < H; i++) {
-        for (int j = 0; j < H; j++) u[i][j] = vsplat(a->ut[(int64_t)j * a->width + i]);
+        for (int j = 0; j < H; j++) u[i][j] = vsplat(a->u[(int64_t)i * a->width + j]);
         offset[i] = vsplat(a->offset[i]);
         bias[i] = vsplat(a->bias_diff[i]);
         eb[i] = vexp(vsplat(-2.0f) * bias[i]);
     }
+}
+
+/* The n <= LANES sequences from s0 on, one per lane: their first steps x and indices seq; idle lanes of the last
+ * vector repeat lane 0 (their results are not written, their gradients are zero). */
+static inline __attribute__((always_inline)) int narrow_lanes(walk_f32 *walk, int64_t s0, int64_t end, const float **x,
+                                                              int64_t *seq) {
+    const int n = end - s0 < LANES ? (int)(end - s0) : LANES;
+    x[0] = walk_next_f32(walk);
+    for (int l = 0; l < LANES; l++) {
+        if (l > 0) x[l] = l < n ? walk_next_f32(walk) : x[0];
+        seq[l] = l < n ? s0 + l : s0;
+    }
+    return n;
+}
+
+static inline __attribute__((always_inline)) void narrow_forward(const scan_args_f32 *a, int64_t begin, int64_t end, float *out,
+                                                                 float *states, const int H, int gate, int update) {
+    v8f u[NARROW_MAX][NARROW_MAX], offset[NARROW_MAX], bias[NARROW_MAX], eb[NARROW_MAX];
+    const v8f zeta = vsplat(a->zeta), nu = vsplat(a->nu), one = vsplat(1.0f);
+    narrow_constants(a, H, u, offset, bias, eb);
     walk_f32 walk = walk_start_f32(a, begin);
     for (int64_t s0 = begin; s0 < end; s0 += LANES) {
-        const int n = end - s0 < LANES ? (int)(end - s0) : LANES;
         const float *x[LANES];
-        x[0] = walk_next_f32(&walk);
-        for (int l = 1; l < LANES; l++) x[l] = l < n ? walk_next_f32(&walk) : x[0]; /* idle lanes repeat lane 0 */
+        int64_t seq[LANES];
+        const int n = narrow_lanes(&walk, s0, end, x, seq);
         v8f h[NARROW_MAX];
         for (int i = 0; i < NARROW_MAX; i++) h[i] = vsplat(0.0f);
         for (int64_t t = 0; t < a->T; t++) {
@@ -279,7 +297,7 @@ static inline __attribute__((always_inline)) void narrow_forward(const scan_args
 
 /* The backward of narrow cells, lanes across sequences as in narrow_forward: each step recomputed from its
  * saved states, d pre into grad_wx, d U, d bias_diff, d offset, d zeta, d nu summed per lane and added into part
- * at the end. Idle lanes of the last vector read lane 0's sequence with a zero gradient: they add nothing. */
+ * at the end. */
 static inline __attribute__((always_inline)) void narrow_backward(const scan_args_f32 *a, int64_t begin, int64_t end,
                                                                   const float *states, const float *grad_out, float *grad_wx,
                                                                   float *part, const int H, int gate, int update) {
@@ -287,26 +305,16 @@ static inline __attribute__((always_inline)) void narrow_backward(const scan_arg
     v8f dbias[NARROW_MAX], doffset[NARROW_MAX], dzeta = vsplat(0.0f), dnu = vsplat(0.0f);
     const v8f zeta = vsplat(a->zeta), nu = vsplat(a->nu), one = vsplat(1.0f);
     const int64_t W = a->width, S = a->N * a->L * a->M, T = a->T;
+    narrow_constants(a, H, u, offset, bias, eb);
     for (int i = 0; i < H; i++) {
-        for (int j = 0; j < H; j++) {
-            u[i][j] = vsplat(a->u[(int64_t)i * W + j]);
-            du[i][j] = vsplat(0.0f);
-        }
-        offset[i] = vsplat(a->offset[i]);
-        bias[i] = vsplat(a->bias_diff[i]);
-        eb[i] = vexp(vsplat(-2.0f) * bias[i]);
+        for (int j = 0; j < H; j++) du[i][j] = vsplat(0.0f);
         dbias[i] = doffset[i] = vsplat(0.0f);
     }
     walk_f32 walk = walk_start_f32(a, begin);
     for (int64_t s0 = begin; s0 < end; s0 += LANES) {
-        const int n = end - s0 < LANES ? (int)(end - s0) : LANES;
         const float *x[LANES];
         int64_t seq[LANES];
-        x[0] = walk_next_f32(&walk);
-        for (int l = 0; l < LANES; l++) {
-            if (l > 0) x[l] = l < n ? walk_next_f32(&walk) : x[0];
-            seq[l] = l < n ? s0 + l : s0;
-        }
+        const int n = narrow_lanes(&walk, s0, end, x, seq);
         v8f dh[NARROW_MAX];
         for (int i = 0; i < NARROW_MAX; i++) dh[i] = vsplat(0.0f);
         for (int i = 0; i < H; i++)
