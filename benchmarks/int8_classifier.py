@@ -2,7 +2,7 @@
 
     python benchmarks/int8_classifier.py --data ../shared/data/cifar10 [--model mobilenetv2_035_rnnpool]
         [--input-size 64] [--per-class 1000] [--test-per-class 200] [--epochs 15] [--qat-epochs 2]
-        [--calibration minmax] [--json benchmarks/results/int8_classifier.json]
+        [--calibration minmax] [--no-equalize] [--json benchmarks/results/int8_classifier.json]
 
 Trains the float classifier with the engine (CIFAR-10 upsampled to --input-size, --per-class training images
 per class) and validates it on the first --test-per-class test images of each class; then measures on those
@@ -61,7 +61,9 @@ def main() -> None:
     parser.add_argument("--qat-epochs", type=int, default=2)
     parser.add_argument("--qat-lr", type=float, default=0.002)
     parser.add_argument("--test-per-class", type=int, default=200, help="test images per class (0: all)")
-    parser.add_argument("--calibration", choices=["minmax", "percentile"], default="minmax")
+    parser.add_argument("--calibration", choices=["minmax", "percentile", "mse"], default="minmax")
+    parser.add_argument("--no-equalize", dest="equalize", action="store_false",
+                        help="calibrate RNNPool's output channels as they are (see rnnpool.deploy.equalize)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--project", help="keep the run folders here (default: a temporary folder)")
     parser.add_argument("--json", default="benchmarks/results/int8_classifier.json")
@@ -86,7 +88,7 @@ def main() -> None:
                    for image, _ in pixels(subset / "train", classes, args.input_size, CALIBRATION_IMAGES)]
     rows: Dict[str, Dict] = {}
     model = create_model_from_checkpoint(float_weights).eval()
-    graph = quantize_model(model, calibration, (args.input_size, args.input_size), args.calibration)
+    graph = quantize_model(model, calibration, (args.input_size, args.input_size), args.calibration, equalize=args.equalize)
     rows["post-training"] = int8_top1(model, graph, pixels(test, classes, args.input_size))
     model = create_model_from_checkpoint(qat_weights).eval()
     graph = quantize_model(model, [], (args.input_size, args.input_size), ranges=checkpoint_ranges(qat_weights))

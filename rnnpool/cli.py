@@ -244,7 +244,8 @@ def cmd_export_c(args: argparse.Namespace) -> None:
     settings = DetectionSettings(score_threshold=args.threshold)
     input_size = _export_input_size(args.model, args.input, args.input_size)
     report = export_c(args.model, args.output, args.weights, args.calib, args.target, args.run, args.ram_kib * 1024, settings,
-                      input_size, args.seed, not args.no_row_cache, calibration=args.calibration, percentile=args.percentile)
+                      input_size, args.seed, not args.no_row_cache, calibration=args.calibration, percentile=args.percentile,
+                      equalize=args.equalize)
     if args.json:
         _write_json(report, args.json)
     print(format_export(report), file=_human_output(args))
@@ -279,7 +280,9 @@ def format_export(report: dict) -> str:
     """The export report's main numbers as a few lines."""
     s = report["schedule"]
     cal = report["calibration"]
-    method = f"{cal['percentile']}th percentiles" if cal.get("method") == "percentile" else "min/max"
+    method = {"percentile": f"{cal.get('percentile')}th percentiles", "mse": "least squared error"}.get(cal.get("method"), "min/max")
+    if cal.get("equalized"):
+        method += f"; RNNPool outputs equalized: {', '.join(cal['equalized'])}"
     calibrated = ("with the activation ranges its quantization-aware fine-tuning kept" if cal.get("method") == "qat"
                   else f"calibrated ({method}) on {cal['images']} images of {cal['source']}")
     lines = [f"{report['model']} ({report['weights']}), {calibrated}",
@@ -510,9 +513,13 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="checkpoint from 'rnnpool train' (default: the model's initialisation under --seed)")
     p.add_argument("--calib", help="calibration image or folder of images (like the images the model will see; required "
                                    "unless --weights come from a --qat run, which keep their ranges)")
-    p.add_argument("--calibration", choices=["minmax", "percentile"], default="minmax",
-                   help="activation ranges: min/max of the calibration images, or their percentiles (--percentile)")
+    p.add_argument("--calibration", choices=["minmax", "percentile", "mse"], default="minmax",
+                   help="activation ranges: min/max of the calibration images, their percentiles (--percentile), or the "
+                        "range whose int8 rounding and clipping of their values has the least squared error")
     p.add_argument("--percentile", type=float, default=99.99, help="with --calibration percentile: keep this share")
+    p.add_argument("--no-equalize", dest="equalize", action="store_false",
+                   help="calibrate RNNPool's output as it is (by default every channel is first moved to one range, which "
+                        "leaves the float model unchanged and int8 more precise: see benchmarks/calibration.py)")
     p.add_argument("-o", "--output", required=True, help="folder for the C sources, Makefile and memory report")
     p.add_argument("--target", choices=["host", "cortex-m4", "stm32f439"], default="host")
     p.add_argument("--run", help="image to run the built program on and compare with the int8 reference")

@@ -1,5 +1,7 @@
+import importlib.util
 import os
 import re
+import sys
 import warnings
 from pathlib import Path
 
@@ -16,6 +18,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated.*")
+
+
+def load_benchmark(name: str):
+    """The script benchmarks/NAME.py as a module (its folder on the path: the scripts import their neighbours)."""
+    folder = str(ROOT / "benchmarks")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

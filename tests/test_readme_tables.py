@@ -1,17 +1,15 @@
 """The README's benchmark tables are generated from the committed JSON (benchmarks/readme_tables.py)."""
-import importlib.util
 from pathlib import Path
 
 import pytest
+
+from .conftest import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("readme_tables", ROOT / "benchmarks" / "readme_tables.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("readme_tables")
 
 
 def test_readme_tables_match_the_benchmark_json():
@@ -33,3 +31,13 @@ def test_tables_show_a_row_per_result_and_failures_as_such(tmp_path):
     readme = "a\n<!-- deploy-table:start -->\nold\n<!-- deploy-table:end -->\nb\n"
     new, missing = tables.update(readme, {"deploy-table": "new\n", "train-faces-table": "t\n"})
     assert new == "a\n<!-- deploy-table:start -->\nnew\n<!-- deploy-table:end -->\nb\n" and missing == ["train-faces-table"]
+
+
+def test_calibration_table_averages_the_calibration_sets():
+    tables = _module()
+    run = {"command": "python benchmarks/calibration.py", "date": "2026-11-26", "processor": "x86_64"}
+    rows = [{"model": "m", "method": "minmax", "metric": "AP", "float": 0.2, "int8": int8, "drop": 0.2 - int8,
+             "head_sqnr_db": db, "input": "1x240x320", "run": run} for int8, db in ((0.18, 22.0), (0.19, 23.0))]
+    text = tables.calibration_table({"results": rows})
+    assert "| m (1x240x320) | minmax | AP 0.2000 | 0.1850 | +1.50 (+1.00 .. +2.00) | 22.5 dB | 2 |" in text
+    assert "- m: measured by `python benchmarks/calibration.py` (2026-11-26, x86_64)." in text

@@ -1,6 +1,4 @@
 """benchmarks/reference_detectors.py: OpenCV's Haar cascade finds real faces, scored for the WIDER FACE ranking."""
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,19 +6,14 @@ import pytest
 
 from rnnpool.data import load_face_annotations
 
-from .conftest import SHARED_DATA
+from .conftest import SHARED_DATA, load_benchmark
 
-ROOT = Path(__file__).resolve().parents[1]
 cv2 = pytest.importorskip("cv2", reason='needs OpenCV 4.x: pip install -e ".[reference]"')
 VAL = SHARED_DATA / "faces" / "val_bbx_gt.txt"
 
 
 def _module():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # the script imports _report from its own folder
-    spec = importlib.util.spec_from_file_location("reference_detectors", ROOT / "benchmarks" / "reference_detectors.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("reference_detectors")
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -36,7 +36,11 @@ def _add_power(power: Dict[str, List[float]], graph: QuantizedGraph, float_value
     for name, q in int_values.items():
         if name not in float_values:
             continue
-        f = float_values[name][0].permute(1, 2, 0).double().numpy()  # (H, W, C), as the int8 maps are stored
+        f = float_values[name][0].double()
+        if name in graph.equalized:  # the int8 map holds gain * (x - centre) per channel
+            gain, centre = graph.equalized[name]
+            f = gain.double()[:, None, None] * (f - centre.double()[:, None, None])
+        f = f.permute(1, 2, 0).numpy()  # (H, W, C), as the int8 maps are stored
         d = np.asarray(dequantize(graph, name, q), dtype=np.float64).reshape(f.shape)
         signal, noise = power.setdefault(name, [0.0, 0.0])
         power[name] = [signal + float((f**2).sum()), noise + float(((f - d) ** 2).sum())]
@@ -49,6 +53,16 @@ def _sqnr_table(power: Dict[str, List[float]], graph: QuantizedGraph) -> Dict[st
         key = graph.layer_of(name)
         table[key if key not in table else f"{key} ({name})"] = 10 * float(np.log10(max(signal, 1e-30) / max(noise, 1e-30)))
     return table
+
+
+def largest_loss(sqnr: Dict[str, float]) -> Tuple[str, float, float]:
+    """Of a :func:`tensor_sqnr` table (in execution order), the map after which int8 loses most precision, past
+    the exact image and the first layer that reads it: (name, SQNR of the map before, its own SQNR)."""
+    names = list(sqnr)
+    if len(names) < 3:
+        raise InvalidInputError(f"largest_loss needs the SQNR of at least three maps, got {len(names)}")
+    worst = min(range(2, len(names)), key=lambda i: sqnr[names[i]] - sqnr[names[i - 1]])
+    return names[worst], sqnr[names[worst - 1]], sqnr[names[worst]]
 
 
 @torch.no_grad()
@@ -122,4 +136,4 @@ def int8_top1(model: nn.Module, graph: QuantizedGraph, samples: Iterable[Tuple[n
             "top1_drop": (counts[1] - counts[2]) / images, "agreement": counts[3] / images}
 
 
-__all__ = ["int8_accuracy", "int8_top1", "tensor_sqnr"]
+__all__ = ["int8_accuracy", "int8_top1", "largest_loss", "tensor_sqnr"]

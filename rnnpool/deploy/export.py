@@ -188,9 +188,10 @@ def export_c(model_name: str, out_dir: Union[str, Path], weights: Optional[str] 
              target: str = "host", run_image: Optional[str] = None, ram_bytes: int = 256 * 1024,
              settings: DetectionSettings = DetectionSettings(), input_size: Optional[int] = None, seed: int = 0,
              cache_rows: bool = True, calib_limit: int = 32, timeout: float = 600, calibration: str = "minmax",
-             percentile: float = 99.99) -> Dict:
-    """Quantize ``model_name`` (calibrated on ``calib``: an image or a folder, by ``calibration`` "minmax" or
-    "percentile", see :func:`~rnnpool.deploy.quantize.calibrate`; ``weights`` of a quantization-aware run bring
+             percentile: float = 99.99, equalize: bool = True) -> Dict:
+    """Quantize ``model_name`` (calibrated on ``calib``: an image or a folder, by ``calibration`` "minmax",
+    "percentile" or "mse", see :func:`~rnnpool.deploy.quantize.calibrate`, after equalizing RNNPool's output channels
+    unless ``equalize`` is False, see :mod:`~rnnpool.deploy.equalize`; ``weights`` of a quantization-aware run bring
     the activation ranges it was fine-tuned with, and ``calib`` is then not used), write its C program to ``out_dir`` and, with
     ``run_image``, build and run it on ``target`` and check it against the int8 reference. Returns the report
     (memory, instructions, bit-exactness, outputs)."""
@@ -202,7 +203,7 @@ def export_c(model_name: str, out_dir: Union[str, Path], weights: Optional[str] 
     model, described, (channels, height, width) = load_model(model_name, weights, seed, input_size)
     files = image_files(calib, calib_limit) if kept is None else []
     graph = quantize_model(model, [image_tensor(load_image(f, channels, (height, width))) for f in files], (height, width),
-                           calibration, percentile, ranges=kept)
+                           calibration, percentile, ranges=kept, equalize=equalize)
     budget = arena_budget(graph, ram_bytes, settings) if target == "cortex-m4" else None
     schedule = build_schedule(graph, cache_rows, budget)
     out = Path(out_dir)
@@ -213,6 +214,7 @@ def export_c(model_name: str, out_dir: Union[str, Path], weights: Optional[str] 
         "input": {"height": height, "width": width, "channels": channels},
         "calibration": ({"source": str(weights), "images": 0, "method": "qat"} if kept is not None else
                         {"source": str(calib), "images": len(files), "method": calibration,
+                         "equalized": [graph.layer_of(t) for t in graph.equalized],
                          **({"percentile": percentile} if calibration == "percentile" else {})}),
         "schedule": _schedule_summary(schedule, plan, graph),
         "predicted_ram": predict_ram(schedule, settings).as_dict(),

@@ -283,7 +283,8 @@ def fold_batchnorm_(model: nn.Module) -> int:
 def calibrate_ranges(model: nn.Module, images: Iterable[torch.Tensor], input_size: Optional[Tuple[int, int]] = None,
                      method: str = "minmax", percentile: float = 99.99) -> Dict[str, Tuple[float, float]]:
     """Every graph tensor's range over float (C, H, W) images in [0, 1] at ``input_size`` (the model's own by
-    default), as :func:`~.quantize.quantize_model` calibrates: the ranges a fine-tuning starts from."""
+    default), as :func:`~.quantize.quantize_model` calibrates but of the plain graph (no RNNPool equalization: the
+    fine-tuning computes the model's own graph): the ranges a fine-tuning starts from."""
     was_training = model.training
     model.eval()
     ranges = calibrate(build_graph(model, input_size), images, method=method, percentile=percentile)

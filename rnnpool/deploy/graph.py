@@ -154,6 +154,8 @@ class Graph:
     shapes: Dict[str, Shape] = field(default_factory=dict)
     task: str = "detection"
     layers: Dict[str, str] = field(default_factory=dict)  # tensor -> the model's module that computes it (reports)
+    # tensor -> per-channel (gain, centre): the tensor holds gain * (x - centre) of the model's x (equalize.py)
+    equalized: Dict[str, Tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     def layer_of(self, tensor: str) -> str:
         """The module path that computes ``tensor`` (the tensor's own name where unknown)."""

@@ -181,9 +181,15 @@ def dead_maps(graph: QuantizedGraph, first: np.ndarray, second: np.ndarray, min_
     return dead
 
 
-def dequantize(graph: QuantizedGraph, name: str, value: np.ndarray) -> np.ndarray:
+def dequantize(graph: QuantizedGraph, name: str, value: np.ndarray, model_units: bool = False) -> np.ndarray:
+    """The real values of the int8 map ``name`` (channels last). An equalized RNNPool output holds
+    ``gain * (x - centre)`` per channel (:mod:`~rnnpool.deploy.equalize`); ``model_units`` gives the model's x."""
     t = graph.tensors[name]
-    return (value.astype(np.float64) - t.zero_point) * t.scale
+    real = (value.astype(np.float64) - t.zero_point) * t.scale
+    if model_units and name in graph.equalized:
+        gain, centre = (v.double().numpy() for v in graph.equalized[name])
+        real = real / gain + centre
+    return real
 
 
 @dataclass

@@ -24,6 +24,7 @@ import torch
 from ..errors import InvalidInputError, RnnpoolError, UnsupportedError
 from .fixedpoint import (NONLINEARITY_FUNCTIONS, PRE_BITS, STATE_BITS, build_lut, quantize_multiplier,
                          quantize_multiplier_high_word)
+from .equalize import equalize_rnnpool
 from .graph import AvgPoolOp, ConvOp, Graph, Head, L2NormOp, MBConvOp, RNNPoolOp, build_graph, run_float
 
 INPUT_SCALE, INPUT_ZERO_POINT = 1.0 / 255.0, -128
@@ -190,6 +191,7 @@ class QuantizedGraph:
     task: str = "detection"
     key_bits: int = 0  # detection keys are logits in units of 2^-key_bits
     layers: Dict[str, str] = field(default_factory=dict)  # tensor -> the model's module that computes it (reports)
+    equalized: Dict[str, Tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # as Graph.equalized
 
     def layer_of(self, tensor: str) -> str:
         """The module path that computes ``tensor`` (the tensor's own name where unknown)."""
@@ -340,9 +342,27 @@ def _quantize_avgpool(op: AvgPoolOp, tensors: Dict[str, QTensor]) -> QAvgPool:
     return QAvgPool(op.input, op.output, count, x.zero_point, mult, shift, y.zero_point)
 
 
-CALIBRATION_METHODS = ("minmax", "percentile")
-CALIBRATION_SAMPLES = 1 << 16  # values kept per tensor and batch for the percentile method
+CALIBRATION_METHODS = ("minmax", "percentile", "mse")
+CALIBRATION_SAMPLES = 1 << 16  # values kept per tensor and batch for the percentile and mse methods
 QUANTILE_MAX_VALUES = 1 << 24  # the most values torch.quantile takes
+MSE_SAMPLES = 1 << 15  # values the mse method's search evaluates per tensor
+MSE_SHRINK = 40  # candidate ends per side: the min/max ends times 1, 39/40, ..., 1/40
+
+
+def mse_range(values: torch.Tensor, low: float, high: float) -> Tuple[float, float]:
+    """The int8 range (a shrunk ``low`` times a shrunk ``high``, from MSE_SHRINK factors each) whose asymmetric
+    quantization of ``values`` (rounded and clamped as :func:`activation_params` describes) has the smallest mean
+    squared error; ties keep the wider range."""
+    low, high = min(low, 0.0), max(high, 0.0)
+    factors = [(MSE_SHRINK - i) / MSE_SHRINK for i in range(MSE_SHRINK)]
+    candidates = [(low * a, high * b) for a in (factors if low < 0 else [1.0]) for b in (factors if high > 0 else [1.0])]
+    params = [activation_params(lo, hi) for lo, hi in candidates]
+    scale = torch.tensor([p[0] for p in params], dtype=torch.float64)[:, None]
+    zero = torch.tensor([p[1] for p in params], dtype=torch.float64)[:, None]
+    x = values.double()[None]
+    errors = torch.cat([((torch.clamp(torch.round(x / s) + z, -128, 127) - z) * s - x).square().mean(1)
+                        for s, z in zip(scale.split(256), zero.split(256))])
+    return candidates[int(torch.argmin(errors))]  # argmin takes the first minimum: candidates run from the widest
 
 
 @torch.no_grad()
@@ -352,9 +372,10 @@ def calibrate(graph: Graph, images: Iterable[torch.Tensor], batch_size: int = 8,
 
     ``method`` "minmax": the smallest and largest value seen. "percentile": the ``100 - percentile`` and
     ``percentile`` percentiles of the values seen (a random sample of CALIBRATION_SAMPLES per tensor and batch,
-    seeded), so a few outliers do not coarsen a tensor's whole int8 step; the model's outputs (detection
-    scores and offsets, logits) keep their min/max, as clipping the highest scores would tie the best
-    detections.
+    seeded), so a few outliers do not coarsen a tensor's whole int8 step. "mse": for each tensor the range, the
+    min/max ends shrunk by up to 40x, whose int8 rounding and clipping of those sampled values has the least
+    squared error (:func:`mse_range`). Both leave the model's outputs (detection scores and offsets, logits) at
+    their min/max, as clipping the highest scores would tie the best detections.
     """
     if method not in CALIBRATION_METHODS:
         raise InvalidInputError(f"unknown calibration method {method!r}; expected one of {', '.join(CALIBRATION_METHODS)}")
@@ -370,7 +391,7 @@ def calibrate(graph: Graph, images: Iterable[torch.Tensor], batch_size: int = 8,
             lo, hi = value.min().item(), value.max().item()
             old = ranges.get(name, (lo, hi))
             ranges[name] = (min(lo, old[0]), max(hi, old[1]))
-            if method == "percentile":
+            if method != "minmax":
                 flat = value.reshape(-1).float()
                 if flat.numel() > CALIBRATION_SAMPLES:
                     flat = flat[torch.randint(flat.numel(), (CALIBRATION_SAMPLES,), generator=generator)]
@@ -387,16 +408,19 @@ def calibrate(graph: Graph, images: Iterable[torch.Tensor], batch_size: int = 8,
         flush()
     if not ranges:
         raise InvalidInputError("calibration needs at least one image")
-    if method == "percentile":
-        outputs = {h.conf for h in graph.heads} | {h.loc for h in graph.heads} | ({graph.logits} if graph.logits else set())
-        q = torch.tensor([(100.0 - percentile) / 100.0, percentile / 100.0])
-        for name, parts in samples.items():
-            if name not in outputs and name != graph.input:
-                values = torch.cat(parts)
-                if values.numel() > QUANTILE_MAX_VALUES:  # torch.quantile's limit (many calibration images)
-                    values = values[torch.randint(values.numel(), (QUANTILE_MAX_VALUES,), generator=generator)]
-                lo, hi = torch.quantile(values, q).tolist()
-                ranges[name] = (lo, hi)
+    outputs = {h.conf for h in graph.heads} | {h.loc for h in graph.heads} | ({graph.logits} if graph.logits else set())
+    q = torch.tensor([(100.0 - percentile) / 100.0, percentile / 100.0])
+    for name, parts in samples.items():
+        if name in outputs or name == graph.input:
+            continue
+        values = torch.cat(parts)
+        keep = QUANTILE_MAX_VALUES if method == "percentile" else MSE_SAMPLES  # torch.quantile's limit; the search's cost
+        if values.numel() > keep:
+            values = values[torch.randint(values.numel(), (keep,), generator=generator)]
+        if method == "percentile":
+            ranges[name] = tuple(torch.quantile(values, q).tolist())
+        else:
+            ranges[name] = mse_range(values, *ranges[name])
     return ranges
 
 
@@ -454,23 +478,29 @@ def quantize_graph(graph: Graph, ranges: Dict[str, Tuple[float, float]],
         else:
             ops.append(_quantize_avgpool(op, tensors))
     return QuantizedGraph(graph.input, ops, graph.heads, tensors, graph.logits, graph.task, _key_bits(graph.heads, tensors),
-                          dict(graph.layers))
+                          dict(graph.layers), dict(graph.equalized))
 
 
 def quantize_model(model, calibration_images: Iterable[torch.Tensor], input_size: Optional[Tuple[int, int]] = None,
                    calibration: str = "minmax", percentile: float = 99.99,
-                   ranges: Optional[Dict[str, Tuple[float, float]]] = None) -> QuantizedGraph:
+                   ranges: Optional[Dict[str, Tuple[float, float]]] = None, equalize: bool = True) -> QuantizedGraph:
     """Build, calibrate and quantize a face detector or classifier in one call (the model is put in eval mode);
-    ``calibration`` and ``percentile`` as in :func:`calibrate`. ``ranges`` (those a quantization-aware
-    fine-tuning kept, see :mod:`rnnpool.deploy.fake_quant`) replace the calibration; the images are then unused."""
+    ``calibration`` and ``percentile`` as in :func:`calibrate`; ``equalize`` (the default) first moves every RNNPool
+    output channel to one range (:func:`~rnnpool.deploy.equalize.equalize_rnnpool`, measured on the same images;
+    it halves the post-training drop of the trained Face-M4, see benchmarks/calibration.py).
+    ``ranges`` (those a quantization-aware fine-tuning kept, see :mod:`rnnpool.deploy.fake_quant`) replace the
+    calibration; the images are then unused and nothing is equalized (the ranges describe the plain graph)."""
     model.eval()
     graph = build_graph(model, input_size)
     if ranges is None:
-        ranges = calibrate(graph, calibration_images, method=calibration, percentile=percentile)
+        images = list(calibration_images)
+        if equalize:
+            graph = equalize_rnnpool(graph, images)
+        ranges = calibrate(graph, images, method=calibration, percentile=percentile)
     return quantize_graph(graph, ranges)
 
 
 __all__ = ["INPUT_SCALE", "INPUT_ZERO_POINT", "L2NORM_BITS", "L2NORM_SCALE", "QAdd", "QAvgPool", "QConv", "QFastGRNN", "QL2Norm",
            "QMBConv", "QOp", "QRNNPool", "QTensor", "QuantizationError", "QuantizedGraph", "activation_bounds", "activation_params",
-           "calibrate", "pow2_exponents", "quantize_graph", "quantize_model", "rnnpool_output_shift", "tensor_quantization",
+           "calibrate", "mse_range", "pow2_exponents", "quantize_graph", "quantize_model", "rnnpool_output_shift", "tensor_quantization",
            "weight_scales"]

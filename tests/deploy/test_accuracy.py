@@ -110,3 +110,32 @@ def test_int8_top1_counts_what_the_model_and_the_integer_reference_predict():
     assert result["images"] == 8 and result["top1_fp32"] == 0.5
     assert result["top1_int8"] == np.mean([c == label for c, label in zip(int8_classes, labels)])
     assert result["agreement"] == np.mean([a == b for a, b in zip(float_classes, int8_classes)])
+
+
+def test_tensor_sqnr_measures_an_equalized_map_in_its_own_units():
+    """An equalized RNNPool map holds gain * (x - centre) per channel; its SQNR is against that, not against x."""
+    from rnnpool.deploy.accuracy import tensor_sqnr
+    from rnnpool.deploy.graph import build_graph, run_float
+    from rnnpool.deploy.int8_reference import dequantize, run_int8
+
+    model = live_model("rnnpool_face_m4")
+    images = smooth_images(input_shape(model), 3)
+    graph = quantize_model(model, images[:2], equalize=True)
+    (pool, (gain, centre)), = graph.equalized.items()
+    picture = to_uint8(images[2])
+    x = torch.from_numpy(picture).permute(2, 0, 1).float()[None] / 255
+    f = run_float(build_graph(model), x)[pool][0].double()
+    f = (gain.double()[:, None, None] * (f - centre.double()[:, None, None])).permute(1, 2, 0).numpy()
+    q = dequantize(graph, pool, run_int8(graph, picture)[pool]).reshape(f.shape)
+    expected = 10 * np.log10((f**2).sum() / ((f - q) ** 2).sum())
+    assert tensor_sqnr(model, graph, [picture])[graph.layer_of(pool)] == pytest.approx(expected, abs=1e-6)
+    assert 10 < expected < 60
+
+
+def test_largest_loss_is_the_steepest_fall_past_the_first_layer():
+    from rnnpool.deploy.accuracy import largest_loss
+
+    sqnr = {"input": 150.0, "stem": 30.0, "pool": 29.0, "block": 18.0, "head": 17.5}
+    assert largest_loss(sqnr) == ("block", 29.0, 18.0)  # the image -> stem fall is the first layer's, not counted
+    with pytest.raises(ValueError, match="at least three maps"):
+        largest_loss({"input": 150.0, "stem": 30.0})

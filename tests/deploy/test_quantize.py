@@ -12,7 +12,7 @@ from rnnpool.deploy.fixedpoint import NONLINEARITY_FUNCTIONS, PRE_BITS, STATE_BI
 from rnnpool.deploy.graph import AvgPoolOp, ConvOp, Graph, Head, L2NormOp, build_graph, run_float
 from rnnpool.deploy.int8_reference import (DetectionSettings, cell_input, cell_run, dead_maps, dequantize, head_key_params,
                                            int8_detections)
-from rnnpool.deploy.quantize import QTensor, _quantize_cell
+from rnnpool.deploy.quantize import QTensor, _quantize_cell, mse_range
 
 from .conftest import assert_live, input_shape, live_model, smooth_images, to_uint8
 
@@ -54,7 +54,7 @@ def test_int8_reference_tracks_the_float_model_on_live_layers(name):
     for tensor in checked:
         f = floats[tensor][0].permute(1, 2, 0).numpy()
         assert ints[tensor].dtype == np.int8 and ints[tensor].shape == f.shape
-        assert sqnr_db(f, dequantize(graph, tensor, ints[tensor])) > 25, tensor
+        assert sqnr_db(f, dequantize(graph, tensor, ints[tensor], model_units=True)) > 25, tensor
 
 
 def test_dead_maps_names_layers_that_ignore_the_image():
@@ -85,9 +85,44 @@ def test_percentile_calibration_clips_outliers_inside_the_network_only():
     assert clipped["h"] == pytest.approx(tuple(np.percentile(image.double().numpy(), [1.0, 99.0])), rel=1e-6)
     assert clipped["h"][1] < 0.5 and clipped["y"] == minmax["y"]
     with pytest.raises(ValueError, match="calibration method"):
-        calibrate(graph, [image], method="mse")
+        calibrate(graph, [image], method="entropy")
     with pytest.raises(ValueError, match="percentile"):
         calibrate(graph, [image], method="percentile", percentile=30.0)
+
+
+def _int8_error(values: np.ndarray, low: float, high: float) -> float:
+    """Mean squared error of asymmetric int8 over [low, high] (and 0), written out in NumPy."""
+    low, high = min(low, 0.0), max(high, 0.0)
+    scale = (high - low) / 255.0
+    zero = np.clip(np.round(-128 - low / scale), -128, 127)
+    q = np.clip(np.round(values / scale) + zero, -128, 127)
+    return float((((q - zero) * scale - values) ** 2).mean())
+
+
+def test_mse_calibration_clips_heavy_tails_only():
+    """"mse" picks a range with less int8 error (computed here in NumPy) than min/max or the percentiles. With
+    int8's fine steps only long tails are worth clipping, and only a little: it clips Student-t values (3 degrees
+    of freedom), keeps the whole range of uniform ones and of one outlier among a few values (whose clipping
+    error would outweigh the rounding saved), and leaves the model's output at its min/max."""
+    generator = torch.Generator().manual_seed(0)
+    heavy = torch.distributions.StudentT(3.0).sample((32768,)).double()
+    values = heavy.numpy()
+    low, high = mse_range(heavy, values.min(), values.max())
+    assert values.min() < low < 0 < high < values.max()
+    error = _int8_error(values, low, high)
+    assert error < _int8_error(values, values.min(), values.max())
+    for share in (99.0, 99.99):
+        assert error < _int8_error(values, *np.percentile(values, [100 - share, share]))
+
+    inner = ConvOp("x", "h", torch.ones(1, 1, 1, 1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64), 1, 0, 1, None)
+    outer = ConvOp("h", "y", -torch.ones(1, 1, 1, 1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64), 1, 0, 1, None)
+    graph = Graph("x", [inner, outer], shapes={"x": (1, 40, 40), "h": (1, 40, 40), "y": (1, 40, 40)}, logits="y",
+                  task="classification")
+    image = torch.rand(1, 40, 40, generator=generator) * 0.2
+    assert calibrate(graph, [image], method="mse")["h"][1] == pytest.approx(image.max().item(), rel=1e-6)
+    image[0, 5, 7] = 1.0
+    minmax, chosen = calibrate(graph, [image]), calibrate(graph, [image], method="mse")
+    assert chosen["h"][1] == minmax["h"][1] and chosen["y"] == minmax["y"] and chosen["x"] == minmax["x"]
 
 
 def _single_op_graph(op, in_shape, out_shape) -> Graph:

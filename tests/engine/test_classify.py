@@ -249,8 +249,9 @@ def test_fitted_model_trains_by_distillation_and_evaluates(color_data, tmp_path,
     if toolchain_available("host"):  # and its int8 C program, from the trained weights, at the trained input
         image = next(p for p in Path(color_data).rglob("*") if p.suffix in (".png", ".jpg"))
         main(["export", "c", "--weights", str(student), "-o", str(tmp_path / "c"), "--calib", str(color_data), "--run", str(image),
-              "--json", str(tmp_path / "export.json")])
+              "--json", str(tmp_path / "export.json"), "--calibration", "mse"])
         export = json.loads((tmp_path / "export.json").read_text())
+        assert export["calibration"]["method"] == "mse" and export["calibration"]["equalized"]
         classes = [m for m in checkpoint["fitted_model"].modules() if isinstance(m, torch.nn.Linear)][-1].out_features
         assert export["bit_exact"] and export["input"]["height"] == 32 and len(export["logits"]) == classes
         assert export["weights"] == str(student)
