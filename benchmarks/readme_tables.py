@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
+from rnnpool.deploy.accuracy import largest_loss
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -64,11 +66,9 @@ def deploy_table(data: Dict) -> str:
         if "accuracy" in r:
             a = r["accuracy"]
             where = ""
-            if a.get("tensor_sqnr_db"):  # the map after which int8 loses most precision (past the exact image)
-                names = list(a["tensor_sqnr_db"])
-                worst = min(range(2, len(names)), key=lambda i: a["tensor_sqnr_db"][names[i]] - a["tensor_sqnr_db"][names[i - 1]])
-                where = (f"; the largest loss of precision is at {names[worst]} ({a['tensor_sqnr_db'][names[worst - 1]]:.1f} dB "
-                         f"-> {a['tensor_sqnr_db'][names[worst]]:.1f} dB SQNR)")
+            if a.get("tensor_sqnr_db"):
+                name, before, after = largest_loss(a["tensor_sqnr_db"])
+                where = f"; the largest loss of precision is at {name} ({before:.1f} dB -> {after:.1f} dB SQNR)"
             notes.append(f"- {r['model']} ({target} build), WIDER FACE protocol AP on {a['images']} validation images at the "
                          f"deployed input size: float {a['ap_fp32']:.3f}, int8 {a['ap_int8']:.3f} (drop {a['ap_drop']:+.3f}); "
                          f"head outputs at {a['head_sqnr_db']:.1f} dB SQNR{where}.")
@@ -288,8 +288,32 @@ def int8_classifier_table(data: Dict) -> str:
                   f"images per class (the float model: the post-training row's float weights), then {args['qat_epochs']} "
                   f"quantization-aware epochs (lr {args['qat_lr']}) from it; top-1 on {images:,} "
                   f"test images ({args['test_per_class']} per class) as uint8 pixels; post-training quantization calibrated "
-                  f"({args['calibration']}) on 32 training images. Target: a drop of at most {100 * target:.1f} points. "
+                  f"({args['calibration']}{', RNNPool outputs equalized' if args.get('equalize') else ''}) on 32 training "
+                  f"images. Target: a drop of at most {100 * target:.1f} points. "
                   f"Measured by `{data['command']}` ({data['date']}, {data['processor']})."]
+    return "\n".join(lines) + "\n"
+
+
+def calibration_table(data: Dict) -> str:
+    """One row per model and calibration method: the mean over calibration sets, with their range."""
+    groups: Dict[Tuple[str, str], List[Dict]] = {}
+    for r in data["results"]:
+        groups.setdefault((r["model"], r["method"]), []).append(r)
+    lines = ["| model | calibration | float | int8 (integer reference) | drop (points) | head outputs SQNR | calibration sets |",
+             "|---|---|---|---|---|---|---|"]
+    commands: Dict[str, List[str]] = {}
+    for (model, method), rows in groups.items():
+        drops = [100 * r["drop"] for r in rows]
+        int8 = [r["int8"] for r in rows]
+        spread = f" ({min(drops):+.2f} .. {max(drops):+.2f})" if len(rows) > 1 else ""
+        sqnr = f"{sum(r['head_sqnr_db'] for r in rows) / len(rows):.1f} dB" if "head_sqnr_db" in rows[0] else "-"
+        lines.append(f"| {model} ({rows[0]['input']}) | {method} | {rows[0]['metric']} {rows[0]['float']:.4f} | "
+                     f"{sum(int8) / len(int8):.4f} | {sum(drops) / len(drops):+.2f}{spread} | {sqnr} | {len(rows)} |")
+        run = rows[0]["run"]
+        models = commands.setdefault(f"`{run['command']}` ({run['date']}, {run['processor']})", [])
+        if model not in models:
+            models.append(model)
+    lines += [""] + [f"- {', '.join(models)}: measured by {command}." for command, models in commands.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -331,6 +355,8 @@ SECTIONS: Dict[str, Tuple[str, Callable[[Dict], str]]] = {
     "train-step-cuda-table": ("train_step_cuda.json", train_step_table),
     "train-faces-table": ("train_faces.json", train_faces_table),
     "train-pairs-table": ("train_pairs.json", train_pairs_table),
+    "train-ablation-table": ("train_ablation.json", train_pairs_table),
+    "calibration-table": ("calibration.json", calibration_table),
     "fit-models-table": ("fit_models.json", fit_models_table),
     "int8-classifier-table": ("int8_classifier.json", int8_classifier_table),
     "fit-train-table": ("fit_train.json", fit_train_table),

@@ -5,12 +5,14 @@
         [--variants mobilenetv2_035_rnnpool@downsample=avg ...] [--per-class 500] [--project runs/pairs]
 
 CIFAR-10 (the same ten classes as the paper's ImageNet-10) is the small real stand-in here: images are
-upsampled to --input-size. --per-class subsamples the training split so a CPU run stays short.
+upsampled to --input-size. --per-class (and --test-per-class) subsample the training (test) split so a CPU run
+stays short.
 --variants adds single runs of a model with model options (the pooling ablation of the paper's Table 2:
 ``mobilenetv2_035_rnnpool@downsample=avg``, ``...@downsample=renet``, ``mobilenetv2_035@last_pool=rnnpool``).
-Writes benchmarks/results/train_pairs.json after each model with its top-1 on the whole test split, the
-validation curve, MAdds and peak RAM at that input size, and the recipe and machine it was trained with; rows
-of models it did not train are kept (so separate invocations, run side by side, share one table).
+Writes benchmarks/results/train_pairs.json (or --json) after each model with its top-1 on the test split (all
+of it, or --test-per-class images of each class), the validation curve, MAdds and peak RAM at that input size,
+and the recipe and machine it was trained with; rows of models it did not train are kept (so separate
+invocations, run side by side, share one table).
 """
 import argparse
 import csv
@@ -79,6 +81,7 @@ def main() -> None:
     parser.add_argument("--warmup-epochs", type=int, default=1)
     parser.add_argument("--min-scale", type=float, default=0.08, help="random-resized-crop scale range (min, 1)")
     parser.add_argument("--per-class", type=int, default=0, help="training images per class (0: all)")
+    parser.add_argument("--test-per-class", type=int, default=0, help="test images per class (0: all)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", action="store_true", help="mixed precision on CUDA (default: float32 everywhere)")
@@ -92,7 +95,8 @@ def main() -> None:
     specs = [(pair, spec) for pair in args.pairs for spec in pair.split(":")] + [(spec, spec) for spec in args.variants]
     parsed = [(pair, spec, *parse_spec(spec)) for pair, spec in specs]
     with tempfile.TemporaryDirectory() as tmp:
-        root = subsample(data, args.per_class, Path(tmp) / "data") if args.per_class else data
+        subset = args.per_class or args.test_per_class
+        root = subsample(data, args.per_class, Path(tmp) / "data", args.test_per_class) if subset else data
         project = Path(args.project) if args.project else Path(tmp) / "runs"
         rows = []
         for pair, spec, name, kwargs in parsed:
