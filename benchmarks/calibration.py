@@ -1,21 +1,23 @@
-"""Post-training int8 calibration methods side by side: min/max, percentiles and least squared error.
+"""Post-training int8 calibration methods side by side: min/max, percentiles and least squared error, each with
+and without RNNPool equalization.
 
     python benchmarks/calibration.py --faces ../shared/data/faces [--models rnnpool_face_m4 rnnpool_face_quant]
-        [--weights benchmarks/weights] [--sets 3] [--methods minmax percentile@99.99 percentile@99.9 mse]
+        [--weights benchmarks/weights] [--sets 3] [--methods minmax mse+equalize percentile@99.9 ...]
         [--classifier runs/classify/exp/weights/best.pt --cifar ../shared/data/cifar10 --test-per-class 100]
         [--json benchmarks/results/calibration.json]
 
 Each face detector's trained weights (``WEIGHTS/<model>.pt``, as ``benchmarks/train_faces.py --weights-out``
-keeps them) are quantized by each method on each of ``--sets`` disjoint sets of 32 training images of the face
-set (the first is the one ``benchmarks/deploy_m4.py`` calibrates with), and the int8 reference (``run_int8``: the arithmetic the
-generated C runs bit for bit) is scored against the float model on every validation image with the WIDER FACE
-protocol (``rnnpool.deploy.accuracy.int8_accuracy``): AP of both, the drop, the head outputs' SQNR and the map
-that loses most, per calibration set (their spread is the measurement's noise: a few rounding ties moved by a
-slightly different range move the AP of 170 images by tenths of a point). ``--classifier`` adds a classifier
-checkpoint, calibrated on sets of 32 training images spread over the classes and scored by top-1 on
-``--test-per-class`` test images of each class (as uint8 pixels).
-A method is ``minmax``, ``mse`` or ``percentile@SHARE``, with ``+equalize`` to move every RNNPool output
-channel to one range first (``quantize_model(..., equalize=True)``).
+keeps them) are quantized by each method on each of ``--sets`` disjoint sets of 32 training images of the
+face set (the first is the one ``benchmarks/deploy_m4.py`` calibrates with), and the int8 reference
+(``run_int8``: the arithmetic the generated C runs bit for bit) is scored against the float model on every
+validation image with the WIDER FACE protocol (``rnnpool.deploy.accuracy.int8_accuracy``): AP of both, the
+drop, the head outputs' SQNR and the map that loses most, per calibration set (their spread is the
+measurement's noise: a few rounding ties moved by a slightly different range move the AP of 170 images by
+tenths of a point). ``--classifier`` adds a classifier checkpoint, calibrated on sets of 32 training images
+spread over the classes and scored by top-1 on ``--test-per-class`` test images of each class (as uint8
+pixels). A method is ``minmax``, ``mse`` or ``percentile@SHARE``, with ``+equalize`` to move every RNNPool
+output channel to one range first (``quantize_model(..., equalize=True)``, the library's default); without
+it the method runs with ``equalize=False``.
 """
 import argparse
 import sys

@@ -1,5 +1,6 @@
 """Equalizing RNNPool's output channels before int8: the float model is unchanged (against the model itself),
 every channel fills one centred range, int8 rounds the map more finely, and the C program stays bit-exact."""
+import json
 from dataclasses import replace
 
 import pytest
@@ -117,3 +118,20 @@ def test_equalized_model_builds_bit_exact(name, tmp_path):
     graph = quantize_model(model, images[:2], equalize=True)
     assert graph.equalized
     build_and_compare(graph, to_uint8(images[2]), tmp_path)
+
+
+def test_export_equalizes_unless_told_not_to(tmp_path):
+    """`rnnpool export c` equalizes by default and names the layers in its report; --no-equalize leaves them."""
+    from PIL import Image
+
+    from rnnpool.cli import main
+
+    model = live_model("rnnpool_face_m4")
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i, image in enumerate(smooth_images(input_shape(model), 2)):
+        Image.fromarray(to_uint8(image)[:, :, 0]).save(calib / f"{i}.png")
+    for flags, expected in (([], ["stages.0.1.0"]), (["--no-equalize"], [])):
+        report = tmp_path / "report.json"
+        main(["export", "c", "rnnpool_face_m4", "-o", str(tmp_path / "c"), "--calib", str(calib), "--json", str(report), *flags])
+        assert json.loads(report.read_text())["calibration"]["equalized"] == expected
