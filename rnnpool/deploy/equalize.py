@@ -19,7 +19,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import torch
 
 from ..errors import InvalidInputError
-from .graph import ConvOp, Graph, MBConvOp, Op, RNNPoolOp, run_float
+from .graph import ConvOp, Graph, MBConvOp, Op, RNNPoolOp, run_float_batches
 
 MAX_GAIN = 256.0  # the most a channel is stretched (a constant channel is not blown up past this)
 
@@ -36,8 +36,7 @@ def _reader_conv(op: Op, tensor: str) -> Optional[ConvOp]:
 def equalizable(graph: Graph) -> Dict[str, List[int]]:
     """RNNPool output tensor -> the indices of the ops that read it, for every RNNPool whose readers all allow
     the fold (see :func:`_reader_conv`) and whose output is no head or logits tensor."""
-    outputs = {h.conf for h in graph.heads} | {h.loc for h in graph.heads} | {graph.logits}
-    found = {}
+    found, outputs = {}, graph.outputs
     for op in graph.ops:
         if not isinstance(op, RNNPoolOp) or op.output in outputs:
             continue
@@ -53,24 +52,13 @@ def channel_ranges(graph: Graph, images: Iterable[torch.Tensor], tensors: Iterab
     """Per-channel (min, max) of ``tensors`` of ``graph`` over float (C, H, W) images in [0, 1]."""
     names = list(tensors)
     ranges: Dict[str, Tuple[torch.Tensor, torch.Tensor]] = {}
-    batch: List[torch.Tensor] = []
-
-    def flush() -> None:
-        values = run_float(graph, torch.stack(batch))
+    for values in run_float_batches(graph, images, batch_size):
         for name in names:
             v = values[name].double()
             lo, hi = v.amin((0, 2, 3)), v.amax((0, 2, 3))
             if name in ranges:
                 lo, hi = torch.minimum(lo, ranges[name][0]), torch.maximum(hi, ranges[name][1])
             ranges[name] = (lo, hi)
-        batch.clear()
-
-    for image in images:
-        batch.append(image)
-        if len(batch) == batch_size:
-            flush()
-    if batch:
-        flush()
     if names and not ranges:
         raise InvalidInputError("equalization needs at least one calibration image")
     return ranges

@@ -18,7 +18,7 @@ logits. Ops are in execution order and each reads tensors written before it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
 import torch
 from torch import nn
@@ -160,6 +160,11 @@ class Graph:
     def layer_of(self, tensor: str) -> str:
         """The module path that computes ``tensor`` (the tensor's own name where unknown)."""
         return self.layers.get(tensor, tensor)
+
+    @property
+    def outputs(self) -> Set[str]:
+        """The model's output tensors: every head's scores and offsets, or the logits."""
+        return {t for h in self.heads for t in (h.conf, h.loc)} | ({self.logits} if self.logits else set())
 
     def producers(self) -> Dict[str, Op]:
         return {op.output: op for op in self.ops}
@@ -451,5 +456,20 @@ def run_float(graph: Graph, images: torch.Tensor) -> Dict[str, torch.Tensor]:
     return values
 
 
+def run_float_batches(graph: Graph, images: Iterable[torch.Tensor], batch_size: int = 8) -> Iterator[Dict[str, torch.Tensor]]:
+    """:func:`run_float` over float (C, H, W) images in [0, 1], ``batch_size`` at a time (calibration); an image
+    of another shape than the graph's input raises, naming both."""
+    batch: List[torch.Tensor] = []
+    for image in images:
+        if tuple(image.shape) != graph.shapes[graph.input]:
+            raise InvalidInputError(f"calibration images must be {graph.shapes[graph.input]} (C, H, W), got {tuple(image.shape)}")
+        batch.append(image)
+        if len(batch) == batch_size:
+            yield run_float(graph, torch.stack(batch))
+            batch.clear()
+    if batch:
+        yield run_float(graph, torch.stack(batch))
+
+
 __all__ = ["AvgPoolOp", "bn_affine", "ConvOp", "Graph", "Head", "L2NormOp", "MBConvOp", "Op", "RNNPoolOp", "build_graph",
-           "conv_float", "l2norm_float", "rnnpool_float", "run_float"]
+           "conv_float", "l2norm_float", "rnnpool_float", "run_float", "run_float_batches"]

@@ -25,7 +25,7 @@ from ..errors import InvalidInputError, RnnpoolError, UnsupportedError
 from .fixedpoint import (NONLINEARITY_FUNCTIONS, PRE_BITS, STATE_BITS, build_lut, quantize_multiplier,
                          quantize_multiplier_high_word)
 from .equalize import equalize_rnnpool
-from .graph import AvgPoolOp, ConvOp, Graph, Head, L2NormOp, MBConvOp, RNNPoolOp, build_graph, run_float
+from .graph import AvgPoolOp, ConvOp, Graph, Head, L2NormOp, MBConvOp, RNNPoolOp, build_graph, run_float_batches
 
 INPUT_SCALE, INPUT_ZERO_POINT = 1.0 / 255.0, -128
 L2NORM_BITS = 22  # the L2Norm's 1 / ||x|| in Q22
@@ -383,11 +383,9 @@ def calibrate(graph: Graph, images: Iterable[torch.Tensor], batch_size: int = 8,
         raise InvalidInputError(f"calibration percentile must be in (50, 100], got {percentile}")
     ranges: Dict[str, Tuple[float, float]] = {}
     samples: Dict[str, List[torch.Tensor]] = {}
-    batch: List[torch.Tensor] = []
     generator = torch.Generator().manual_seed(0)
-
-    def flush() -> None:
-        for name, value in run_float(graph, torch.stack(batch)).items():
+    for values in run_float_batches(graph, images, batch_size):
+        for name, value in values.items():
             lo, hi = value.min().item(), value.max().item()
             old = ranges.get(name, (lo, hi))
             ranges[name] = (min(lo, old[0]), max(hi, old[1]))
@@ -396,19 +394,9 @@ def calibrate(graph: Graph, images: Iterable[torch.Tensor], batch_size: int = 8,
                 if flat.numel() > CALIBRATION_SAMPLES:
                     flat = flat[torch.randint(flat.numel(), (CALIBRATION_SAMPLES,), generator=generator)]
                 samples.setdefault(name, []).append(flat)
-        batch.clear()
-
-    for image in images:
-        if tuple(image.shape) != graph.shapes[graph.input]:
-            raise InvalidInputError(f"calibration images must be {graph.shapes[graph.input]} (C, H, W), got {tuple(image.shape)}")
-        batch.append(image)
-        if len(batch) == batch_size:
-            flush()
-    if batch:
-        flush()
     if not ranges:
         raise InvalidInputError("calibration needs at least one image")
-    outputs = {h.conf for h in graph.heads} | {h.loc for h in graph.heads} | ({graph.logits} if graph.logits else set())
+    outputs = graph.outputs
     q = torch.tensor([(100.0 - percentile) / 100.0, percentile / 100.0])
     for name, parts in samples.items():
         if name in outputs or name == graph.input:
