@@ -113,12 +113,17 @@ def _producers(trace: Trace) -> Dict[int, Op]:
     return made
 
 
-def _streamed(trace: Trace, made: Dict[int, Op]) -> Set[int]:
+def _streamed(trace: Trace, made: Dict[int, Op], units: List[Unit]) -> Set[int]:
     """Storages computed band by band for the first RNNPool: the network input and all that feeds it,
     except a map that is still needed once the RNNPool has run (a later consumer, or a network output),
-    which is held whole."""
+    which is held whole. Only for a stem, as in the paper (plain layers: convolutions, norms, activations,
+    pools): where a block (inverted residual, residual, dense, inception) runs before the first RNNPool (e.g. RNNPool as the last
+    pool), the layers before it are a network's body, which cannot run patch by patch without recomputing
+    most of it, so nothing is streamed."""
     first = next((op for op in trace.ops if isinstance(op.module, RNNPool2d)), None)
     if first is None:
+        return set()
+    if any(unit.kind in BLOCK_KINDS and unit.ops[0].index < first.index for unit in units):
         return set()
     last_use: Dict[int, int] = {}
     for op in trace.ops:
@@ -201,7 +206,8 @@ def _live_inside(unit: Unit, ins: List[int], outs: List[int], size: Callable[[Li
 def layer_convention(trace: Trace, elem_bytes: int) -> List[Unit]:
     """Units with ``held_bytes`` under the ``layer`` convention."""
     made = _producers(trace)
-    streamed = _streamed(trace, made)
+    units = _group_units(trace, blocks=True)
+    streamed = _streamed(trace, made, units)
     virtual = _on_the_fly(trace, made)
     last_use: Dict[int, int] = {}
     for op in trace.ops:
@@ -215,7 +221,6 @@ def layer_convention(trace: Trace, elem_bytes: int) -> List[Unit]:
             resolved.extend(virtual.get(sid, [sid]))
         return sum(trace.numel[s] for s in dict.fromkeys(resolved) if s not in streamed and s not in virtual) * elem_bytes
 
-    units = _group_units(trace, blocks=True)
     for unit in units:
         ins, outs = _unit_io(unit, trace, last_use)
         if unit.kind == "residual":

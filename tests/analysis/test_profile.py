@@ -160,6 +160,18 @@ def test_rnnpool_layer_in_the_middle_holds_its_input():
     assert unit(p, "0").held_bytes == 0
 
 
+def test_rnnpool_after_the_body_streams_nothing():
+    """RNNPool as the last pool: the blocks before it are a network's body, not a stem that can run patch by
+    patch, so they are held as in the same network with average pooling (the peak is the body's, not 1.6 KiB)."""
+    kwargs = dict(num_classes=10, input_size=64)
+    last = profile_model(create_model("mobilenetv2_035", last_pool="rnnpool", **kwargs), (3, 64, 64), "int8")
+    avg = profile_model(create_model("mobilenetv2_035", **kwargs), (3, 64, 64), "int8")
+    assert unit(last, "features.0.0").held_bytes == unit(avg, "features.0.0").held_bytes == 3 * 64 * 64 + 8 * 32 * 32
+    assert last.peak_bytes == avg.peak_bytes == 20 * 1024
+    # the same width with RNNPool as its stem still streams the image and the stem
+    assert profile_model(create_model("mobilenetv2_035_rnnpool", **kwargs), (3, 64, 64), "int8").peak_bytes < avg.peak_bytes / 8
+
+
 def test_map_needed_after_the_rnnpool_is_held_whole():
     """A stem map with a consumer after the RNNPool (here a skip branch) cannot be streamed away."""
     class SkipAroundPool(nn.Module):

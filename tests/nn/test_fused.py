@@ -59,6 +59,52 @@ def test_narrow_cells_match_eager_for_every_kind(gate, update, hidden):
     assert_fused_matches_eager(layer, torch.randn(2, 4, 13, 11))
 
 
+@pytest.mark.parametrize("gemm_from", [1, 10 ** 6], ids=["matrix-product", "in-kernel"])
+def test_both_ways_of_computing_d_u_give_the_reference_gradients(monkeypatch, gemm_from):
+    """d U as one batched matrix product of the steps' d pre and states, or summed per step inside the kernel
+    (GEMM_GRAD_U_MIN_HIDDEN picks by width): float64 against the per-patch reference, float32 against the eager
+    path at a narrow, a vector and a scalar width, low-rank U included."""
+    monkeypatch.setattr(fused_module, "GEMM_GRAD_U_MIN_HIDDEN", gemm_from)
+    torch.manual_seed(1)
+    layer = RNNPool2d(3, 4, 2, 5, 6, padding=1, cell_kwargs=dict(train_zeta_nu=True)).double()
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64)
+    for a, b in zip(outputs_and_grads(layer, x, lambda l, v: l(v)), outputs_and_grads(layer, x, reference_rnnpool)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    for hidden, kwargs in ((4, None), (16, dict(u_rank=3)), (48, None), (72, None)):
+        layer = RNNPool2d(5, 6, 4, hidden, hidden, padding=1, cell_kwargs=kwargs)
+        assert_fused_matches_eager(layer, torch.randn(2, 5, 15, 13))
+
+
+def test_inference_reuses_constants_only_while_the_parameters_are_unchanged():
+    """An inference call reuses the kernel constants of the cell's last one; an optimizer step, load_state_dict,
+    ``p.data = ...`` and a replaced parameter each make new ones (the output follows the eager path's)."""
+    torch.manual_seed(2)
+    layer = RNNPool2d(4, 4, 2, 8, 8)
+    x = torch.randn(1, 4, 10, 10)
+
+    def check():
+        with torch.no_grad():
+            got = layer(x)
+            with use_fused(False):
+                torch.testing.assert_close(got, layer(x), rtol=1e-4, atol=1e-5)
+        return got
+
+    first = check()
+    torch.testing.assert_close(check(), first, rtol=0, atol=0)
+    layer(x).sum().backward()
+    torch.optim.SGD(layer.parameters(), lr=1.0).step()
+    stepped = check()
+    assert not torch.allclose(stepped, first)
+    state = {k: v + 0.1 for k, v in layer.state_dict().items()}
+    layer.load_state_dict(state)
+    loaded = check()
+    assert not torch.allclose(loaded, stepped)
+    layer.rnn1.u1.data = layer.rnn1.u1.data * 2
+    assert not torch.allclose(check(), loaded)
+    layer.rnn2.bias_update = torch.nn.Parameter(layer.rnn2.bias_update.detach() - 1)
+    check()
+
+
 def test_gradcheck_on_an_overlapping_strided_grid():
     torch.manual_seed(0)
     proj = torch.randn(2, 5, 7, 3, dtype=torch.float64, requires_grad=True)

@@ -16,7 +16,7 @@
 enum { ACT_SIGMOID = 0, ACT_TANH = 1, ACT_QSIGMOID = 2, ACT_QTANH = 3, ACT_RELU = 4, ACT_IDENTITY = 5 };
 #define MAX_HIDDEN 1024
 
-int rnnpool_kernel_version(void) { return 2; }
+int rnnpool_kernel_version(void) { return 3; }
 
 static inline __attribute__((always_inline)) float exp_f32(float x) {
     x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
@@ -296,11 +296,11 @@ static inline __attribute__((always_inline)) void narrow_forward(const scan_args
 }
 
 /* The backward of narrow cells, lanes across sequences as in narrow_forward: each step recomputed from its
- * saved states, d pre into grad_wx, d U, d bias_diff, d offset, d zeta, d nu summed per lane and added into part
- * at the end. */
+ * saved states, d pre into grad_wx; d bias_diff, d offset, d zeta, d nu and, with DU, d U summed per lane and
+ * added into part at the end. */
 static inline __attribute__((always_inline)) void narrow_backward(const scan_args_f32 *a, int64_t begin, int64_t end,
                                                                   const float *states, const float *grad_out, float *grad_wx,
-                                                                  float *part, const int H, int gate, int update) {
+                                                                  float *part, const int H, const int DU, int gate, int update) {
     v8f u[NARROW_MAX][NARROW_MAX], du[NARROW_MAX][NARROW_MAX], offset[NARROW_MAX], bias[NARROW_MAX], eb[NARROW_MAX];
     v8f dbias[NARROW_MAX], doffset[NARROW_MAX], dzeta = vsplat(0.0f), dnu = vsplat(0.0f);
     const v8f zeta = vsplat(a->zeta), nu = vsplat(a->nu), one = vsplat(1.0f);
@@ -346,7 +346,7 @@ static inline __attribute__((always_inline)) void narrow_backward(const scan_arg
                 v8f next = dh[j] * z[j];
                 for (int i = 0; i < H; i++) {
                     next += u[i][j] * dpre[i];
-                    du[i][j] += dpre[i] * h[j];
+                    if (DU) du[i][j] += dpre[i] * h[j];
                 }
                 dh[j] = next;
             }
@@ -354,7 +354,8 @@ static inline __attribute__((always_inline)) void narrow_backward(const scan_arg
     }
     for (int i = 0; i < H; i++) {
         for (int l = 0; l < LANES; l++) {
-            for (int j = 0; j < H; j++) part[(int64_t)i * W + j] += du[i][j][l];
+            if (DU)
+                for (int j = 0; j < H; j++) part[(int64_t)i * W + j] += du[i][j][l];
             part[H * W + i] += dbias[i][l];
             part[H * W + W + i] += doffset[i][l];
         }
@@ -366,19 +367,19 @@ static inline __attribute__((always_inline)) void narrow_backward(const scan_arg
 }
 
 /* The backward of G sequences from s0 on, interleaved like forward_group: each step recomputed from its saved
- * state; d pre into grad_wx; d U accumulated into du (each row loaded once for the group), d bias_diff,
- * d zeta, d nu into vector sums. */
+ * state; d pre into grad_wx; with DU, d U accumulated into du (each row loaded once for the group); d bias_diff,
+ * d offset, d zeta, d nu into vector sums. */
 static inline __attribute__((always_inline)) void backward_group(const scan_args_f32 *a, int64_t s0, walk_f32 *walk,
                                                                  const float *states, const float *grad_out, float *grad_wx,
                                                                  float *du, const v8f *bias, const v8f *eb, v8f *dbias,
                                                                  v8f *doffset, v8f *dzeta, v8f *dnu, const int G, const int H, const int NV,
-                                                                 int gate, int update) {
+                                                                 const int DU, int gate, int update) {
     float hs[G][LANES * MAX_VECTORS] __attribute__((aligned(32)));
     float dps[G][LANES * MAX_VECTORS] __attribute__((aligned(32)));
     float xb[LANES * MAX_VECTORS] __attribute__((aligned(32)));
     v8f pre[G][MAX_VECTORS], dh[G][MAX_VECTORS];
     const float *base[G];
-    const int64_t W = a->width, S = a->N * a->L * a->M;
+    const int64_t S = a->N * a->L * a->M;
     const v8f zeta = vsplat(a->zeta), nu = vsplat(a->nu), one = vsplat(1.0f);
     memset(xb, 0, sizeof(xb));
     memset(hs, 0, sizeof(hs)); /* lanes past H stay 0 */
@@ -411,28 +412,30 @@ static inline __attribute__((always_inline)) void backward_group(const scan_args
             memcpy(grad_wx + (t * S + s0 + g) * H, dps[g], sizeof(float) * H);
         }
         for (int i = 0; i < H; i++) { /* d h_prev += U^T d pre; d U += d pre h^T */
-            const float *row = a->u + (int64_t)i * W;
-            float *du_row = du + (int64_t)i * W;
+            const float *row = a->u + (int64_t)i * a->width;
+            float *du_row = du + (int64_t)i * a->width;
             v8f u[MAX_VECTORS], acc[MAX_VECTORS];
             for (int k = 0; k < NV; k++) {
                 u[k] = *(const v8f_unaligned *)(row + LANES * k);
-                acc[k] = *(const v8f_unaligned *)(du_row + LANES * k);
+                if (DU) acc[k] = *(const v8f_unaligned *)(du_row + LANES * k);
             }
             for (int g = 0; g < G; g++) {
                 const v8f di = vsplat(dps[g][i]);
                 for (int k = 0; k < NV; k++) {
                     dh[g][k] += u[k] * di;
-                    acc[k] += di * *(const v8f *)(hs[g] + LANES * k);
+                    if (DU) acc[k] += di * *(const v8f *)(hs[g] + LANES * k);
                 }
             }
-            for (int k = 0; k < NV; k++) *(v8f_unaligned *)(du_row + LANES * k) = acc[k];
+            if (DU)
+                for (int k = 0; k < NV; k++) *(v8f_unaligned *)(du_row + LANES * k) = acc[k];
         }
     }
 }
 
 static inline __attribute__((always_inline)) void vector_backward(const scan_args_f32 *a, int64_t begin, int64_t end,
                                                                   const float *states, const float *grad_out, float *grad_wx,
-                                                                  float *part, const int H, const int NV, int gate, int update) {
+                                                                  float *part, const int H, const int NV, const int DU, int gate,
+                                                                  int update) {
     v8f bias[MAX_VECTORS], eb[MAX_VECTORS], dbias[MAX_VECTORS], doffset[MAX_VECTORS], dzeta = vsplat(0.0f), dnu = vsplat(0.0f);
     const int64_t W = a->width;
     for (int k = 0; k < NV; k++) {
@@ -443,10 +446,11 @@ static inline __attribute__((always_inline)) void vector_backward(const scan_arg
     walk_f32 walk = walk_start_f32(a, begin);
     int64_t s = begin;
     for (; s + GROUP_BACKWARD(NV) <= end; s += GROUP_BACKWARD(NV))
-        backward_group(a, s, &walk, states, grad_out, grad_wx, part, bias, eb, dbias, doffset, &dzeta, &dnu, GROUP_BACKWARD(NV), H, NV,
-                       gate, update);
+        backward_group(a, s, &walk, states, grad_out, grad_wx, part, bias, eb, dbias, doffset, &dzeta, &dnu, GROUP_BACKWARD(NV), H,
+                       NV, DU, gate, update);
     for (; s < end; s++)
-        backward_group(a, s, &walk, states, grad_out, grad_wx, part, bias, eb, dbias, doffset, &dzeta, &dnu, 1, H, NV, gate, update);
+        backward_group(a, s, &walk, states, grad_out, grad_wx, part, bias, eb, dbias, doffset, &dzeta, &dnu, 1, H, NV, DU, gate,
+                       update);
     for (int k = 0; k < NV; k++) {
         *(v8f_unaligned *)(part + H * W + LANES * k) += dbias[k];
         *(v8f_unaligned *)(part + H * W + W + LANES * k) += doffset[k];
@@ -517,10 +521,13 @@ int fastgrnn_forward_f32(const scan_args_f32 *a, int H, int gate, int update, fl
     return 0;
 }
 
+/* grad_wx: d pre of every step (T, S, H); parts: (threads, H W + 2 W + 2), zeroed: each thread's sums of d U
+ * (H x W; only with kernel_du, else the caller makes d U from grad_wx and the states as one batched matrix
+ * product), d bias_diff, d offset, d zeta and d nu. */
 int fastgrnn_backward_f32(const scan_args_f32 *a, int H, int gate, int update, const float *states, const float *grad_out,
-                          float *grad_wx, float *parts, int threads) {
+                          float *grad_wx, float *parts, int kernel_du, int threads) {
     if (H <= 0 || H > MAX_HIDDEN || a->width != fastgrnn_width_f32(H)) return 1;
-    if (H > LANES * MAX_VECTORS) return scalar_backward_f32(a, H, gate, update, states, grad_out, grad_wx, parts, threads);
+    if (H > LANES * MAX_VECTORS) return scalar_backward_f32(a, H, gate, update, states, grad_out, grad_wx, parts, kernel_du, threads);
     const int64_t S = a->N * a->L * a->M;
     const int NV = (H + LANES - 1) / LANES;
 #pragma omp parallel num_threads(threads)
@@ -528,9 +535,15 @@ int fastgrnn_backward_f32(const scan_args_f32 *a, int H, int gate, int update, c
         int64_t b, e;
         split_f32(S, &b, &e);
         float *p = parts + (int64_t)omp_get_thread_num() * (H * a->width + 2 * a->width + 2);
-#define NARROW(HS) narrow_backward(a, b, e, states, grad_out, grad_wx, p, HS, gate, update)
-#define BACKWARD(HS, V) vector_backward(a, b, e, states, grad_out, grad_wx, p, HS, V, gate, update)
-        WIDTH_CASES(NARROW, BACKWARD)
+#define NARROW(HS) narrow_backward(a, b, e, states, grad_out, grad_wx, p, HS, DU, gate, update)
+#define BACKWARD(HS, V) vector_backward(a, b, e, states, grad_out, grad_wx, p, HS, V, DU, gate, update)
+        if (kernel_du) {
+            const int DU = 1;
+            WIDTH_CASES(NARROW, BACKWARD)
+        } else {
+            const int DU = 0;
+            WIDTH_CASES(NARROW, BACKWARD)
+        }
 #undef BACKWARD
 #undef NARROW
     }
@@ -543,7 +556,7 @@ int fastgrnn_forward_f64(const scan_args_f64 *a, int H, int gate, int update, do
 }
 
 int fastgrnn_backward_f64(const scan_args_f64 *a, int H, int gate, int update, const double *states, const double *grad_out,
-                          double *grad_wx, double *parts, int threads) {
+                          double *grad_wx, double *parts, int kernel_du, int threads) {
     if (a->width != H) return 1;
-    return scalar_backward_f64(a, H, gate, update, states, grad_out, grad_wx, parts, threads);
+    return scalar_backward_f64(a, H, gate, update, states, grad_out, grad_wx, parts, kernel_du, threads);
 }

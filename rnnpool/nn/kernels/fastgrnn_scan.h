@@ -108,11 +108,12 @@ static inline __attribute__((always_inline)) void FN(forward_body)(const FN(scan
 }
 
 /* Backward of sequences [begin, end) from the saved states: d pre of every step into grad_wx (T, S, H)
- * (= d x), and this thread's sums of d U (H x W), d bias_diff (W), d offset (W), d zeta, d nu into part. */
+ * (= d x), and this thread's sums of d U (H x W, with du_sums), d bias_diff (W), d offset (W), d zeta, d nu into
+ * part. */
 static inline __attribute__((always_inline)) void FN(backward_body)(const FN(scan_args) *a, int64_t begin, int64_t end,
                                                                    const REAL *states, const REAL *grad_out, REAL *grad_wx,
                                                                    REAL *part, const int H, const int gate, const int update,
-                                                                   const int64_t sg) {
+                                                                   const int du_sums) {
     REAL dh[H], dprev[H], pre[H], dpre[H];
     const int64_t W = a->width;
     REAL *du = part, *dbias = part + H * W, *doffset = part + H * W + W;
@@ -126,7 +127,7 @@ static inline __attribute__((always_inline)) void FN(backward_body)(const FN(sca
         for (int64_t t = a->T - 1; t >= 0; t--) {
             const REAL *x = base + t * a->st;
             const REAL *h = states + (s * a->T + t) * H;
-            for (int i = 0; i < H; i++) pre[i] = x[i * sg] + a->offset[i];
+            for (int i = 0; i < H; i++) pre[i] = x[i * a->sg] + a->offset[i];
             for (int j = 0; j < H; j++) {
                 const REAL hj = h[j];
                 const REAL *col = a->ut + (int64_t)j * W;
@@ -150,10 +151,10 @@ static inline __attribute__((always_inline)) void FN(backward_body)(const FN(sca
             for (int i = 0; i < H; i++) {  /* dh_prev += U^T dpre; dU += dpre h^T */
                 const REAL di = dpre[i];
                 const REAL *row = a->u + (int64_t)i * W;
-                REAL *du_row = du + (int64_t)i * W;
-                for (int j = 0; j < H; j++) {
-                    dprev[j] += row[j] * di;
-                    du_row[j] += di * h[j];
+                for (int j = 0; j < H; j++) dprev[j] += row[j] * di;
+                if (du_sums) {
+                    REAL *du_row = du + (int64_t)i * W;
+                    for (int j = 0; j < H; j++) du_row[j] += di * h[j];
                 }
             }
             memcpy(dh, dprev, sizeof(REAL) * H);
@@ -185,7 +186,7 @@ static int FN(scalar_forward)(const FN(scan_args) *a, int H, int gate, int updat
 
 /* parts: (threads, H * W + 2 * W + 2) zeroed by the caller; the caller sums them. */
 static int FN(scalar_backward)(const FN(scan_args) *a, int H, int gate, int update, const REAL *states, const REAL *grad_out,
-                          REAL *grad_wx, REAL *parts, int threads) {
+                               REAL *grad_wx, REAL *parts, int du_sums, int threads) {
     const int64_t S = a->N * a->L * a->M;
     if (H <= 0 || H > MAX_HIDDEN) return 1;
 #pragma omp parallel num_threads(threads)
@@ -193,7 +194,7 @@ static int FN(scalar_backward)(const FN(scan_args) *a, int H, int gate, int upda
         int64_t b, e;
         FN(split)(S, &b, &e);
         REAL *p = parts + (int64_t)omp_get_thread_num() * (H * a->width + 2 * a->width + 2);
-        FN(backward_body)(a, b, e, states, grad_out, grad_wx, p, H, gate, update, a->sg);
+        FN(backward_body)(a, b, e, states, grad_out, grad_wx, p, H, gate, update, du_sums);
     }
     return 0;
 }
