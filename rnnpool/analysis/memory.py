@@ -117,9 +117,9 @@ def _streamed(trace: Trace, made: Dict[int, Op], units: List[Unit]) -> Set[int]:
     """Storages computed band by band for the first RNNPool: the network input and all that feeds it,
     except a map that is still needed once the RNNPool has run (a later consumer, or a network output),
     which is held whole. Only for a stem, as in the paper (plain layers: convolutions, norms, activations,
-    pools): where a block (inverted residual, residual, dense, inception) runs before the first RNNPool (e.g. RNNPool as the last
-    pool), the layers before it are a network's body, which cannot run patch by patch without recomputing
-    most of it, so nothing is streamed."""
+    pools): where a block (inverted residual, residual, dense, inception) runs before the first RNNPool
+    (e.g. RNNPool as the last pool), the layers before it are a network's body, which cannot run patch by
+    patch without recomputing most of it, so nothing is streamed."""
     first = next((op for op in trace.ops if isinstance(op.module, RNNPool2d)), None)
     if first is None:
         return set()
