@@ -43,8 +43,9 @@ CFLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu99")
 MAX_HIDDEN = 1024  # the kernel's limit (MAX_HIDDEN in fastgrnn.c)
 # From this many hidden units the backward's d U is one BLAS matrix product of the steps' d pre and states (T S
 # rows), not a rank-1 update per step inside the kernel: measured on a 2-core AVX2 EPYC, f+b at batch 8, the
-# product made the 48-unit cells (DenseNet121's) 18% faster and the 4-16-unit ones 11-41% slower (for those it
-# is a memory-bound pass over two (T S, H) tensors).
+# product made the 48-unit cells (DenseNet121's) 12-18% faster and the 4-16-unit ones 11-41% slower (for those it
+# is a memory-bound pass over two (T S, H) tensors; that measurement also stored the states step-major, which
+# alone cost the 4-unit cells about 10%).
 GEMM_GRAD_U_MIN_HIDDEN = 32
 ACTIVATIONS = {"sigmoid": 0, "tanh": 1, "quant_sigmoid": 2, "quant_tanh": 3, "relu": 4, "identity": 5}
 
@@ -358,22 +359,15 @@ def fastgrnn_scan(cell: torch.nn.Module, grids: List[torch.Tensor], both_directi
     kind = kind or backend(cell, grids)
     kinds = ACTIVATIONS[cell.gate_nonlinearity], ACTIVATIONS[cell.update_nonlinearity]
     # without autograd, no Function (under no_grad it would still see parameters that need gradients and save
-    # every step's state), and the constants of the cell's last inference call
+    # every step's state), and on CPUs the constants of the cell's last inference call
     grad = torch.is_grad_enabled()
     if kind == "c" and not grad:
         zeta, nu, constants = _inference_constants(cell)
-        out = []
-        for grid in grids:
-            base, geometry = _grid_view(grid)
-            out.append(scan_forward(base, geometry, zeta, nu, *kinds, constants, False)[0])
-            if both_directions:
-                out.append(scan_forward(base, _reversed(geometry), zeta, nu, *kinds, constants, False)[0])
-        return out
-    offset, u, bias_diff = cell.input_offset(), cell.recurrent_weight(), cell.bias_update - cell.bias_gate
-    zeta, nu = torch.sigmoid(cell.zeta), torch.sigmoid(cell.nu)
-    if kind == "triton":  # in the parameters' dtype (autocast may have made a low-rank U half)
-        return _triton_scans(grids, offset, u.to(offset.dtype), bias_diff, zeta, nu, kinds, both_directions)
-    constants = kernel_constants(offset, u, bias_diff)
+    else:
+        offset, u, bias_diff, zeta, nu = _cell_constants(cell)
+        if kind == "triton":  # in the parameters' dtype (autocast may have made a low-rank U half)
+            return _triton_scans(grids, offset, u.to(offset.dtype), bias_diff, zeta, nu, kinds, both_directions)
+        constants = kernel_constants(offset, u, bias_diff)
     out = []
     for grid in grids:
         base, geometry = _grid_view(grid)
@@ -383,6 +377,12 @@ def fastgrnn_scan(cell: torch.nn.Module, grids: List[torch.Tensor], both_directi
             else:
                 out.append(scan_forward(base, view, zeta, nu, *kinds, constants, False)[0])
     return out
+
+
+def _cell_constants(cell: torch.nn.Module):
+    """What the kernels read of a FastGRNN cell: offset (b_z), U, b_h - b_z, sigmoid(zeta), sigmoid(nu)."""
+    return (cell.input_offset(), cell.recurrent_weight(), cell.bias_update - cell.bias_gate, torch.sigmoid(cell.zeta),
+            torch.sigmoid(cell.nu))
 
 
 def _reversed(geometry):
@@ -408,8 +408,8 @@ def _inference_constants(cell: torch.nn.Module):
             and cached[1] == versions:
         return cached[2]
     with torch.no_grad():
-        offset, u, bias_diff = cell.input_offset(), cell.recurrent_weight(), cell.bias_update - cell.bias_gate
-        value = (float(torch.sigmoid(cell.zeta)), float(torch.sigmoid(cell.nu)), kernel_constants(offset, u, bias_diff))
+        offset, u, bias_diff, zeta, nu = _cell_constants(cell)
+        value = (float(zeta), float(nu), kernel_constants(offset, u, bias_diff))
     _CONSTANTS[cell] = (params, versions, value)
     return value
 
