@@ -118,6 +118,14 @@ def _declare(lib: ctypes.CDLL) -> None:
         scatter = getattr(lib, f"fastgrnn_scatter_{suffix}")
         scatter.argtypes = [ctypes.POINTER(args), ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
         scatter.restype = ctypes.c_int
+        infer = getattr(lib, f"fastgrnn_infer_{suffix}")
+        infer.argtypes = [ctypes.POINTER(args), ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(_Epilogue), ctypes.c_void_p,
+                          ctypes.c_int]
+        infer.restype = ctypes.c_int
+    project = lib.rnnpool_project_f32
+    project.argtypes = [ctypes.c_void_p, *[ctypes.c_int64] * 4, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
+                        ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
+    project.restype = ctypes.c_int
 
 
 def load_library() -> Optional[ctypes.CDLL]:
@@ -168,6 +176,12 @@ class _ScanArgs32(ctypes.Structure):
 
 class _ScanArgs64(ctypes.Structure):
     _fields_ = _fields(ctypes.c_double)
+
+
+class _Epilogue(ctypes.Structure):
+    """Where an inference scan writes (epilogue_f32/f64 in the kernel; the same layout for both types)."""
+    _fields_ = [("out", ctypes.c_void_p), ("on", ctypes.c_int64), ("ol", ctypes.c_int64), ("om", ctypes.c_int64),
+                ("oo", ctypes.c_int64), ("proj", ctypes.c_void_p), ("O", ctypes.c_int64), ("ps", ctypes.c_int64)]
 
 
 def _padded(tensor: torch.Tensor, width: int) -> torch.Tensor:
@@ -362,7 +376,7 @@ def fastgrnn_scan(cell: torch.nn.Module, grids: List[torch.Tensor], both_directi
     # every step's state), and on CPUs the constants of the cell's last inference call
     grad = torch.is_grad_enabled()
     if kind == "c" and not grad:
-        zeta, nu, constants = _inference_constants(cell)
+        zeta, nu, constants = _inference_constants(cell)[:3]
     else:
         offset, u, bias_diff, zeta, nu = _cell_constants(cell)
         if kind == "triton":  # in the parameters' dtype (autocast may have made a low-rank U half)
@@ -401,7 +415,8 @@ _CONSTANTS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKe
 def _inference_constants(cell: torch.nn.Module):
     """(zeta, nu, kernel constants) of ``cell`` for an inference call of the C kernel, made once per version of
     its parameters."""
-    params = tuple(cell.parameters())
+    # (a cell's own parameters, read directly: Module.parameters() costs more than the rest of this check)
+    params = tuple(p for p in cell._parameters.values() if p is not None) if not cell._modules else tuple(cell.parameters())
     versions = tuple((p._version, p.data_ptr()) for p in params)  # (data_ptr: ``p.data = ...`` keeps the version)
     cached = _CONSTANTS.get(cell)
     if cached is not None and len(cached[0]) == len(params) and all(a is b for a, b in zip(cached[0], params)) \
@@ -409,9 +424,71 @@ def _inference_constants(cell: torch.nn.Module):
         return cached[2]
     with torch.no_grad():
         offset, u, bias_diff, zeta, nu = _cell_constants(cell)
-        value = (float(zeta), float(nu), kernel_constants(offset, u, bias_diff))
+        w = cell.input_weight()
+        # W transposed, (input, G) with G padded to whole vectors: the input projection's and the epilogue's matrix
+        wt = torch.nn.functional.pad(w.t(), (0, -w.shape[0] % 8)).contiguous()
+        value = (float(zeta), float(nu), kernel_constants(offset, u, bias_diff), wt)
     _CONSTANTS[cell] = (params, versions, value)
     return value
+
+
+# Input projections the C kernel makes at inference (rnnpool_project_f32) rather than a BLAS product and a
+# padding copy: float32, a contiguous NCHW map and at most PROJECT_MAX_OUTPUTS projected features.
+PROJECT_MAX_OUTPUTS = 64
+
+
+def inference_ready(cells, x: torch.Tensor) -> bool:
+    """Whether an RNNPool of ``cells`` can run its inference on ``x`` through :func:`project_input` and
+    :func:`scan_into`: the C kernel applies to every cell (FastGRNN, not compiled, the switch on, CPU, float32/64)
+    and autograd is off."""
+    if torch.is_grad_enabled() or torch.jit.is_scripting():
+        return False
+    grid = x.unsqueeze(0)
+    return all(getattr(cell, "compiled", True) is False and hasattr(cell, "zeta") and backend(cell, [grid]) == "c"
+               for cell in cells)
+
+
+def project_input(cell: torch.nn.Module, x: torch.Tensor, pad_rows: int, pad_cols: int) -> torch.Tensor:
+    """``W x`` of every pixel of ``x`` (N, C, H, W) for ``cell``, channels-last and zero-padded: (N, H + 2 pad_rows,
+    W + 2 pad_cols, G). One C pass where it applies (see PROJECT_MAX_OUTPUTS), else a matmul and a padding copy."""
+    wt = _inference_constants(cell)[3]
+    n, c, h, w = x.shape
+    g = cell.num_gates * cell.hidden_size
+    if x.dtype == torch.float32 and x.is_contiguous() and g <= PROJECT_MAX_OUTPUTS:
+        out = x.new_empty(n, h + 2 * pad_rows, w + 2 * pad_cols, g)
+        status = load_library().rnnpool_project_f32(x.data_ptr(), n, c, h, w, wt.data_ptr(), g, out.data_ptr(), pad_rows,
+                                                    pad_cols, torch.get_num_threads())
+        if status:
+            raise RuntimeError(f"RNNPool input projection failed (status {status}, {g} outputs)")
+        return out
+    proj = torch.nn.functional.linear(x.permute(0, 2, 3, 1), cell.input_weight())
+    return torch.nn.functional.pad(proj, (0, 0, pad_cols, pad_cols, pad_rows, pad_rows)) if pad_rows or pad_cols else proj
+
+
+def scan_into(cell: torch.nn.Module, grid: torch.Tensor, dest: torch.Tensor, reverse: bool = False,
+              project: Optional[torch.nn.Module] = None) -> None:
+    """Inference of ``cell`` over the grid of ``W x`` (T, N, L, M, H) (read backwards in time with ``reverse``) in
+    the C kernel, writing each sequence's final state, or with ``project`` that cell's input projection of it,
+    into ``dest`` (N, L, M, H or G), any strides (e.g. a channel slice of an NCHW output)."""
+    zeta, nu, constants, _ = _inference_constants(cell)
+    t, n, l, m, h = grid.shape
+    wt = _inference_constants(project)[3] if project is not None else None
+    features = project.num_gates * project.hidden_size if project is not None else h
+    if tuple(dest.shape) != (n, l, m, features) or dest.dtype != grid.dtype or dest.device != grid.device:
+        raise ValueError(f"scan_into: destination {tuple(dest.shape)} {dest.dtype} does not fit the grid's "
+                         f"{(n, l, m, features)} {grid.dtype}")
+    base, geometry = _grid_view(grid)
+    if reverse:
+        geometry = _reversed(geometry)
+    args = _arguments(base, geometry, *constants, zeta, nu)
+    epilogue = _Epilogue(dest.data_ptr(), *dest.stride(), wt.data_ptr() if wt is not None else None, features,
+                         wt.shape[1] if wt is not None else 0)
+    kinds = ACTIVATIONS[cell.gate_nonlinearity], ACTIVATIONS[cell.update_nonlinearity]
+    finals = base.new_empty(n * l * m, h)  # scratch: the final states before the epilogue
+    status = getattr(load_library(), f"fastgrnn_infer_{_suffix(base.dtype)}")(
+        ctypes.byref(args), h, *kinds, ctypes.byref(epilogue), finals.data_ptr(), torch.get_num_threads())
+    if status:
+        raise RuntimeError(f"fused FastGRNN inference failed (status {status}, hidden {h})")
 
 
 def _triton_scans(grids, offset, u, bias_diff, zeta, nu, kinds, both_directions: bool) -> Optional[List[torch.Tensor]]:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import fused
 from .factory import create_cell
 from ..errors import InvalidInputError
 
@@ -159,25 +160,63 @@ class RNNPool2d(nn.Module):
         # commutes with this bias-free product (the cell's offset is added per chunk, see run_grid). A matmul
         # (forward and backward) measured faster than a 1x1 convolution, whose NCHW output needs a copy
         # (Face-C's 3 -> 16 channels at 480x640: 1.7 ms against 18 ms on a 2-core CPU).
+        if not torch.jit.is_scripting() and self._inference_ready(x):
+            return self._pool_inference(x, pr, pc, out_h, out_w)
         proj = F.linear(x.permute(0, 2, 3, 1), self.rnn1.input_weight())  # (N, H, W, G1)
         if pr > 0 or pc > 0:
             proj = F.pad(proj, (0, 0, pc, pc, pr, pr))  # (N, Hp, Wp, G1)
+        row_grid, col_grid, row_step, col_step = self._grids(proj, out_h, out_w)
+        row_sum, col_sum = self.rnn1.run_grids([row_grid, col_grid], chunk)
+        # RNN2's W2 x, once per unique summary, then each patch's r rows / c columns.
+        w2 = self.rnn2.input_weight()
+        row_wx = F.linear(row_sum.reshape(n, row_grid.shape[2], out_w, self.hidden_row), w2)  # (N, HR, W', G2)
+        col_wx = F.linear(col_sum.reshape(n, out_h, col_grid.shape[3], self.hidden_row), w2)  # (N, H', WC, G2)
+        row_grid2 = row_wx.unfold(1, r, row_step).permute(4, 0, 1, 2, 3)  # (r, N, H', W', G2) view
+        col_grid2 = col_wx.unfold(2, c, col_step).permute(4, 0, 1, 2, 3)  # (c, N, H', W', G2) view
+        finals = self.rnn2.run_bidirectional([row_grid2, col_grid2], chunk)  # rows fwd, rows rev, cols fwd, cols rev
+        out = torch.cat(finals, 0).reshape(4, n, out_h, out_w, self.hidden_summary)
+        return out.permute(1, 0, 4, 2, 3).reshape(n, self.out_channels, out_h, out_w)  # (N, 4*h2, H', W')
+
+    def _grids(self, proj: torch.Tensor, out_h: int, out_w: int) -> Tuple[torch.Tensor, torch.Tensor, int, int]:
+        """RNN1's grids over the padded projection ``proj`` (N, Hp, Wp, G1): (row grid (c steps, N, HR, W', G1),
+        column grid (r steps, N, H', WC, G1), views) and the stride between consecutive patches' first lines in
+        the HR rows / WC columns."""
+        (r, c), (sr, sc) = self.patch_size, self.stride
         # A row of a patch depends only on (image row, patch column), not on the patch row it sits in:
         # patches stacked vertically share rows when stride < patch, so each such row is swept once.
         rows, row_step = _patch_lines(proj, 1, r, sr, out_h)  # (N, HR, Wp, G1)
         cols, col_step = _patch_lines(proj, 2, c, sc, out_w)  # (N, Hp, WC, G1)
         row_grid = rows.unfold(2, c, sc).permute(4, 0, 1, 2, 3)  # (c steps, N, HR, W', G1) view
         col_grid = cols.unfold(1, r, sr).permute(4, 0, 1, 2, 3)  # (r steps, N, H', WC, G1) view
-        row_sum, col_sum = self.rnn1.run_grids([row_grid, col_grid], chunk)
-        # RNN2's W2 x, once per unique summary, then each patch's r rows / c columns.
-        w2 = self.rnn2.input_weight()
-        row_wx = F.linear(row_sum.reshape(n, rows.shape[1], out_w, self.hidden_row), w2)  # (N, HR, W', G2)
-        col_wx = F.linear(col_sum.reshape(n, out_h, cols.shape[2], self.hidden_row), w2)  # (N, H', WC, G2)
+        return row_grid, col_grid, row_step, col_step
+
+    @torch.jit.unused
+    def _inference_ready(self, x):  # (unannotated: TorchScript reads it as Tensor -> Tensor, and never calls it)
+        return fused.inference_ready([self.rnn1, self.rnn2], x)
+
+    @torch.jit.unused
+    def _pool_inference(self, x: torch.Tensor, pr: int, pc: int, out_h: int, out_w: int) -> torch.Tensor:
+        """:meth:`pool` without autograd in the C kernels (see :func:`rnnpool.nn.fused.inference_ready`): the input
+        projection in one pass straight into the padded channels-last buffer, RNN1's summaries written already
+        through RNN2's W2 (no summary tensor, no matmul), RNN2's four final states written into their channels of
+        the output (no concatenation, no permuting copy). 5-30% faster than the autograd path's kernels (operator
+        benchmark configs, 2-core CPU); the same results to float rounding."""
+        r, c = self.patch_size
+        n = x.shape[0]
+        proj = fused.project_input(self.rnn1, x, pr, pc)
+        row_grid, col_grid, row_step, col_step = self._grids(proj, out_h, out_w)
+        g2 = self.rnn2.num_gates * self.hidden_summary
+        row_wx = proj.new_empty(n, row_grid.shape[2], out_w, g2)  # (N, HR, W', G2)
+        col_wx = proj.new_empty(n, out_h, col_grid.shape[3], g2)  # (N, H', WC, G2)
+        fused.scan_into(self.rnn1, row_grid, row_wx, project=self.rnn2)
+        fused.scan_into(self.rnn1, col_grid, col_wx, project=self.rnn2)
         row_grid2 = row_wx.unfold(1, r, row_step).permute(4, 0, 1, 2, 3)  # (r, N, H', W', G2) view
         col_grid2 = col_wx.unfold(2, c, col_step).permute(4, 0, 1, 2, 3)  # (c, N, H', W', G2) view
-        finals = self.rnn2.run_bidirectional([row_grid2, col_grid2], chunk)  # rows fwd, rows rev, cols fwd, cols rev
-        out = torch.cat(finals, 0).reshape(4, n, out_h, out_w, self.hidden_summary)
-        return out.permute(1, 0, 4, 2, 3).reshape(n, self.out_channels, out_h, out_w)  # (N, 4*h2, H', W')
+        out = proj.new_empty(n, 4, self.hidden_summary, out_h, out_w)
+        finals = out.permute(1, 0, 3, 4, 2)  # (4, N, H', W', h2): rows fwd, rows rev, cols fwd, cols rev
+        for index, (grid, reverse) in enumerate(((row_grid2, False), (row_grid2, True), (col_grid2, False), (col_grid2, True))):
+            fused.scan_into(self.rnn2, grid, finals[index], reverse=reverse)
+        return out.view(n, self.out_channels, out_h, out_w)
 
     def extra_repr(self) -> str:
         return (

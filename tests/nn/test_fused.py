@@ -174,18 +174,78 @@ def test_the_switch_selects_the_eager_path(monkeypatch):
 
 
 def test_inference_saves_no_states(monkeypatch):
-    """Under no_grad the kernel runs without autograd and saves no per-step states (an autograd Function still
-    sees trainable parameters there and would save them all); with gradients it saves them."""
-    saved = []
-    original = fused_module.scan_forward
+    """Under no_grad the layer runs its inference path (six scans straight into their destinations, no autograd
+    Function, which would still see trainable parameters there and save every step's state); with gradients each
+    scan saves its states."""
+    saved, inferred = [], []
+    original, original_into = fused_module.scan_forward, fused_module.scan_into
     monkeypatch.setattr(fused_module, "scan_forward", lambda *a: saved.append(a[-1]) or original(*a))
+    monkeypatch.setattr(fused_module, "scan_into", lambda *a, **k: inferred.append(a[0]) or original_into(*a, **k))
     layer = RNNPool2d(3, 4, 2, 8, 8)
     x = torch.randn(1, 3, 8, 8)
     with torch.no_grad():
         out = layer(x)
-    assert saved == [False] * 6 and out.grad_fn is None
+    assert saved == [] and inferred == [layer.rnn1] * 2 + [layer.rnn2] * 4 and out.grad_fn is None
     layer(x).sum().backward()
-    assert saved[6:] == [True] * 6
+    assert saved == [True] * 6 and len(inferred) == 6
+
+
+@pytest.mark.parametrize("gate,update", list(itertools.product(NONLINEARITIES, NONLINEARITIES)))
+def test_inference_path_matches_the_reference_for_every_gate_and_update(gate, update):
+    """The no-grad path (input projection in one C pass, RNN1's summaries written through W2, RNN2's states written
+    into the output's channels) against the per-patch reference RNNPool, float64: padding, h1 != h2, low-rank W."""
+    torch.manual_seed(3)
+    layer = RNNPool2d(3, 4, 2, 5, 6, padding=1, cell_kwargs=dict(gate_nonlinearity=gate, update_nonlinearity=update,
+                                                                  zeta_init=1.0, nu_init=-1.0, w_rank=2)).double()
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64)
+    with torch.no_grad():
+        got, expected = layer(x), reference_rnnpool(layer, x)
+    assert got.std() > 0.01  # live: the output varies
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("channels,hidden_row,hidden_summary", [(1, 1, 2), (3, 4, 9), (8, 8, 8), (5, 16, 24), (64, 48, 40),
+                                                                (7, 70, 12), (2, 20, 70)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+def test_inference_path_matches_eager_at_every_width_and_layout(channels, hidden_row, hidden_summary, layout):
+    """float32: the C input projection at 1..64 outputs (whole vectors or not, rows not a multiple of its pixel
+    block), the vectorised and the scalar W2 epilogue (RNN2 of more than 64 features), the narrow, vector and scalar
+    scans, gaps between patches (stride > patch) and overlaps; inputs that are not contiguous NCHW take a matmul for
+    the projection instead."""
+    torch.manual_seed(channels + hidden_row)
+    layer = RNNPool2d(channels, (3, 5), (4, 2), hidden_row, hidden_summary, padding=(2, 1))
+    x = torch.randn(3, channels, 19, 13)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "strided":
+        x = torch.randn(3, channels, 19, 26)[..., ::2]
+    with torch.no_grad():
+        got = layer(x)
+        with use_fused(False):
+            expected = layer(x)
+    assert got.shape == (3, 4 * hidden_summary, 6, 6) and got.is_contiguous()
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("outputs", [1, 4, 8, 13, 16, 24, 40, 48, 57, 64])
+def test_input_projection_equals_a_matmul_and_padding(outputs):
+    """rnnpool_project_f32 against F.linear + F.pad: zero borders, every pixel block and tail."""
+    torch.manual_seed(outputs)
+    cell = FastGRNNCell(6, outputs)
+    x = torch.randn(2, 6, 5, 11)
+    with torch.no_grad():
+        got = fused_module.project_input(cell, x, 2, 3)
+        expected = torch.nn.functional.pad(torch.nn.functional.linear(x.permute(0, 2, 3, 1), cell.input_weight()),
+                                           (0, 0, 3, 3, 2, 2))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert got[:, :2].abs().max() == 0 and got[:, :, -3:].abs().max() == 0 and got[:, 2:-2, 3:-3].abs().min() > 0
+
+
+def test_scan_into_checks_its_destination():
+    cell = FastGRNNCell(4, 8)
+    grid = torch.randn(3, 2, 4, 5, 8)
+    with torch.no_grad(), pytest.raises(ValueError, match="does not fit"):
+        fused_module.scan_into(cell, grid, torch.empty(2, 4, 5, 7))
 
 
 def test_without_a_compiler_it_warns_once_and_runs_eagerly(monkeypatch, tmp_path):

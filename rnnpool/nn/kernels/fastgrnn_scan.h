@@ -78,8 +78,8 @@ static inline __attribute__((always_inline)) const REAL *FN(walk_next)(FN(walk) 
     return base;
 }
 
-/* Forward of sequences [begin, end): final states into out (S, H); with states != NULL also the state
- * before every step, states[(s * T + t) * H + i]. */
+/* Forward of sequences [begin, end): final states into out (end - begin, H), sequence begin first; with
+ * states != NULL also the state before every step, states[(s * T + t) * H + i]. */
 static inline __attribute__((always_inline)) void FN(forward_body)(const FN(scan_args) *a, int64_t begin, int64_t end,
                                                                   REAL *out, REAL *states, const int H, const int gate,
                                                                   const int update, const int64_t sg) {
@@ -103,7 +103,47 @@ static inline __attribute__((always_inline)) void FN(forward_body)(const FN(scan
                 h[i] = (zeta * ((REAL)1 - z) + nu) * c + z * h[i];
             }
         }
-        memcpy(out + s * H, h, sizeof(REAL) * H);
+        memcpy(out + (s - begin) * H, h, sizeof(REAL) * H);
+    }
+}
+
+/* Where an inference scan puts its results (fastgrnn_infer): for sequence s = (n * L + l) * M + m, its final
+ * state h, or P h with a projection, goes to out[n * on + l * ol + m * om + o * oo] for o < O. That is how
+ * RNNPool's first RNN hands its summaries to the second one already through W2, and how the second one writes
+ * straight into the layer's (N, 4 h2, H', W') output. */
+typedef struct {
+    REAL *out;
+    int64_t on, ol, om, oo;
+    const REAL *proj; /* P transposed, (H, O), rows ps apart; NULL: O = H and the state itself is written */
+    int64_t O, ps;
+} FN(epilogue);
+
+/* The epilogue of sequences [begin, end), whose final states are finals (end - begin, H). */
+static void FN(write_finals)(const FN(scan_args) *a, const FN(epilogue) *e, int64_t begin, int64_t end, const REAL *finals,
+                             const int H) {
+    REAL y[MAX_HIDDEN];
+    int64_t n = begin / (a->M * a->L), l = (begin / a->M) % a->L, m = begin % a->M;
+    const int64_t O = e->proj ? e->O : H;
+    for (int64_t s = begin; s < end; s++) {
+        const REAL *h = finals + (s - begin) * H;
+        REAL *dst = e->out + n * e->on + l * e->ol + m * e->om;
+        if (e->proj) {
+            for (int64_t o = 0; o < O; o++) y[o] = (REAL)0;
+            for (int j = 0; j < H; j++) {
+                const REAL hj = h[j];
+                const REAL *row = e->proj + (int64_t)j * e->ps;
+                for (int64_t o = 0; o < O; o++) y[o] += row[o] * hj;
+            }
+            h = y;
+        }
+        for (int64_t o = 0; o < O; o++) dst[o * e->oo] = h[o];
+        if (++m == a->M) {
+            m = 0;
+            if (++l == a->L) {
+                l = 0;
+                n++;
+            }
+        }
     }
 }
 
@@ -179,7 +219,7 @@ static int FN(scalar_forward)(const FN(scan_args) *a, int H, int gate, int updat
     {
         int64_t b, e;
         FN(split)(S, &b, &e);
-        FN(forward_body)(a, b, e, out, states, H, gate, update, a->sg);
+        FN(forward_body)(a, b, e, out + b * H, states, H, gate, update, a->sg);
     }
     return 0;
 }
@@ -218,6 +258,21 @@ int FN(fastgrnn_scatter)(const FN(scan_args) *a, int H, const REAL *grad_wx, int
                 }
             }
         }
+    }
+    return 0;
+}
+
+/* An inference scan with the scalar body (no states saved): final states into finals (S, H), scratch, then
+ * through the epilogue. */
+static int FN(scalar_infer)(const FN(scan_args) *a, int H, int gate, int update, const FN(epilogue) *e, REAL *finals, int threads) {
+    const int64_t S = a->N * a->L * a->M;
+    if (H <= 0 || H > MAX_HIDDEN || (e->proj && (e->O <= 0 || e->O > MAX_HIDDEN))) return 1;
+#pragma omp parallel num_threads(threads)
+    {
+        int64_t b, end;
+        FN(split)(S, &b, &end);
+        FN(forward_body)(a, b, end, finals + b * H, NULL, H, gate, update, a->sg);
+        FN(write_finals)(a, e, b, end, finals + b * H, H);
     }
     return 0;
 }
