@@ -10,8 +10,8 @@ in the warm-up call). On a GPU (or with ``--gru``) also ``gru``: ``nn.GRU`` (cuD
 recurrences as the layer (RNN1 over every patch row and column, RNN2 both ways over their summaries, the same
 hidden sizes and steps) on inputs made beforehand, so only its recurrences are timed; issue 13 asks the fused
 layer to be at least as fast. Every config runs at each of
-``--batches``; forward+backward at the largest. Times are the best of ``--repeats`` runs, the
-implementations interleaved so all see the same machine load; peak memory is what the call allocates
+``--batches``; forward+backward at the largest. Times are the best of ``--repeats`` samples, each the mean of
+back-to-back calls lasting at least SAMPLE_SECONDS, the implementations interleaved so all see the same machine load; peak memory is what the call allocates
 beyond its input and weights (rnnpool.analysis.measure).
 Targets (issue 13): forward >= 10x the baseline at every config and batch, forward+backward >= 5x at the
 largest batch; on a GPU also no slower than ``gru``. Also the time per image of forward+backward at batch 8 against
@@ -84,14 +84,25 @@ class GRUSteps(torch.nn.Module):
         return torch.cat([f.reshape(-1) for f in finals])
 
 
-def _timed(fn: Callable[[], object], device: str) -> float:
+SAMPLE_SECONDS = 0.05  # one timing sample runs a call repeatedly for at least this long (see _timed)
+
+
+def _timed(fn: Callable[[], object], device: str, calls: int = 1) -> float:
+    """Seconds per call of ``fn``, averaged over ``calls`` back-to-back calls."""
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     start = time.perf_counter()
-    fn()
+    for _ in range(calls):
+        fn()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return (time.perf_counter() - start) / calls
+
+
+def _calls_per_sample(fn: Callable[[], object], device: str) -> int:
+    """Calls per timing sample: enough to last SAMPLE_SECONDS (a single call of a 1 ms layer on a shared machine is
+    mostly scheduling noise), at least one. Every implementation is timed the same way."""
+    return max(1, int(SAMPLE_SECONDS / max(_timed(fn, device), 1e-6)))
 
 
 def bench_config(config: str, device: str, repeats: int, batch: int, backward: bool, compiled: bool = True,
@@ -123,9 +134,10 @@ def bench_config(config: str, device: str, repeats: int, batch: int, backward: b
         times = {name: [] for name in impls}
         for name, module in impls.items():
             call(module, mode)()  # warm-up
+        calls = {name: _calls_per_sample(call(module, mode), device) for name, module in impls.items()}
         for _ in range(repeats):
             for name, module in impls.items():
-                times[name].append(_timed(call(module, mode), device))
+                times[name].append(_timed(call(module, mode), device, calls[name]))
         for name, module in impls.items():
             best = min(times[name])
             results[name][f"{mode}_ms"] = best * 1e3
@@ -222,7 +234,8 @@ def main() -> None:
               f"{'MET' if min(versus) >= 1.0 else 'NOT MET'} (lowest {min(versus):.2f}x nn.GRU's speed)")
     write_json(args.json, {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
                            "targets": targets, "target_met": met, "batches": sorted(args.batches), "runs": rows,
-                           "summary": summary, "batch_scaling": scaling, "repeats": args.repeats, "run": run_info()})
+                           "summary": summary, "batch_scaling": scaling, "repeats": args.repeats, "sample_seconds": SAMPLE_SECONDS,
+                           "run": run_info()})
 
 
 if __name__ == "__main__":

@@ -205,8 +205,16 @@ def operator_table(data: Dict) -> str:
     lines.append("")
     lines.append(f"Forward+backward at batch {max(data['batches'])} only. Measured by `{data['run']['command']}` on "
                  f"{data['run'].get('processor') or data['device']} ({data['threads']} CPU threads, torch {data['torch']}, "
-                 f"{data['run']['date']}); best of {data.get('repeats', 5)} runs, the implementations interleaved.")
+                 f"{data['run']['date']}); {_samples(data)}, the implementations interleaved.")
     return "\n".join(lines) + "\n"
+
+
+def _samples(data: dict) -> str:
+    """How the operator benchmark's times were taken."""
+    if data.get("sample_seconds"):
+        return (f"best of {data.get('repeats', 5)} samples, each the mean of back-to-back calls over at least "
+                f"{data['sample_seconds'] * 1e3:.0f} ms")
+    return f"best of {data.get('repeats', 5)} runs"
 
 
 def _scaling_sentence(data: Dict, path: str) -> str:
@@ -234,7 +242,7 @@ def _operator_table_v1(data: Dict) -> str:
         lines.append(_scaling_sentence(data, "eager"))
     device = data["run"].get("accelerator", data["device"]) if data["device"] != "cpu" else "cpu"
     lines.append(f"Measured by `{data['run']['command']}` on {device} ({data['threads']} CPU threads, torch {data['torch']}, "
-                 f"{data['run']['date']}); best of {data.get('repeats', 5)} runs, the implementations interleaved.")
+                 f"{data['run']['date']}); {_samples(data)}, the implementations interleaved.")
     return "\n".join(lines) + "\n"
 
 
