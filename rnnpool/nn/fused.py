@@ -13,6 +13,10 @@ How it is built: on first use, with the system C compiler (``$CC``, else ``cc``;
 CPU, and loaded with ctypes. It needs no PyTorch headers, so it builds in seconds against any installed torch.
 Where it cannot be built (no compiler), a RuntimeWarning says why once and the eager path runs.
 
+Without autograd, :func:`inference_ready`, :func:`project_input` and :func:`scan_into` let RNNPool2d run its whole
+forward in C calls that write where the next one reads (the input projection into its padded buffer, RNN1's
+summaries through RNN2's W, RNN2's states into the output's channels).
+
 One switch: :func:`set_fused` (or ``RNNPOOL_FUSED=0`` in the environment) selects the eager path everywhere,
 on CPUs and GPUs; :func:`use_fused` does so for a ``with`` block. The eager path also runs where no kernel
 applies: other cells, other devices, other dtypes (on CPUs: autocast), TorchScript, ``torch.compile`` tracing
@@ -441,11 +445,12 @@ def inference_ready(cells, x: torch.Tensor) -> bool:
     """Whether an RNNPool of ``cells`` can run its inference on ``x`` through :func:`project_input` and
     :func:`scan_into`: the C kernel applies to every cell (FastGRNN, not compiled, the switch on, CPU, float32/64)
     and autograd is off."""
+    from .fastgrnn import FastGRNNCell  # (that module imports this one)
+
     if torch.is_grad_enabled() or torch.jit.is_scripting():
         return False
     grid = x.unsqueeze(0)
-    return all(getattr(cell, "compiled", True) is False and hasattr(cell, "zeta") and backend(cell, [grid]) == "c"
-               for cell in cells)
+    return all(isinstance(cell, FastGRNNCell) and not cell.compiled and backend(cell, [grid]) == "c" for cell in cells)
 
 
 def project_input(cell: torch.nn.Module, x: torch.Tensor, pad_rows: int, pad_cols: int) -> torch.Tensor:
@@ -510,5 +515,6 @@ def _triton_scans(grids, offset, u, bias_diff, zeta, nu, kinds, both_directions:
     return out
 
 
-__all__ = ["BACKENDS", "FastGRNNScan", "backend", "fastgrnn_scan", "fused_available", "fused_enabled", "kernel_constants",
-           "load_library", "scan_forward", "set_fused", "triton_available", "use_fused"]
+__all__ = ["BACKENDS", "FastGRNNScan", "backend", "fastgrnn_scan", "fused_available", "fused_enabled", "inference_ready",
+           "kernel_constants", "load_library", "project_input", "scan_forward", "scan_into", "set_fused", "triton_available",
+           "use_fused"]

@@ -7,6 +7,10 @@
  * multiply-adds of U's padded columns, and exp is vexp (Cephes-style range reduction and polynomial, about
  * 1 ulp). float64, and float32 cells wider than 64, run the scalar template of fastgrnn_scan.h (float64
  * with libm's exp, so it is as exact as the eager path).
+ *
+ * Inference (fastgrnn_infer_*) runs the same forward bodies and then an epilogue that writes each final state, or
+ * its projection by the next RNN's W, wherever the caller points it; rnnpool_project_f32 makes RNNPool's input
+ * projection from the NCHW map. Together they let a layer's inference run without any copy in between.
  */
 #include <math.h>
 #include <omp.h>
@@ -16,7 +20,7 @@
 enum { ACT_SIGMOID = 0, ACT_TANH = 1, ACT_QSIGMOID = 2, ACT_QTANH = 3, ACT_RELU = 4, ACT_IDENTITY = 5 };
 #define MAX_HIDDEN 1024
 
-int rnnpool_kernel_version(void) { return 3; }
+int rnnpool_kernel_version(void) { return 4; }
 
 static inline __attribute__((always_inline)) float exp_f32(float x) {
     x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
