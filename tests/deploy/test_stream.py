@@ -45,7 +45,9 @@ def test_face_quant_working_memory_measured():
     measured = measure_streaming(layer, x, band_rows=8)
     # the runner allocates the output (twice at the end: row list + concatenation) and per-strip temporaries
     assert measured["stream_peak"] < 3 * need["total"]
-    assert measured["stream_peak"] * 5 < measured["batched_peak"]
+    # the batched layer holds the whole projected map (2.4 MB here) and more: 4.4 MB since its inference path
+    # writes RNN1's summaries through W2 and RNN2's states into the output directly (it was over 6 MB before)
+    assert measured["stream_peak"] * 3 < measured["batched_peak"]
 
 
 def test_stream_errors():
