@@ -18,11 +18,34 @@ def run_info() -> Dict[str, str]:
     return info
 
 
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+
+
+def portable_paths(value: Any) -> Any:
+    """``value`` with every absolute path inside this repository made relative to it, and every one inside the
+    shared data folder written as ``../shared/...``, so a committed result names files the way a reader can find
+    them (nested dicts and lists included; other strings, such as temporary folders, unchanged)."""
+    if isinstance(value, dict):
+        return {k: portable_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable_paths(v) for v in value]
+    if isinstance(value, str) and value.startswith("/"):
+        path = Path(value)
+        for base, prefix in ((ROOT, Path()), (SHARED, Path("..") / "shared")):
+            try:
+                return str(prefix / path.relative_to(base))
+            except ValueError:
+                continue
+    return value
+
+
 def write_json(path: Union[str, Path], payload: Dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` (parent folders created) and print the path."""
+    """Write ``payload`` to ``path`` (parent folders created; paths made portable, see :func:`portable_paths`) and
+    print the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2))
+    path.write_text(json.dumps(portable_paths(payload), indent=2))
     print(f"wrote {path}")
 
 

@@ -41,3 +41,27 @@ def test_calibration_table_averages_the_calibration_sets():
     text = tables.calibration_table({"results": rows})
     assert "| m (1x240x320) | minmax | AP 0.2000 | 0.1850 | +1.50 (+1.00 .. +2.00) | 22.5 dB | 2 |" in text
     assert "- m: measured by `python benchmarks/calibration.py` (2026-11-26, x86_64)." in text
+
+
+def test_committed_results_name_files_portably(tmp_path):
+    """write_json makes paths in this repository relative and paths in the shared data folder ``../shared/...``;
+    other strings stay as they are."""
+    report = load_benchmark("_report")
+    payload = {"rows": [{"weights": str(ROOT / "benchmarks" / "weights" / "m.pt"),
+                         "image": str(ROOT.parent / "shared" / "data" / "a.jpg"), "note": "/tmp/elsewhere", "n": 3}]}
+    target = tmp_path / "out.json"
+    report.write_json(target, payload)
+    row = __import__("json").loads(target.read_text())["rows"][0]
+    assert row == {"weights": "benchmarks/weights/m.pt", "image": "../shared/data/a.jpg", "note": "/tmp/elsewhere", "n": 3}
+
+    def strings(value):
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            return [s for v in value for s in strings(v)]
+        return [value] if isinstance(value, str) else []
+
+    for result in (ROOT / "benchmarks" / "results").glob("*.json"):
+        absolute = [s for s in strings(__import__("json").loads(result.read_text()))
+                    if s.startswith("/") and ("/benchmarks/" in s or "/shared/data/" in s)]
+        assert not absolute, f"{result.name} names files by absolute paths: {absolute[:3]}"
