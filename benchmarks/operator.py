@@ -11,8 +11,8 @@ recurrences as the layer (RNN1 over every patch row and column, RNN2 both ways o
 hidden sizes and steps) on inputs made beforehand, so only its recurrences are timed; issue 13 asks the fused
 layer to be at least as fast. Every config runs at each of
 ``--batches``; forward+backward at the largest. Times are the best of ``--repeats`` samples, each the mean of
-back-to-back calls lasting at least SAMPLE_SECONDS, the implementations interleaved so all see the same machine load; peak memory is what the call allocates
-beyond its input and weights (rnnpool.analysis.measure).
+back-to-back calls lasting at least SAMPLE_SECONDS, the implementations interleaved so all see the same machine
+load; peak memory is what the call allocates beyond its input and weights (rnnpool.analysis.measure).
 Targets (issue 13): forward >= 10x the baseline at every config and batch, forward+backward >= 5x at the
 largest batch; on a GPU also no slower than ``gru``. Also the time per image of forward+backward at batch 8 against
 batch 1 (it must not grow with the batch).

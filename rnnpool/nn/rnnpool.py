@@ -12,6 +12,8 @@ How it is fast:
   column, so each is swept once (saves a factor patch/stride, 1.5-2x for the paper's settings).
 - RNN2's input projection is done once per summary; its forward and reversed passes over rows and
   columns read the patches' summaries from that projection.
+- Without autograd on CPUs, each step writes where the next reads: the projection straight into its padded
+  buffer, RNN1's summaries already through W2, RNN2's states into the output's channels.
 - The FastGRNN recurrences run in the fused kernels of :mod:`rnnpool.nn.fused` (C on CPUs, Triton on
   GPUs), which read these strided grids where they lie; elsewhere (other cells, the switch off) as PyTorch
   step loops over batches of sequences (on CPU in cache-sized chunks, on GPU all at once).
@@ -199,8 +201,8 @@ class RNNPool2d(nn.Module):
         """:meth:`pool` without autograd in the C kernels (see :func:`rnnpool.nn.fused.inference_ready`): the input
         projection in one pass straight into the padded channels-last buffer, RNN1's summaries written already
         through RNN2's W2 (no summary tensor, no matmul), RNN2's four final states written into their channels of
-        the output (no concatenation, no permuting copy). 5-30% faster than the autograd path's kernels (operator
-        benchmark configs, 2-core CPU); the same results to float rounding."""
+        the output (no concatenation, no permuting copy). 3-46% faster than running the autograd path's kernels
+        without autograd (operator benchmark configs, 2-core CPU); the same results to float rounding."""
         r, c = self.patch_size
         n = x.shape[0]
         proj = fused.project_input(self.rnn1, x, pr, pc)
