@@ -453,21 +453,21 @@ def inference_ready(cells, x: torch.Tensor) -> bool:
     return all(isinstance(cell, FastGRNNCell) and not cell.compiled and backend(cell, [grid]) == "c" for cell in cells)
 
 
-def project_input(cell: torch.nn.Module, x: torch.Tensor, pad_rows: int, pad_cols: int) -> torch.Tensor:
+def project_input(cell: torch.nn.Module, x: torch.Tensor, pad_rows: int, pad_cols: int) -> Optional[torch.Tensor]:
     """``W x`` of every pixel of ``x`` (N, C, H, W) for ``cell``, channels-last and zero-padded: (N, H + 2 pad_rows,
-    W + 2 pad_cols, G). One C pass where it applies (see PROJECT_MAX_OUTPUTS), else a matmul and a padding copy."""
-    wt = _inference_constants(cell)[3]
+    W + 2 pad_cols, G), in one C pass; None where that does not apply (see PROJECT_MAX_OUTPUTS: the caller's matmul
+    and padding copy then make it)."""
     n, c, h, w = x.shape
     g = cell.num_gates * cell.hidden_size
-    if x.dtype == torch.float32 and x.is_contiguous() and g <= PROJECT_MAX_OUTPUTS:
-        out = x.new_empty(n, h + 2 * pad_rows, w + 2 * pad_cols, g)
-        status = load_library().rnnpool_project_f32(x.data_ptr(), n, c, h, w, wt.data_ptr(), g, out.data_ptr(), pad_rows,
-                                                    pad_cols, torch.get_num_threads())
-        if status:
-            raise RuntimeError(f"RNNPool input projection failed (status {status}, {g} outputs)")
-        return out
-    proj = torch.nn.functional.linear(x.permute(0, 2, 3, 1), cell.input_weight())
-    return torch.nn.functional.pad(proj, (0, 0, pad_cols, pad_cols, pad_rows, pad_rows)) if pad_rows or pad_cols else proj
+    if x.dtype != torch.float32 or not x.is_contiguous() or g > PROJECT_MAX_OUTPUTS:
+        return None
+    wt = _inference_constants(cell)[3]
+    out = x.new_empty(n, h + 2 * pad_rows, w + 2 * pad_cols, g)
+    status = load_library().rnnpool_project_f32(x.data_ptr(), n, c, h, w, wt.data_ptr(), g, out.data_ptr(), pad_rows,
+                                                pad_cols, torch.get_num_threads())
+    if status:
+        raise RuntimeError(f"RNNPool input projection failed (status {status}, {g} outputs)")
+    return out
 
 
 def scan_into(cell: torch.nn.Module, grid: torch.Tensor, dest: torch.Tensor, reverse: bool = False,

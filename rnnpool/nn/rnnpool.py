@@ -158,16 +158,9 @@ class RNNPool2d(nn.Module):
         # Sequences per recurrent batch: on CPU about 2^18 state values (1 MiB fp32), so a piece's
         # temporaries stay in cache; on GPU everything at once.
         chunk = self.chunk_size if self.chunk_size >= 0 else (0 if x.is_cuda else 262144 // self.rnn1.state_size)
-        # W1 x once per pixel, channels-last so each pixel's features are contiguous; zero padding
-        # commutes with this bias-free product (the cell's offset is added per chunk, see run_grid). A matmul
-        # (forward and backward) measured faster than a 1x1 convolution, whose NCHW output needs a copy
-        # (Face-C's 3 -> 16 channels at 480x640: 1.7 ms against 18 ms on a 2-core CPU).
         if not torch.jit.is_scripting() and self._inference_ready(x):
             return self._pool_inference(x, pr, pc, out_h, out_w)
-        proj = F.linear(x.permute(0, 2, 3, 1), self.rnn1.input_weight())  # (N, H, W, G1)
-        if pr > 0 or pc > 0:
-            proj = F.pad(proj, (0, 0, pc, pc, pr, pr))  # (N, Hp, Wp, G1)
-        row_grid, col_grid, row_step, col_step = self._grids(proj, out_h, out_w)
+        row_grid, col_grid, row_step, col_step = self._grids(self._project(x, pr, pc), out_h, out_w)
         row_sum, col_sum = self.rnn1.run_grids([row_grid, col_grid], chunk)
         # RNN2's W2 x, once per unique summary, then each patch's r rows / c columns.
         w2 = self.rnn2.input_weight()
@@ -178,6 +171,17 @@ class RNNPool2d(nn.Module):
         finals = self.rnn2.run_bidirectional([row_grid2, col_grid2], chunk)  # rows fwd, rows rev, cols fwd, cols rev
         out = torch.cat(finals, 0).reshape(4, n, out_h, out_w, self.hidden_summary)
         return out.permute(1, 0, 4, 2, 3).reshape(n, self.out_channels, out_h, out_w)  # (N, 4*h2, H', W')
+
+    def _project(self, x: torch.Tensor, pr: int, pc: int) -> torch.Tensor:
+        """RNN1's ``W x`` of every pixel, channels-last and zero-padded: (N, H + 2 pr, W + 2 pc, G1)."""
+        # Channels-last so each pixel's features are contiguous; zero padding commutes with this bias-free product
+        # (the cell's offset is added per chunk, see run_grid). A matmul (forward and backward) measured faster than
+        # a 1x1 convolution, whose NCHW output needs a copy (Face-C's 3 -> 16 channels at 480x640: 1.7 ms against
+        # 18 ms on a 2-core CPU).
+        proj = F.linear(x.permute(0, 2, 3, 1), self.rnn1.input_weight())  # (N, H, W, G1)
+        if pr > 0 or pc > 0:
+            proj = F.pad(proj, (0, 0, pc, pc, pr, pr))  # (N, Hp, Wp, G1)
+        return proj
 
     def _grids(self, proj: torch.Tensor, out_h: int, out_w: int) -> Tuple[torch.Tensor, torch.Tensor, int, int]:
         """RNN1's grids over the padded projection ``proj`` (N, Hp, Wp, G1): (row grid (c steps, N, HR, W', G1),
@@ -206,6 +210,8 @@ class RNNPool2d(nn.Module):
         r, c = self.patch_size
         n = x.shape[0]
         proj = fused.project_input(self.rnn1, x, pr, pc)
+        if proj is None:  # not contiguous NCHW float32, or too many features for the C pass
+            proj = self._project(x, pr, pc)
         row_grid, col_grid, row_step, col_step = self._grids(proj, out_h, out_w)
         g2 = self.rnn2.num_gates * self.hidden_summary
         row_wx = proj.new_empty(n, row_grid.shape[2], out_w, g2)  # (N, HR, W', G2)
