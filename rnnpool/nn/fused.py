@@ -5,7 +5,7 @@ The eager path (:meth:`rnnpool.nn.recurrent.RecurrentCell.run_grid`) runs each r
 PyTorch ops over a batch of sequences, copying the strided grid into chunks first. The fused kernel
 (``kernels/fastgrnn.c``) reads the grid where it lies (any strides), keeps each sequence's state in a small
 local array, vectorises over the hidden units and threads over the sequences with OpenMP; its backward
-recomputes each step from the saved states. It serves FastGRNN cells (every gate x update nonlinearity,
+runs from each step's saved pre-activation (the steps replayed from them, without U h). It serves FastGRNN cells (every gate x update nonlinearity,
 low-rank or not, trainable zeta / nu) on CPU tensors of float32 and float64.
 
 How it is built: on first use, with the system C compiler (``$CC``, else ``cc``; ``-O3 -march=native
@@ -45,12 +45,6 @@ KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
 SOURCES = ("fastgrnn.c", "fastgrnn_scan.h")
 CFLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=gnu99")
 MAX_HIDDEN = 1024  # the kernel's limit (MAX_HIDDEN in fastgrnn.c)
-# From this many hidden units the backward's d U is one BLAS matrix product of the steps' d pre and states (T S
-# rows), not a rank-1 update per step inside the kernel: measured on a 2-core AVX2 EPYC, f+b at batch 8, the
-# product made the 48-unit cells (DenseNet121's) 12-18% faster and the 4-16-unit ones 11-41% slower (for those it
-# is a memory-bound pass over two (T S, H) tensors; that measurement also stored the states step-major, which
-# alone cost the 4-unit cells about 10%).
-GEMM_GRAD_U_MIN_HIDDEN = 32
 ACTIVATIONS = {"sigmoid": 0, "tanh": 1, "quant_sigmoid": 2, "quant_tanh": 3, "relu": 4, "identity": 5}
 
 _enabled = os.environ.get("RNNPOOL_FUSED", "1") != "0"
@@ -117,7 +111,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         forward.restype = ctypes.c_int
         backward = getattr(lib, f"fastgrnn_backward_{suffix}")
         backward.argtypes = [ctypes.POINTER(args), ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
-                             ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+                             ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
         backward.restype = ctypes.c_int
         scatter = getattr(lib, f"fastgrnn_scatter_{suffix}")
         scatter.argtypes = [ctypes.POINTER(args), ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
@@ -214,22 +208,22 @@ def _suffix(dtype: torch.dtype) -> str:
 
 
 def scan_forward(base: torch.Tensor, geometry, zeta: torch.Tensor, nu: torch.Tensor, gate: int, update: int, kernel_constants,
-                 save_states: bool):
+                 save_steps: bool):
     """The C kernel's forward over the grid ``geometry`` of ``base`` (see :class:`FastGRNNScan`): final states
-    (S, H) and, with ``save_states``, the state before every step (S, T, H) for the backward (else None)."""
+    (S, H) and, with ``save_steps``, every step's pre-activation (S, T, H) for the backward (else None)."""
     lib = load_library()
     t, n, l, m, h = geometry[0]
     sequences = n * l * m
     offset, u, ut, bias_diff = kernel_constants
     out = base.new_empty(sequences, h)
-    states = base.new_empty(sequences, t, h) if save_states else None
+    saved = base.new_empty(sequences, t, h) if save_steps else None
     if sequences:
         args = _arguments(base, geometry, offset, u, ut, bias_diff, float(zeta), float(nu))
         status = getattr(lib, f"fastgrnn_forward_{_suffix(base.dtype)}")(
-            ctypes.byref(args), h, gate, update, out.data_ptr(), states.data_ptr() if save_states else None, torch.get_num_threads())
+            ctypes.byref(args), h, gate, update, out.data_ptr(), saved.data_ptr() if save_steps else None, torch.get_num_threads())
         if status:
             raise RuntimeError(f"fused FastGRNN forward failed (status {status}, hidden {h})")
-    return out, states
+    return out, saved
 
 
 class FastGRNNScan(torch.autograd.Function):
@@ -238,22 +232,23 @@ class FastGRNNScan(torch.autograd.Function):
     The grid is given as the strided view ``geometry`` = (size, stride, start) of the contiguous tensor
     ``base`` (start: elements from base's first one; windows may overlap), so the backward adds each step's
     gradient straight into a gradient of ``base`` (the autograd of overlapping views, unfold_backward, costs
-    more than the recurrence)."""
+    more than the recurrence). The forward keeps every step's pre-activation ``x + U h``, so the backward needs
+    no U h: it replays the steps from them (gate, candidate, state) and then runs back through them."""
 
     @staticmethod
     def forward(ctx, base: torch.Tensor, geometry, offset: torch.Tensor, u: torch.Tensor, bias_diff: torch.Tensor,
                 zeta: torch.Tensor, nu: torch.Tensor, gate: int, update: int, kernel_constants) -> torch.Tensor:
         train = any(ctx.needs_input_grad)
-        out, states = scan_forward(base, geometry, zeta, nu, gate, update, kernel_constants, train)
+        out, saved = scan_forward(base, geometry, zeta, nu, gate, update, kernel_constants, train)
         if train:
-            ctx.save_for_backward(base, *kernel_constants, zeta, nu, states)
+            ctx.save_for_backward(base, *kernel_constants, zeta, nu, saved)
             ctx.geometry, ctx.kinds = geometry, (gate, update)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
-        base, offset, u, ut, bias_diff, zeta, nu, states = ctx.saved_tensors
+        base, offset, u, ut, bias_diff, zeta, nu, saved = ctx.saved_tensors
         (size, stride, start), (gate, update) = ctx.geometry, ctx.kinds
         t, n, l, m, h = size
         width = offset.shape[0]
@@ -263,16 +258,16 @@ class FastGRNNScan(torch.autograd.Function):
         grad_out = grad_out.contiguous()  # (held here: the kernel reads it through a raw pointer)
         grad_wx = base.new_empty(t, sequences, h)
         parts = base.new_zeros(threads, h * width + 2 * width + 2)
-        kernel_du = h < GEMM_GRAD_U_MIN_HIDDEN
         needs = ctx.needs_input_grad
         grad_base = None
         if sequences:
             args = _arguments(base, ctx.geometry, offset, u, ut, bias_diff, float(zeta), float(nu))
             status = getattr(lib, f"fastgrnn_backward_{suffix}")(
-                ctypes.byref(args), h, gate, update, states.data_ptr(), grad_out.data_ptr(), grad_wx.data_ptr(),
-                parts.data_ptr(), int(kernel_du), threads)
+                ctypes.byref(args), h, gate, update, saved.data_ptr(), grad_out.data_ptr(), grad_wx.data_ptr(), parts.data_ptr(),
+                threads)
             if status:
-                raise RuntimeError(f"fused FastGRNN backward failed (status {status}, hidden {h})")
+                raise (MemoryError if status == 2 else RuntimeError)(
+                    f"fused FastGRNN backward failed (status {status}{': no memory for its scratch' if status == 2 else ''}, hidden {h})")
         if needs[0]:
             if start == 0 and tuple(stride) == contiguous_strides(size) and base.numel() == grad_wx.numel():
                 grad_base = grad_wx.view(base.shape)  # the grid is the whole base, in its order
@@ -284,14 +279,9 @@ class FastGRNNScan(torch.autograd.Function):
                     by_image = stride[1] > reach
                     getattr(lib, f"fastgrnn_scatter_{suffix}")(ctypes.byref(args), h, grad_wx.data_ptr(), int(by_image), threads)
         total = parts.sum(0)
-        grad_u = None
-        if needs[3]:  # d U = the sum over steps and sequences of d pre h^T
-            # (per step t: d pre (S, H)^T times the states (S, H), read in place with row stride T H; summed over t)
-            grad_u = (total[: h * width].view(h, width)[:, :h] if kernel_du
-                      else torch.bmm(grad_wx.transpose(1, 2), states.transpose(0, 1)).sum(0))
         return (grad_base, None,
                 total[h * width + width: h * width + width + h] if needs[2] else None,
-                grad_u,
+                total[: h * width].view(h, width)[:, :h] if needs[3] else None,
                 total[h * width: h * width + h] if needs[4] else None,
                 total[-2].reshape(zeta.shape) if needs[5] else None,
                 total[-1].reshape(nu.shape) if needs[6] else None,

@@ -10,6 +10,10 @@
  * A step, from the state h and the projected input x (W x + b_z, read from a strided grid):
  *   pre = x + U h;  z = gate(pre);  c = update(pre + bd)  (bd = b_h - b_z)
  *   h'  = (zs (1 - z) + ns) c + z h                        (zs = sigmoid(zeta), ns = sigmoid(nu))
+ *
+ * For the backward the forward saves each step's pre-activation, saved[(s * T + t) * H + i]: the backward then
+ * needs no U h (H^2 multiply-adds a step); it replays the steps forward from them (z, c and the states, into
+ * scratch) and then runs backwards through them.
  */
 
 #define CAT_(a, b) a##_##b
@@ -29,17 +33,23 @@ static inline __attribute__((always_inline)) REAL FN(act)(REAL x, int kind) {
     }
 }
 
-/* d act / d x from the input x and the output y (torch's conventions: clamp passes the gradient only strictly
- * inside its interval, relu only above 0). */
-static inline __attribute__((always_inline)) REAL FN(act_grad)(REAL x, REAL y, int kind) {
+/* d act / d x from the output y alone (the backward keeps z and c from its replay). torch's
+ * conventions: clamp passes the gradient only strictly inside its interval, relu only above 0; y is strictly
+ * inside the clamp's interval (above 0) exactly where its input is. */
+static inline __attribute__((always_inline)) REAL FN(act_grad)(REAL y, int kind) {
     switch (kind) {
     case ACT_SIGMOID: return y * ((REAL)1 - y);
     case ACT_TANH: return (REAL)1 - y * y;
-    case ACT_QSIGMOID: { REAL v = (x + (REAL)1) * (REAL)0.5; return (v > (REAL)0 && v < (REAL)1) ? (REAL)0.5 : (REAL)0; }
-    case ACT_QTANH: return (x > (REAL)-1 && x < (REAL)1) ? (REAL)1 : (REAL)0;
-    case ACT_RELU: return x > (REAL)0 ? (REAL)1 : (REAL)0;
+    case ACT_QSIGMOID: return (y > (REAL)0 && y < (REAL)1) ? (REAL)0.5 : (REAL)0;
+    case ACT_QTANH: return (y > (REAL)-1 && y < (REAL)1) ? (REAL)1 : (REAL)0;
+    case ACT_RELU: return y > (REAL)0 ? (REAL)1 : (REAL)0;
     default: return (REAL)1;
     }
+}
+
+/* h' from the gate z, the candidate c and the state h (the forward, and the backward's replay of it) */
+static inline __attribute__((always_inline)) REAL FN(next_state)(REAL z, REAL c, REAL h, REAL zeta, REAL nu) {
+    return (zeta * ((REAL)1 - z) + nu) * c + z * h;
 }
 
 typedef struct {
@@ -79,9 +89,9 @@ static inline __attribute__((always_inline)) const REAL *FN(walk_next)(FN(walk) 
 }
 
 /* Forward of sequences [begin, end): final states into out (end - begin, H), sequence begin first; with
- * states != NULL also the state before every step, states[(s * T + t) * H + i]. */
+ * saved != NULL also every step's pre-activation (see above). */
 static inline __attribute__((always_inline)) void FN(forward_body)(const FN(scan_args) *a, int64_t begin, int64_t end,
-                                                                  REAL *out, REAL *states, const int H, const int gate,
+                                                                  REAL *out, REAL *saved, const int H, const int gate,
                                                                   const int update, const int64_t sg) {
     REAL h[H], pre[H];
     const REAL zeta = a->zeta, nu = a->nu;
@@ -90,17 +100,17 @@ static inline __attribute__((always_inline)) void FN(forward_body)(const FN(scan
         const REAL *x = FN(walk_next)(&walk);
         for (int i = 0; i < H; i++) h[i] = (REAL)0;
         for (int64_t t = 0; t < a->T; t++, x += a->st) {
-            if (states) memcpy(states + (s * a->T + t) * H, h, sizeof(REAL) * H);
             for (int i = 0; i < H; i++) pre[i] = x[i * sg] + a->offset[i];
             for (int j = 0; j < H; j++) {
                 const REAL hj = h[j];
                 const REAL *col = a->ut + (int64_t)j * a->width;
                 for (int i = 0; i < H; i++) pre[i] += col[i] * hj;
             }
+            if (saved) memcpy(saved + (s * a->T + t) * H, pre, sizeof(REAL) * H);
             for (int i = 0; i < H; i++) {
                 const REAL z = FN(act)(pre[i], gate);
                 const REAL c = FN(act)(pre[i] + a->bias_diff[i], update);
-                h[i] = (zeta * ((REAL)1 - z) + nu) * c + z * h[i];
+                h[i] = FN(next_state)(z, c, h[i], zeta, nu);
             }
         }
         memcpy(out + (s - begin) * H, h, sizeof(REAL) * H);
@@ -147,39 +157,40 @@ static void FN(write_finals)(const FN(scan_args) *a, const FN(epilogue) *e, int6
     }
 }
 
-/* Backward of sequences [begin, end) from the saved states: d pre of every step into grad_wx (T, S, H)
- * (= d x), and this thread's sums of d U (H x W, with du_sums), d bias_diff (W), d offset (W), d zeta, d nu into
- * part. */
+/* Backward of sequences [begin, end) from the saved pre-activations: d pre of every step into grad_wx (T, S, H)
+ * (= d x), and this thread's sums of d U (H x W), d bias_diff (W), d offset (W), d zeta, d nu into part. Each
+ * sequence's steps are first replayed into scratch (T x 3 H: the state before the step, z, c). */
 static inline __attribute__((always_inline)) void FN(backward_body)(const FN(scan_args) *a, int64_t begin, int64_t end,
-                                                                   const REAL *states, const REAL *grad_out, REAL *grad_wx,
-                                                                   REAL *part, const int H, const int gate, const int update,
-                                                                   const int du_sums) {
-    REAL dh[H], dprev[H], pre[H], dpre[H];
-    const int64_t W = a->width;
+                                                                   const REAL *saved, const REAL *grad_out, REAL *grad_wx,
+                                                                   REAL *scratch, REAL *part, const int H, const int gate,
+                                                                   const int update) {
+    REAL state[H], dh[H], dprev[H], dpre[H];
+    const int64_t W = a->width, T = a->T;
     REAL *du = part, *dbias = part + H * W, *doffset = part + H * W + W;
     REAL dzeta = 0, dnu = 0;
     const REAL zeta = a->zeta, nu = a->nu;
     const int64_t S = a->N * a->L * a->M;
-    FN(walk) walk = FN(walk_start)(a, begin);
     for (int64_t s = begin; s < end; s++) {
-        const REAL *base = FN(walk_next)(&walk);
-        memcpy(dh, grad_out + s * H, sizeof(REAL) * H);
-        for (int64_t t = a->T - 1; t >= 0; t--) {
-            const REAL *x = base + t * a->st;
-            const REAL *h = states + (s * a->T + t) * H;
-            for (int i = 0; i < H; i++) pre[i] = x[i * a->sg] + a->offset[i];
-            for (int j = 0; j < H; j++) {
-                const REAL hj = h[j];
-                const REAL *col = a->ut + (int64_t)j * W;
-                for (int i = 0; i < H; i++) pre[i] += col[i] * hj;
-            }
+        for (int i = 0; i < H; i++) state[i] = (REAL)0;
+        for (int64_t t = 0; t < T; t++) {
+            const REAL *pre = saved + (s * T + t) * H;
+            REAL *step = scratch + t * 3 * H;
+            memcpy(step, state, sizeof(REAL) * H);
             for (int i = 0; i < H; i++) {
-                const REAL z = FN(act)(pre[i], gate);
-                const REAL av = pre[i] + a->bias_diff[i];
-                const REAL c = FN(act)(av, update);
+                const REAL z = FN(act)(pre[i], gate), c = FN(act)(pre[i] + a->bias_diff[i], update);
+                step[H + i] = z;
+                step[2 * H + i] = c;
+                state[i] = FN(next_state)(z, c, state[i], zeta, nu);
+            }
+        }
+        memcpy(dh, grad_out + s * H, sizeof(REAL) * H);
+        for (int64_t t = T - 1; t >= 0; t--) {
+            const REAL *h = scratch + t * 3 * H, *zs = h + H, *cs = h + 2 * H;
+            for (int i = 0; i < H; i++) {
+                const REAL z = zs[i], c = cs[i];
                 const REAL coef = zeta * ((REAL)1 - z) + nu;
-                const REAL dc = dh[i] * coef * FN(act_grad)(av, c, update);
-                const REAL dz = dh[i] * (h[i] - zeta * c) * FN(act_grad)(pre[i], z, gate);
+                const REAL dc = dh[i] * coef * FN(act_grad)(c, update);
+                const REAL dz = dh[i] * (h[i] - zeta * c) * FN(act_grad)(z, gate);
                 dpre[i] = dc + dz;
                 dbias[i] += dc;
                 doffset[i] += dpre[i];
@@ -192,10 +203,8 @@ static inline __attribute__((always_inline)) void FN(backward_body)(const FN(sca
                 const REAL di = dpre[i];
                 const REAL *row = a->u + (int64_t)i * W;
                 for (int j = 0; j < H; j++) dprev[j] += row[j] * di;
-                if (du_sums) {
-                    REAL *du_row = du + (int64_t)i * W;
-                    for (int j = 0; j < H; j++) du_row[j] += di * h[j];
-                }
+                REAL *du_row = du + (int64_t)i * W;
+                for (int j = 0; j < H; j++) du_row[j] += di * h[j];
             }
             memcpy(dh, dprev, sizeof(REAL) * H);
         }
@@ -212,31 +221,39 @@ static inline void FN(split)(int64_t S, int64_t *begin, int64_t *end) {
     *end = *begin + per + (me < extra ? 1 : 0);
 }
 
-static int FN(scalar_forward)(const FN(scan_args) *a, int H, int gate, int update, REAL *out, REAL *states, int threads) {
+static int FN(scalar_forward)(const FN(scan_args) *a, int H, int gate, int update, REAL *out, REAL *saved, int threads) {
     const int64_t S = a->N * a->L * a->M;
     if (H <= 0 || H > MAX_HIDDEN) return 1;
 #pragma omp parallel num_threads(threads)
     {
         int64_t b, e;
         FN(split)(S, &b, &e);
-        FN(forward_body)(a, b, e, out + b * H, states, H, gate, update, a->sg);
+        FN(forward_body)(a, b, e, out + b * H, saved, H, gate, update, a->sg);
     }
     return 0;
 }
 
 /* parts: (threads, H * W + 2 * W + 2) zeroed by the caller; the caller sums them. */
-static int FN(scalar_backward)(const FN(scan_args) *a, int H, int gate, int update, const REAL *states, const REAL *grad_out,
-                               REAL *grad_wx, REAL *parts, int du_sums, int threads) {
+static int FN(scalar_backward)(const FN(scan_args) *a, int H, int gate, int update, const REAL *saved, const REAL *grad_out,
+                               REAL *grad_wx, REAL *parts, int threads) {
     const int64_t S = a->N * a->L * a->M;
+    int failed = 0;
     if (H <= 0 || H > MAX_HIDDEN) return 1;
 #pragma omp parallel num_threads(threads)
     {
         int64_t b, e;
         FN(split)(S, &b, &e);
         REAL *p = parts + (int64_t)omp_get_thread_num() * (H * a->width + 2 * a->width + 2);
-        FN(backward_body)(a, b, e, states, grad_out, grad_wx, p, H, gate, update, du_sums);
+        REAL *scratch = (REAL *)malloc(sizeof(REAL) * (a->T + 1) * 3 * H);
+        if (!scratch) {
+#pragma omp atomic write
+            failed = 2;
+        } else {
+            FN(backward_body)(a, b, e, saved, grad_out, grad_wx, scratch, p, H, gate, update);
+        }
+        free(scratch);
     }
-    return 0;
+    return failed;
 }
 
 /* grad_base[the grid's element (t, s, g)] += grad_wx[t, s, g]: the gradient of the tensor the grid is a
