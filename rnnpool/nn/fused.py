@@ -36,7 +36,7 @@ import threading
 import warnings
 import weakref
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -117,8 +117,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         scatter.argtypes = [ctypes.POINTER(args), ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
         scatter.restype = ctypes.c_int
         infer = getattr(lib, f"fastgrnn_infer_{suffix}")
-        infer.argtypes = [ctypes.POINTER(args), ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(_Epilogue), ctypes.c_void_p,
-                          ctypes.c_int]
+        infer.argtypes = [ctypes.POINTER(args), ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.POINTER(_Epilogue),
+                          ctypes.c_void_p, ctypes.c_int]
         infer.restype = ctypes.c_int
     project = lib.rnnpool_project_f32
     project.argtypes = [ctypes.c_void_p, *[ctypes.c_int64] * 4, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
@@ -433,14 +433,21 @@ PROJECT_MAX_OUTPUTS = 64
 
 def inference_ready(cells, x: torch.Tensor) -> bool:
     """Whether an RNNPool of ``cells`` can run its inference on ``x`` through :func:`project_input` and
-    :func:`scan_into`: the C kernel applies to every cell (FastGRNN, not compiled, the switch on, CPU, float32/64)
-    and autograd is off."""
+    :func:`scans_into`: the C kernel applies to every cell (FastGRNN, not compiled, the switch on, CPU, float32/64;
+    what :func:`backend` asks, checked once for all cells) and autograd is off."""
     from .fastgrnn import FastGRNNCell  # (that module imports this one)
 
-    if torch.is_grad_enabled() or torch.jit.is_scripting():
+    if not _enabled or torch.is_grad_enabled() or torch.jit.is_scripting() or BACKENDS.get(x.device.type) != "c":
         return False
-    grid = x.unsqueeze(0)
-    return all(isinstance(cell, FastGRNNCell) and not cell.compiled and backend(cell, [grid]) == "c" for cell in cells)
+    for cell in cells:
+        if not isinstance(cell, FastGRNNCell) or cell.compiled or cell.hidden_size > MAX_HIDDEN:
+            return False
+        u = cell.u1
+        if u.dtype != x.dtype or u.dtype not in (torch.float32, torch.float64) or u.device != x.device:
+            return False
+    if torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+        return False
+    return fused_available()
 
 
 def project_input(cell: torch.nn.Module, x: torch.Tensor, pad_rows: int, pad_cols: int) -> Optional[torch.Tensor]:
@@ -465,23 +472,35 @@ def scan_into(cell: torch.nn.Module, grid: torch.Tensor, dest: torch.Tensor, rev
     """Inference of ``cell`` over the grid of ``W x`` (T, N, L, M, H) (read backwards in time with ``reverse``) in
     the C kernel, writing each sequence's final state, or with ``project`` that cell's input projection of it,
     into ``dest`` (N, L, M, H or G), any strides (e.g. a channel slice of an NCHW output)."""
+    scans_into(cell, [(grid, dest, reverse)], project)
+
+
+def scans_into(cell: torch.nn.Module, scans: List[Tuple[torch.Tensor, torch.Tensor, bool]],
+               project: Optional[torch.nn.Module] = None) -> None:
+    """:func:`scan_into` for several (grid, dest, reverse) of one cell in one kernel call (one parallel region, the
+    cells' constants looked up once: at batch 1 a call's overhead is a good part of a small layer's time)."""
     zeta, nu, constants, _ = _inference_constants(cell)
-    t, n, l, m, h = grid.shape
     wt = _inference_constants(project)[3] if project is not None else None
+    h = cell.hidden_size
     features = project.num_gates * project.hidden_size if project is not None else h
-    if tuple(dest.shape) != (n, l, m, features) or dest.dtype != grid.dtype or dest.device != grid.device:
-        raise ValueError(f"scan_into: destination {tuple(dest.shape)} {dest.dtype} does not fit the grid's "
-                         f"{(n, l, m, features)} {grid.dtype}")
-    base, geometry = _grid_view(grid)
-    if reverse:
-        geometry = _reversed(geometry)
-    args = _arguments(base, geometry, *constants, zeta, nu)
-    epilogue = _Epilogue(dest.data_ptr(), *dest.stride(), wt.data_ptr() if wt is not None else None, features,
-                         wt.shape[1] if wt is not None else 0)
+    count = len(scans)
+    args = ((_ScanArgs32 if constants[0].dtype == torch.float32 else _ScanArgs64) * count)()
+    epilogues = (_Epilogue * count)()
+    sequences = 0
+    for index, (grid, dest, reverse) in enumerate(scans):
+        t, n, l, m, _ = grid.shape
+        if tuple(dest.shape) != (n, l, m, features) or dest.dtype != grid.dtype or dest.device != grid.device:
+            raise ValueError(f"scan_into: destination {tuple(dest.shape)} {dest.dtype} does not fit the grid's "
+                             f"{(n, l, m, features)} {grid.dtype}")
+        base, geometry = _grid_view(grid)
+        args[index] = _arguments(base, _reversed(geometry) if reverse else geometry, *constants, zeta, nu)
+        epilogues[index] = _Epilogue(dest.data_ptr(), *dest.stride(), wt.data_ptr() if wt is not None else None, features,
+                                     wt.shape[1] if wt is not None else 0)
+        sequences += n * l * m
+    finals = constants[0].new_empty(sequences, h)  # scratch: the final states before the epilogues
     kinds = ACTIVATIONS[cell.gate_nonlinearity], ACTIVATIONS[cell.update_nonlinearity]
-    finals = base.new_empty(n * l * m, h)  # scratch: the final states before the epilogue
-    status = getattr(load_library(), f"fastgrnn_infer_{_suffix(base.dtype)}")(
-        ctypes.byref(args), h, *kinds, ctypes.byref(epilogue), finals.data_ptr(), torch.get_num_threads())
+    status = getattr(load_library(), f"fastgrnn_infer_{_suffix(finals.dtype)}")(
+        args, count, h, *kinds, epilogues, finals.data_ptr(), torch.get_num_threads())
     if status:
         raise RuntimeError(f"fused FastGRNN inference failed (status {status}, hidden {h})")
 
@@ -506,5 +525,5 @@ def _triton_scans(grids, offset, u, bias_diff, zeta, nu, kinds, both_directions:
 
 
 __all__ = ["BACKENDS", "FastGRNNScan", "backend", "fastgrnn_scan", "fused_available", "fused_enabled", "inference_ready",
-           "kernel_constants", "load_library", "project_input", "scan_forward", "scan_into", "set_fused", "triton_available",
+           "kernel_constants", "load_library", "project_input", "scan_forward", "scan_into", "scans_into", "set_fused", "triton_available",
            "use_fused"]

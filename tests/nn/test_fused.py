@@ -73,6 +73,41 @@ def test_backward_from_saved_pre_activations_gives_the_reference_gradients():
         assert_fused_matches_eager(layer, torch.randn(2, 5, 15, 13))
 
 
+@pytest.mark.parametrize("threads,batch", [(1, 3), (2, 3), (2, 4)], ids=["one-thread", "images-uneven", "images-even"])
+def test_input_gradient_at_any_thread_count_and_batch(threads, batch):
+    """The backward's per-step gradients scattered into the projection's (threads over images or one thread) give
+    the eager path's gradients, with the sequences split unevenly or evenly over the threads (float32, narrow and
+    vector cells, reversed RNN2 grids included)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for hidden in (4, 16):
+            torch.manual_seed(hidden)
+            layer = RNNPool2d(3, 4, 2, hidden, hidden, padding=1)
+            assert_fused_matches_eager(layer, torch.randn(batch, 3, 11, 9))
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_backward_when_the_input_needs_no_gradient():
+    """W1 frozen and an input without gradient: RNN1's kernels are not asked for their input's gradient; U, the
+    biases, zeta and nu still get the eager path's gradients."""
+    torch.manual_seed(3)
+    layer = RNNPool2d(3, 4, 2, 8, 8, cell_kwargs=dict(train_zeta_nu=True))
+    layer.rnn1.w1.requires_grad_(False)
+    layer.rnn2.w1.requires_grad_(False)
+    x = torch.randn(2, 3, 10, 10)
+    grads = []
+    for fused_on in (True, False):
+        layer.zero_grad(set_to_none=True)
+        with use_fused(fused_on):
+            layer(x).square().sum().backward()
+        grads.append({name: p.grad.clone() for name, p in layer.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 4
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-5)
+
+
 def test_inference_reuses_constants_only_while_the_parameters_are_unchanged():
     """An inference call reuses the kernel constants of the cell's last one; an optimizer step, load_state_dict,
     ``p.data = ...`` and a replaced parameter each make new ones (the output follows the eager path's)."""
@@ -172,20 +207,20 @@ def test_the_switch_selects_the_eager_path(monkeypatch):
 
 
 def test_inference_saves_no_states(monkeypatch):
-    """Under no_grad the layer runs its inference path (six scans straight into their destinations, no autograd
-    Function, which would still see trainable parameters there and save every step's state); with gradients each
-    scan saves its states."""
+    """Under no_grad the layer runs its inference path (six scans straight into their destinations in two kernel
+    calls, RNN1's two sweeps and RNN2's four; no autograd Function, which would still see trainable parameters
+    there and save every step's pre-activation); with gradients each scan saves its steps."""
     saved, inferred = [], []
-    original, original_into = fused_module.scan_forward, fused_module.scan_into
+    original, original_into = fused_module.scan_forward, fused_module.scans_into
     monkeypatch.setattr(fused_module, "scan_forward", lambda *a: saved.append(a[-1]) or original(*a))
-    monkeypatch.setattr(fused_module, "scan_into", lambda *a, **k: inferred.append(a[0]) or original_into(*a, **k))
+    monkeypatch.setattr(fused_module, "scans_into", lambda *a, **k: inferred.append((a[0], len(a[1]))) or original_into(*a, **k))
     layer = RNNPool2d(3, 4, 2, 8, 8)
     x = torch.randn(1, 3, 8, 8)
     with torch.no_grad():
         out = layer(x)
-    assert saved == [] and inferred == [layer.rnn1] * 2 + [layer.rnn2] * 4 and out.grad_fn is None
+    assert saved == [] and inferred == [(layer.rnn1, 2), (layer.rnn2, 4)] and out.grad_fn is None
     layer(x).sum().backward()
-    assert saved == [True] * 6 and len(inferred) == 6
+    assert saved == [True] * 6 and len(inferred) == 2
 
 
 @pytest.mark.parametrize("gate,update", list(itertools.product(NONLINEARITIES, NONLINEARITIES)))

@@ -684,38 +684,56 @@ int rnnpool_project_f32(const float *x, int64_t N, int64_t C, int64_t Hin, int64
     return 0;
 }
 
-/* An inference scan (no states saved): the forward bodies write the final states into finals (S, H), scratch,
- * and each thread then passes its own sequences through the epilogue e (see epilogue_f32 in fastgrnn_scan.h).
- * (Blocks of sequences through a small buffer in cache measured 30% slower for 48 units.) */
-int fastgrnn_infer_f32(const scan_args_f32 *a, int H, int gate, int update, const epilogue_f32 *e, float *finals, int threads) {
-    if (H <= 0 || H > MAX_HIDDEN || a->width != fastgrnn_width_f32(H) || (e->proj && (e->O <= 0 || e->O > MAX_HIDDEN))) return 1;
-    if (H > LANES * MAX_VECTORS) return scalar_infer_f32(a, H, gate, update, e, finals, threads);
+/* count inference scans of one cell (no states saved) in one parallel region (RNNPool's two sweeps of RNN1, its
+ * four of RNN2: one call each, for the overhead of a call matters at batch 1): for scan i the forward bodies write
+ * the final states into finals (after those of the scans before it, S_i x H each, scratch), and each thread then
+ * passes its own sequences through the epilogue e[i] (see epilogue_f32 in fastgrnn_scan.h). (Blocks of sequences
+ * through a small buffer in cache measured 30% slower for 48 units.) */
+/* This thread's part of one inference scan (a function of its own: inlined into the loop over the scans, the
+ * 48-unit forward ran 40% slower) */
+static __attribute__((noinline)) void infer_part(const scan_args_f32 *a, int H, int gate, int update, const epilogue_f32 *e,
+                                                 float *finals) {
     const int64_t S = a->N * a->L * a->M;
     const int NV = (H + LANES - 1) / LANES;
     /* a projection into a contiguous (S, O) destination: vectorised like the input projection (P transposed
      * padded to whole vectors, ps = 8 NVO) */
     const int dense_projection = e->proj && e->O <= LANES * MAX_VECTORS && e->ps == (e->O + LANES - 1) / LANES * LANES && e->oo == 1
                                  && e->om == e->O && e->ol == a->M * e->O && (a->N == 1 || e->on == a->L * a->M * e->O);
-#pragma omp parallel num_threads(threads)
-    {
-        int64_t b, end;
-        split_f32(S, &b, &end);
+    int64_t b, end;
+    split_f32(S, &b, &end);
 #define NARROW(HS) narrow_forward(a, b, end, finals + b * H, NULL, HS, gate, update)
 #define FORWARD(HS, V) vector_forward(a, b, end, finals + b * H, NULL, HS, V, gate, update)
-        WIDTH_CASES(NARROW, FORWARD)
+    WIDTH_CASES(NARROW, FORWARD)
 #undef FORWARD
 #undef NARROW
-        if (dense_projection)
-            project_rows(finals + b * H, H, 1, H, end - b, e->proj, e->O, e->out + b * e->O);
-        else
-            write_finals_f32(a, e, b, end, finals + b * H, H);
+    if (dense_projection)
+        project_rows(finals + b * H, H, 1, H, end - b, e->proj, e->O, e->out + b * e->O);
+    else
+        write_finals_f32(a, e, b, end, finals + b * H, H);
+}
+
+int fastgrnn_infer_f32(const scan_args_f32 *a, int count, int H, int gate, int update, const epilogue_f32 *e, float *finals,
+                       int threads) {
+    for (int i = 0; i < count; i++)
+        if (H <= 0 || H > MAX_HIDDEN || a[i].width != fastgrnn_width_f32(H) || (e[i].proj && (e[i].O <= 0 || e[i].O > MAX_HIDDEN)))
+            return 1;
+    if (H > LANES * MAX_VECTORS) return scalar_infer_f32(a, count, H, gate, update, e, finals, threads);
+#pragma omp parallel num_threads(threads)
+    {
+        float *f = finals; /* each scan's finals after the previous one's: no thread waits for another */
+        for (int i = 0; i < count; i++) {
+            infer_part(&a[i], H, gate, update, &e[i], f);
+            f += a[i].N * a[i].L * a[i].M * H;
+        }
     }
     return 0;
 }
 
-int fastgrnn_infer_f64(const scan_args_f64 *a, int H, int gate, int update, const epilogue_f64 *e, double *finals, int threads) {
-    if (a->width != H) return 1;
-    return scalar_infer_f64(a, H, gate, update, e, finals, threads);
+int fastgrnn_infer_f64(const scan_args_f64 *a, int count, int H, int gate, int update, const epilogue_f64 *e, double *finals,
+                       int threads) {
+    for (int i = 0; i < count; i++)
+        if (a[i].width != H) return 1;
+    return scalar_infer_f64(a, count, H, gate, update, e, finals, threads);
 }
 
 int fastgrnn_forward_f64(const scan_args_f64 *a, int H, int gate, int update, double *out, double *saved, int threads) {
