@@ -486,7 +486,7 @@ def scans_into(cell: torch.nn.Module, scans: List[Tuple[torch.Tensor, torch.Tens
     count = len(scans)
     args = ((_ScanArgs32 if constants[0].dtype == torch.float32 else _ScanArgs64) * count)()
     epilogues = (_Epilogue * count)()
-    sequences = 0
+    sequences = 0  # of the largest scan: the scans share the kernel's scratch one after the other
     for index, (grid, dest, reverse) in enumerate(scans):
         t, n, l, m, _ = grid.shape
         if tuple(dest.shape) != (n, l, m, features) or dest.dtype != grid.dtype or dest.device != grid.device:
@@ -496,8 +496,8 @@ def scans_into(cell: torch.nn.Module, scans: List[Tuple[torch.Tensor, torch.Tens
         args[index] = _arguments(base, _reversed(geometry) if reverse else geometry, *constants, zeta, nu)
         epilogues[index] = _Epilogue(dest.data_ptr(), *dest.stride(), wt.data_ptr() if wt is not None else None, features,
                                      wt.shape[1] if wt is not None else 0)
-        sequences += n * l * m
-    finals = constants[0].new_empty(sequences, h)  # scratch: the final states before the epilogues
+        sequences = max(sequences, n * l * m)
+    finals = constants[0].new_empty(sequences, h)  # scratch: the final states before the epilogue
     kinds = ACTIVATIONS[cell.gate_nonlinearity], ACTIVATIONS[cell.update_nonlinearity]
     status = getattr(load_library(), f"fastgrnn_infer_{_suffix(finals.dtype)}")(
         args, count, h, *kinds, epilogues, finals.data_ptr(), torch.get_num_threads())

@@ -686,9 +686,9 @@ int rnnpool_project_f32(const float *x, int64_t N, int64_t C, int64_t Hin, int64
 
 /* count inference scans of one cell (no states saved) in one parallel region (RNNPool's two sweeps of RNN1, its
  * four of RNN2: one call each, for the overhead of a call matters at batch 1): for scan i the forward bodies write
- * the final states into finals (after those of the scans before it, S_i x H each, scratch), and each thread then
- * passes its own sequences through the epilogue e[i] (see epilogue_f32 in fastgrnn_scan.h). (Blocks of sequences
- * through a small buffer in cache measured 30% slower for 48 units.) */
+ * the final states into finals (scratch of the largest scan's S x H, shared by the scans one after the other), and
+ * each thread then passes its own sequences through the epilogue e[i] (see epilogue_f32 in fastgrnn_scan.h).
+ * (Blocks of sequences through a small buffer in cache measured 30% slower for 48 units.) */
 /* This thread's part of one inference scan (a function of its own: inlined into the loop over the scans, the
  * 48-unit forward ran 40% slower) */
 static __attribute__((noinline)) void infer_part(const scan_args_f32 *a, int H, int gate, int update, const epilogue_f32 *e,
@@ -719,12 +719,11 @@ int fastgrnn_infer_f32(const scan_args_f32 *a, int count, int H, int gate, int u
             return 1;
     if (H > LANES * MAX_VECTORS) return scalar_infer_f32(a, count, H, gate, update, e, finals, threads);
 #pragma omp parallel num_threads(threads)
-    {
-        float *f = finals; /* each scan's finals after the previous one's: no thread waits for another */
-        for (int i = 0; i < count; i++) {
-            infer_part(&a[i], H, gate, update, &e[i], f);
-            f += a[i].N * a[i].L * a[i].M * H;
-        }
+    for (int i = 0; i < count; i++) {
+        if (i > 0) {
+#pragma omp barrier
+        } /* (the scans share finals: each thread's part of scan i may overlap another's part of scan i - 1) */
+        infer_part(&a[i], H, gate, update, &e[i], finals);
     }
     return 0;
 }

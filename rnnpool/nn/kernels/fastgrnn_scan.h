@@ -280,22 +280,20 @@ int FN(fastgrnn_scatter)(const FN(scan_args) *a, int H, const REAL *grad_wx, int
 }
 
 /* count inference scans of one cell with the scalar body (no states saved): scan i's final states into finals
- * (after those of the scans before it; S_i x H each, scratch), then through its epilogue e[i]. */
+ * (scratch of the largest scan's S x H, shared by the scans one after the other), then through its epilogue e[i]. */
 static int FN(scalar_infer)(const FN(scan_args) *a, int count, int H, int gate, int update, const FN(epilogue) *e, REAL *finals,
                             int threads) {
     for (int i = 0; i < count; i++)
         if (H <= 0 || H > MAX_HIDDEN || (e[i].proj && (e[i].O <= 0 || e[i].O > MAX_HIDDEN))) return 1;
 #pragma omp parallel num_threads(threads)
-    {
-        REAL *f = finals; /* each scan's finals after the previous one's: no thread waits for another */
-        for (int i = 0; i < count; i++) {
-            const int64_t S = a[i].N * a[i].L * a[i].M;
-            int64_t b, end;
-            FN(split)(S, &b, &end);
-            FN(forward_body)(&a[i], b, end, f + b * H, NULL, H, gate, update, a[i].sg);
-            FN(write_finals)(&a[i], &e[i], b, end, f + b * H, H);
-            f += S * H;
-        }
+    for (int i = 0; i < count; i++) {
+        if (i > 0) {
+#pragma omp barrier
+        } /* (the scans share finals) */
+        int64_t b, end;
+        FN(split)(a[i].N * a[i].L * a[i].M, &b, &end);
+        FN(forward_body)(&a[i], b, end, finals + b * H, NULL, H, gate, update, a[i].sg);
+        FN(write_finals)(&a[i], &e[i], b, end, finals + b * H, H);
     }
     return 0;
 }
