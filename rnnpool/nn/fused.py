@@ -5,8 +5,9 @@ The eager path (:meth:`rnnpool.nn.recurrent.RecurrentCell.run_grid`) runs each r
 PyTorch ops over a batch of sequences, copying the strided grid into chunks first. The fused kernel
 (``kernels/fastgrnn.c``) reads the grid where it lies (any strides), keeps each sequence's state in a small
 local array, vectorises over the hidden units and threads over the sequences with OpenMP; its backward
-runs from each step's saved pre-activation (the steps replayed from them, without U h). It serves FastGRNN cells (every gate x update nonlinearity,
-low-rank or not, trainable zeta / nu) on CPU tensors of float32 and float64.
+runs from each step's saved pre-activation (the steps replayed from them, without U h). It serves FastGRNN
+cells (every gate x update nonlinearity, low-rank or not, trainable zeta / nu) on CPU tensors of float32 and
+float64.
 
 How it is built: on first use, with the system C compiler (``$CC``, else ``cc``; ``-O3 -march=native
 -fopenmp``) into ``$RNNPOOL_CACHE`` (default ``~/.cache/rnnpool``), keyed by the source, the compiler and the
@@ -487,12 +488,14 @@ def scans_into(cell: torch.nn.Module, scans: List[Tuple[torch.Tensor, torch.Tens
     args = ((_ScanArgs32 if constants[0].dtype == torch.float32 else _ScanArgs64) * count)()
     epilogues = (_Epilogue * count)()
     sequences = 0  # of the largest scan: the scans share the kernel's scratch one after the other
+    bases = []  # (held here: where a grid is not a view of a contiguous tensor, _grid_view makes a copy)
     for index, (grid, dest, reverse) in enumerate(scans):
         t, n, l, m, _ = grid.shape
         if tuple(dest.shape) != (n, l, m, features) or dest.dtype != grid.dtype or dest.device != grid.device:
             raise ValueError(f"scan_into: destination {tuple(dest.shape)} {dest.dtype} does not fit the grid's "
                              f"{(n, l, m, features)} {grid.dtype}")
         base, geometry = _grid_view(grid)
+        bases.append(base)
         args[index] = _arguments(base, _reversed(geometry) if reverse else geometry, *constants, zeta, nu)
         epilogues[index] = _Epilogue(dest.data_ptr(), *dest.stride(), wt.data_ptr() if wt is not None else None, features,
                                      wt.shape[1] if wt is not None else 0)

@@ -205,8 +205,9 @@ class RNNPool2d(nn.Module):
         """:meth:`pool` without autograd in three C calls (see :func:`rnnpool.nn.fused.inference_ready`): the input
         projection in one pass straight into the padded channels-last buffer, RNN1's two sweeps with their summaries
         written already through RNN2's W2 (no summary tensor, no matmul), RNN2's four sweeps with their final states
-        written into their channels of the output (no concatenation, no permuting copy). 3-46% faster than running the autograd path's kernels
-        without autograd (operator benchmark configs, 2-core CPU); the same results to float rounding."""
+        written into their channels of the output (no concatenation, no permuting copy). 3-46% faster than running
+        the autograd path's kernels without autograd (operator benchmark configs, 2-core CPU); the same results to
+        float rounding."""
         r, c = self.patch_size
         n = x.shape[0]
         proj = fused.project_input(self.rnn1, x, pr, pc)

@@ -281,6 +281,30 @@ def test_scan_into_checks_its_destination():
         fused_module.scan_into(cell, grid, torch.empty(2, 4, 5, 7))
 
 
+@pytest.mark.parametrize("hidden", [4, 16, 72])  # narrow, vector and scalar bodies
+def test_scans_into_runs_several_grids_as_each_alone(hidden):
+    """Several grids of one cell in one call (sharing the kernel's scratch; of different sizes; one read backwards;
+    one not a view of a contiguous tensor, so copied first and held through the call) give what each gives in a
+    call of its own, and that equals the eager recurrence."""
+    torch.manual_seed(hidden)
+    cell = FastGRNNCell(4, hidden)
+    plain = torch.randn(3, 2, 4, 5, hidden)
+    strided = torch.empty_strided((5, 2, 3, 2, hidden), (1, 5, 10, 30, 60)).copy_(
+        torch.randn(5, 2, 3, 2, hidden))  # (T, N, L, M, H) in column-major order: its own base, not contiguous
+    scans = [(plain, torch.empty(2, 4, 5, hidden), False), (strided, torch.empty(2, 3, 2, hidden), True),
+             (plain, torch.empty(2, 4, 5, hidden), True)]
+    with torch.no_grad():
+        fused_module.scans_into(cell, scans)
+        for grid, dest, reverse in scans:
+            alone = torch.empty_like(dest)
+            fused_module.scan_into(cell, grid, alone, reverse=reverse)
+            torch.testing.assert_close(dest, alone, rtol=0, atol=0)
+            steps = grid.flip(0) if reverse else grid
+            with use_fused(False):
+                eager = cell.run_grids([steps.contiguous()], 0)[0]
+            torch.testing.assert_close(dest.reshape(-1, hidden), eager, rtol=1e-4, atol=1e-5)
+
+
 def test_without_a_compiler_it_warns_once_and_runs_eagerly(monkeypatch, tmp_path):
     monkeypatch.setattr(fused_module, "_library", None)
     monkeypatch.setattr(fused_module, "_failure", None)
