@@ -14,8 +14,8 @@ How it is built: on first use, with the system C compiler (``$CC``, else ``cc``;
 CPU, and loaded with ctypes. It needs no PyTorch headers, so it builds in seconds against any installed torch.
 Where it cannot be built (no compiler), a RuntimeWarning says why once and the eager path runs.
 
-Without autograd, :func:`inference_ready`, :func:`project_input` and :func:`scan_into` let RNNPool2d run its whole
-forward in C calls that write where the next one reads (the input projection into its padded buffer, RNN1's
+Without autograd, :func:`inference_ready`, :func:`project_input` and :func:`scans_into` let RNNPool2d run its whole
+forward in three C calls that write where the next one reads (the input projection into its padded buffer, RNN1's
 summaries through RNN2's W, RNN2's states into the output's channels).
 
 One switch: :func:`set_fused` (or ``RNNPOOL_FUSED=0`` in the environment) selects the eager path everywhere,
@@ -332,20 +332,27 @@ def backend(cell: torch.nn.Module, grids: List[torch.Tensor]) -> Optional[str]:
     applies: switched off, TorchScript, torch.compile or ONNX export tracing, parameters other than float32/64,
     grids on another device or of another dtype (the Triton kernels also read float16/bfloat16 grids), or the
     kernel cannot be built."""
-    if not _enabled or torch.jit.is_scripting() or cell.hidden_size > MAX_HIDDEN:
-        return None
-    if torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+    kind = _parameters_kind(cell)
+    if kind is None:
         return None
     dtype, device = cell.u1.dtype, cell.u1.device
-    kind = BACKENDS.get(device.type)
-    if dtype not in (torch.float32, torch.float64) or kind is None:
-        return None
     readable = (dtype, *HALF_DTYPES) if kind == "triton" else (dtype,)
     if any(g.device != device or g.dtype not in readable or g.dim() != 5 for g in grids):
         return None
     if kind == "c":
         return kind if fused_available() else None
     return kind if triton_available() else None
+
+
+def _parameters_kind(cell: torch.nn.Module) -> Optional[str]:
+    """The kernel for ``cell``'s parameters, whatever the grids (see :func:`backend`; None where none applies)."""
+    if not _enabled or torch.jit.is_scripting() or cell.hidden_size > MAX_HIDDEN:
+        return None
+    if torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+        return None
+    if cell.u1.dtype not in (torch.float32, torch.float64):
+        return None
+    return BACKENDS.get(cell.u1.device.type)
 
 
 def _grid_view(grid: torch.Tensor):
@@ -434,20 +441,17 @@ PROJECT_MAX_OUTPUTS = 64
 
 def inference_ready(cells, x: torch.Tensor) -> bool:
     """Whether an RNNPool of ``cells`` can run its inference on ``x`` through :func:`project_input` and
-    :func:`scans_into`: the C kernel applies to every cell (FastGRNN, not compiled, the switch on, CPU, float32/64;
-    what :func:`backend` asks, checked once for all cells) and autograd is off."""
+    :func:`scans_into`: the C kernel applies to every cell (FastGRNN, not compiled, and what :func:`backend` asks:
+    the switch on, CPU, float32/64 parameters and input alike) and autograd is off."""
     from .fastgrnn import FastGRNNCell  # (that module imports this one)
 
-    if not _enabled or torch.is_grad_enabled() or torch.jit.is_scripting() or BACKENDS.get(x.device.type) != "c":
+    if torch.is_grad_enabled() or torch.jit.is_scripting():
         return False
     for cell in cells:
-        if not isinstance(cell, FastGRNNCell) or cell.compiled or cell.hidden_size > MAX_HIDDEN:
+        if not isinstance(cell, FastGRNNCell) or cell.compiled or _parameters_kind(cell) != "c":
             return False
-        u = cell.u1
-        if u.dtype != x.dtype or u.dtype not in (torch.float32, torch.float64) or u.device != x.device:
+        if cell.u1.dtype != x.dtype or cell.u1.device != x.device:
             return False
-    if torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
-        return False
     return fused_available()
 
 

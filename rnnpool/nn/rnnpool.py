@@ -155,19 +155,18 @@ class RNNPool2d(nn.Module):
         n = x.shape[0]
         out_h = rnnpool_output_size(x.shape[2], r, sr, pr)
         out_w = rnnpool_output_size(x.shape[3], c, sc, pc)
+        if not torch.jit.is_scripting() and self._inference_ready(x):
+            return self._pool_inference(x, pr, pc, out_h, out_w)
         # Sequences per recurrent batch: on CPU about 2^18 state values (1 MiB fp32), so a piece's
         # temporaries stay in cache; on GPU everything at once.
         chunk = self.chunk_size if self.chunk_size >= 0 else (0 if x.is_cuda else 262144 // self.rnn1.state_size)
-        if not torch.jit.is_scripting() and self._inference_ready(x):
-            return self._pool_inference(x, pr, pc, out_h, out_w)
         row_grid, col_grid, row_step, col_step = self._grids(self._project(x, pr, pc), out_h, out_w)
         row_sum, col_sum = self.rnn1.run_grids([row_grid, col_grid], chunk)
         # RNN2's W2 x, once per unique summary, then each patch's r rows / c columns.
         w2 = self.rnn2.input_weight()
         row_wx = F.linear(row_sum.reshape(n, row_grid.shape[2], out_w, self.hidden_row), w2)  # (N, HR, W', G2)
         col_wx = F.linear(col_sum.reshape(n, out_h, col_grid.shape[3], self.hidden_row), w2)  # (N, H', WC, G2)
-        row_grid2 = row_wx.unfold(1, r, row_step).permute(4, 0, 1, 2, 3)  # (r, N, H', W', G2) view
-        col_grid2 = col_wx.unfold(2, c, col_step).permute(4, 0, 1, 2, 3)  # (c, N, H', W', G2) view
+        row_grid2, col_grid2 = self._summary_grids(row_wx, col_wx, row_step, col_step)
         finals = self.rnn2.run_bidirectional([row_grid2, col_grid2], chunk)  # rows fwd, rows rev, cols fwd, cols rev
         out = torch.cat(finals, 0).reshape(4, n, out_h, out_w, self.hidden_summary)
         return out.permute(1, 0, 4, 2, 3).reshape(n, self.out_channels, out_h, out_w)  # (N, 4*h2, H', W')
@@ -196,6 +195,13 @@ class RNNPool2d(nn.Module):
         col_grid = cols.unfold(1, r, sr).permute(4, 0, 1, 2, 3)  # (r steps, N, H', WC, G1) view
         return row_grid, col_grid, row_step, col_step
 
+    def _summary_grids(self, row_wx: torch.Tensor, col_wx: torch.Tensor, row_step: int,
+                       col_step: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """RNN2's grids over its projected summaries, row_wx (N, HR, W', G2) and col_wx (N, H', WC, G2): each patch's
+        r rows (r steps, N, H', W', G2) and c columns (c steps, N, H', W', G2), views."""
+        r, c = self.patch_size
+        return (row_wx.unfold(1, r, row_step).permute(4, 0, 1, 2, 3), col_wx.unfold(2, c, col_step).permute(4, 0, 1, 2, 3))
+
     @torch.jit.unused
     def _inference_ready(self, x):  # (unannotated: TorchScript reads it as Tensor -> Tensor, and never calls it)
         return fused.inference_ready([self.rnn1, self.rnn2], x)
@@ -208,7 +214,6 @@ class RNNPool2d(nn.Module):
         written into their channels of the output (no concatenation, no permuting copy). 3-46% faster than running
         the autograd path's kernels without autograd (operator benchmark configs, 2-core CPU); the same results to
         float rounding."""
-        r, c = self.patch_size
         n = x.shape[0]
         proj = fused.project_input(self.rnn1, x, pr, pc)
         if proj is None:  # not contiguous NCHW float32, or too many features for the C pass
@@ -218,8 +223,7 @@ class RNNPool2d(nn.Module):
         row_wx = proj.new_empty(n, row_grid.shape[2], out_w, g2)  # (N, HR, W', G2)
         col_wx = proj.new_empty(n, out_h, col_grid.shape[3], g2)  # (N, H', WC, G2)
         fused.scans_into(self.rnn1, [(row_grid, row_wx, False), (col_grid, col_wx, False)], project=self.rnn2)
-        row_grid2 = row_wx.unfold(1, r, row_step).permute(4, 0, 1, 2, 3)  # (r, N, H', W', G2) view
-        col_grid2 = col_wx.unfold(2, c, col_step).permute(4, 0, 1, 2, 3)  # (c, N, H', W', G2) view
+        row_grid2, col_grid2 = self._summary_grids(row_wx, col_wx, row_step, col_step)
         out = proj.new_empty(n, 4, self.hidden_summary, out_h, out_w)
         finals = out.permute(1, 0, 3, 4, 2)  # (4, N, H', W', h2): rows fwd, rows rev, cols fwd, cols rev
         fused.scans_into(self.rnn2, [(row_grid2, finals[0], False), (row_grid2, finals[1], True), (col_grid2, finals[2], False),

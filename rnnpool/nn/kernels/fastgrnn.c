@@ -284,16 +284,12 @@ static inline __attribute__((always_inline)) void narrow_constants(const scan_ar
     }
 }
 
-/* The n <= LANES sequences from s0 on, one per lane: their first steps x and indices seq; idle lanes of the last
- * vector repeat lane 0 (their results are not written, their gradients are zero). */
-static inline __attribute__((always_inline)) int narrow_lanes(walk_f32 *walk, int64_t s0, int64_t end, const float **x,
-                                                              int64_t *seq) {
+/* The n <= LANES sequences from s0 on, one per lane: their first steps x; idle lanes of the last vector repeat
+ * lane 0 (their results are not written). */
+static inline __attribute__((always_inline)) int narrow_lanes(walk_f32 *walk, int64_t s0, int64_t end, const float **x) {
     const int n = end - s0 < LANES ? (int)(end - s0) : LANES;
     x[0] = walk_next_f32(walk);
-    for (int l = 0; l < LANES; l++) {
-        if (l > 0) x[l] = l < n ? walk_next_f32(walk) : x[0];
-        seq[l] = l < n ? s0 + l : s0;
-    }
+    for (int l = 1; l < LANES; l++) x[l] = l < n ? walk_next_f32(walk) : x[0];
     return n;
 }
 
@@ -305,8 +301,7 @@ static inline __attribute__((always_inline)) void narrow_forward(const scan_args
     walk_f32 walk = walk_start_f32(a, begin);
     for (int64_t s0 = begin; s0 < end; s0 += LANES) {
         const float *x[LANES];
-        int64_t seq[LANES];
-        const int n = narrow_lanes(&walk, s0, end, x, seq);
+        const int n = narrow_lanes(&walk, s0, end, x);
         v8f h[NARROW_MAX];
         for (int i = 0; i < NARROW_MAX; i++) h[i] = vsplat(0.0f);
         for (int64_t t = 0; t < a->T; t++) {
