@@ -203,8 +203,9 @@ def operator_table(data: Dict) -> str:
     if data.get("batch_scaling"):
         lines.append("- " + _scaling_sentence(data, "default path"))
     lines.append("")
+    where = data["run"].get("accelerator") if data["device"] != "cpu" else None
     lines.append(f"Forward+backward at batch {max(data['batches'])} only. Measured by `{data['run']['command']}` on "
-                 f"{data['run'].get('processor') or data['device']} ({data['threads']} CPU threads, torch {data['torch']}, "
+                 f"{where or data['run'].get('processor') or data['device']} ({data['threads']} CPU threads, torch {data['torch']}, "
                  f"{data['run']['date']}); {_samples(data)}, the implementations interleaved.")
     return "\n".join(lines) + "\n"
 
@@ -354,11 +355,36 @@ def reference_detectors_table(data: Dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def triton_variants_table(data: Dict) -> str:
+    """Per config: the default launch settings' kernel time, the fastest variant of each tl.dot precision."""
+    lines = ["| config (RNN1 row grid, batch {}) | units | default (block, warps, precision) | fastest ieee | fastest tf32x3 | "
+             "largest difference from the default |".format(data["batch"]), "|---|---|---|---|---|---|"]
+    configs: Dict[str, List[Dict]] = {}
+    for r in data["runs"]:
+        configs.setdefault(r["config"], []).append(r)
+
+    def cell(r: Dict) -> str:
+        return f"{r['kernel_us']:,.0f} us ({r['block']}, {r['num_warps']}, {r['precision']})"
+
+    for config, rows in configs.items():
+        default = next(r for r in rows if r["default"])
+        fastest = {p: min((r for r in rows if r["precision"] == p), key=lambda r: r["kernel_us"], default=None)
+                   for p in ("ieee", "tf32x3")}
+        lines.append(f"| {OPERATOR_LABELS.get(config, config)} | {rows[0]['units']} | {cell(default)} | "
+                     + " | ".join(cell(r) if r else "-" for r in fastest.values())
+                     + f" | {max(r['max_abs_diff'] for r in rows):.1e} |")
+    lines += ["", f"The forward kernel alone (no autograd), median of `triton.testing.do_bench`; {len(data['runs'])} "
+                  f"variants. Measured by `{data['run']['command']}` on {data['device']} (Triton {data['triton']}, "
+                  f"torch {data['torch']}, {data['run']['date']})."]
+    return "\n".join(lines) + "\n"
+
+
 SECTIONS: Dict[str, Tuple[str, Callable[[Dict], str]]] = {
     "reference-detectors-table": ("reference_detectors.json", reference_detectors_table),
     "deploy-table": ("deploy_m4.json", deploy_table),
     "operator-table": ("operator.json", operator_table),
     "operator-cuda-table": ("operator_cuda.json", operator_table),
+    "triton-variants-table": ("triton_variants.json", triton_variants_table),
     "train-step-cpu-table": ("train_step_cpu.json", train_step_table),
     "train-step-cuda-table": ("train_step_cuda.json", train_step_table),
     "train-faces-table": ("train_faces.json", train_faces_table),

@@ -43,6 +43,21 @@ def test_calibration_table_averages_the_calibration_sets():
     assert "- m: measured by `python benchmarks/calibration.py` (2026-11-26, x86_64)." in text
 
 
+def test_triton_variants_table_names_the_default_and_the_fastest_of_each_precision():
+    tables = _module()
+    run = {"command": "python benchmarks/triton_variants.py", "date": "2026-11-27"}
+
+    def row(block, warps, precision, us, diff=0.0, default=False):
+        return {"config": "densenet121", "units": 48, "block": block, "num_warps": warps, "precision": precision,
+                "kernel_us": us, "max_abs_diff": diff, "default": default}
+
+    runs = [row(32, 4, "ieee", 301.0, default=True), row(16, 4, "ieee", 260.0), row(64, 4, "tf32x3", 73.0, 5e-7),
+            row(32, 4, "tf32x3", 86.0, 4e-7)]
+    text = tables.triton_variants_table({"batch": 8, "runs": runs, "run": run, "device": "GPU", "triton": "3.6", "torch": "2.11"})
+    assert "| DenseNet121 | 48 | 301 us (32, 4, ieee) | 260 us (16, 4, ieee) | 73 us (64, 4, tf32x3) | 5.0e-07 |" in text
+    assert "4 variants" in text and "on GPU (Triton 3.6" in text
+
+
 def test_committed_results_name_files_portably(tmp_path):
     """write_json makes paths in this repository relative and paths in the shared data folder ``../shared/...``;
     other strings stay as they are."""

@@ -2,10 +2,14 @@
 
 ``quant_sigmoid`` and ``quant_tanh`` are the piecewise-linear stand-ins the RNNPool paper uses for its int8
 Visual Wake Words models (Kusupati et al. 2018, FastGRNN, Sec. 3.3): they need no exp() on a microcontroller.
+They are written with ``hardtanh``, whose gradient is 0 at the clamp's bounds in every PyTorch version (as the
+fused kernels compute it); ``torch.clamp``'s was 1 there before PyTorch changed it in 2026 (pytorch#184574).
 """
 from __future__ import annotations
 
 import torch
+from torch.nn import functional as F
+
 from ..errors import InvalidInputError
 
 NONLINEARITIES = ("sigmoid", "tanh", "quant_sigmoid", "quant_tanh", "relu", "identity")
@@ -13,12 +17,12 @@ NONLINEARITIES = ("sigmoid", "tanh", "quant_sigmoid", "quant_tanh", "relu", "ide
 
 def quant_sigmoid(x: torch.Tensor) -> torch.Tensor:
     """Piecewise-linear sigmoid: ``clamp((x + 1) / 2, 0, 1)``."""
-    return torch.clamp((x + 1.0) * 0.5, 0.0, 1.0)
+    return F.hardtanh((x + 1.0) * 0.5, 0.0, 1.0)
 
 
 def quant_tanh(x: torch.Tensor) -> torch.Tensor:
     """Piecewise-linear tanh: ``clamp(x, -1, 1)``."""
-    return torch.clamp(x, -1.0, 1.0)
+    return F.hardtanh(x, -1.0, 1.0)
 
 
 def apply_nonlinearity(x: torch.Tensor, name: str) -> torch.Tensor:

@@ -16,7 +16,9 @@ Where it cannot be built (no compiler), a RuntimeWarning says why once and the e
 
 Without autograd, :func:`inference_ready`, :func:`project_input` and :func:`scans_into` let RNNPool2d run its whole
 forward in three C calls that write where the next one reads (the input projection into its padded buffer, RNN1's
-summaries through RNN2's W, RNN2's states into the output's channels).
+summaries through RNN2's W, RNN2's states into the output's channels). On GPUs :func:`scans_into` runs RNN2's four
+sweeps in two Triton launches into the output's channels the same way; the cells' constants of an inference call
+are made once per version of their parameters on both.
 
 One switch: :func:`set_fused` (or ``RNNPOOL_FUSED=0`` in the environment) selects the eager path everywhere,
 on CPUs and GPUs; :func:`use_fused` does so for a ``with`` block. The eager path also runs where no kernel
@@ -375,14 +377,17 @@ def fastgrnn_scan(cell: torch.nn.Module, grids: List[torch.Tensor], both_directi
     kind = kind or backend(cell, grids)
     kinds = ACTIVATIONS[cell.gate_nonlinearity], ACTIVATIONS[cell.update_nonlinearity]
     # without autograd, no Function (under no_grad it would still see parameters that need gradients and save
-    # every step's state), and on CPUs the constants of the cell's last inference call
+    # every step's state), and the constants of the cell's last inference call (outside autocast)
     grad = torch.is_grad_enabled()
-    if kind == "c" and not grad:
+    if kind == "triton":
+        if grad or torch.is_autocast_enabled(cell.u1.device.type):  # (autocast may make a low-rank U half)
+            offset, u, bias_diff, zeta, nu = _cell_constants(cell)
+            return _triton_scans(grids, (offset, u.to(offset.dtype), bias_diff, zeta, nu), None, kinds, both_directions)
+        return _triton_scans(grids, None, _inference_constants(cell, "triton"), kinds, both_directions)
+    if not grad:
         zeta, nu, constants = _inference_constants(cell)[:3]
     else:
         offset, u, bias_diff, zeta, nu = _cell_constants(cell)
-        if kind == "triton":  # in the parameters' dtype (autocast may have made a low-rank U half)
-            return _triton_scans(grids, offset, u.to(offset.dtype), bias_diff, zeta, nu, kinds, both_directions)
         constants = kernel_constants(offset, u, bias_diff)
     out = []
     for grid in grids:
@@ -414,23 +419,28 @@ def _reversed(geometry):
 _CONSTANTS: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
 
 
-def _inference_constants(cell: torch.nn.Module):
-    """(zeta, nu, kernel constants) of ``cell`` for an inference call of the C kernel, made once per version of
-    its parameters."""
+def _inference_constants(cell: torch.nn.Module, kind: str = "c"):
+    """What an inference call of ``kind``'s kernel reads of ``cell``, made once per version of its parameters: for
+    the C kernel (zeta, nu, kernel constants, W transposed), for Triton its constants (offset, U, bias_diff, zeta,
+    nu; see :func:`rnnpool.nn.fused_triton.kernel_constants`)."""
     # (a cell's own parameters, read directly: Module.parameters() costs more than the rest of this check)
     params = tuple(p for p in cell._parameters.values() if p is not None) if not cell._modules else tuple(cell.parameters())
     versions = tuple((p._version, p.data_ptr()) for p in params)  # (data_ptr: ``p.data = ...`` keeps the version)
     cached = _CONSTANTS.get(cell)
-    if cached is not None and len(cached[0]) == len(params) and all(a is b for a, b in zip(cached[0], params)) \
-            and cached[1] == versions:
-        return cached[2]
+    if cached is not None and cached[2] == kind and len(cached[0]) == len(params) \
+            and all(a is b for a, b in zip(cached[0], params)) and cached[1] == versions:
+        return cached[3]
     with torch.no_grad():
         offset, u, bias_diff, zeta, nu = _cell_constants(cell)
-        w = cell.input_weight()
-        # W transposed, (input, G) with G padded to whole vectors: the input projection's and the epilogue's matrix
-        wt = torch.nn.functional.pad(w.t(), (0, -w.shape[0] % 8)).contiguous()
-        value = (float(zeta), float(nu), kernel_constants(offset, u, bias_diff), wt)
-    _CONSTANTS[cell] = (params, versions, value)
+        if kind == "triton":
+            from . import fused_triton
+            value = fused_triton.kernel_constants(offset, u.to(offset.dtype), bias_diff, zeta, nu)
+        else:
+            w = cell.input_weight()
+            # W transposed, (input, G) with G padded to whole vectors: the input projection's and the epilogue's matrix
+            wt = torch.nn.functional.pad(w.t(), (0, -w.shape[0] % 8)).contiguous()
+            value = (float(zeta), float(nu), kernel_constants(offset, u, bias_diff), wt)
+    _CONSTANTS[cell] = (params, versions, kind, value)
     return value
 
 
@@ -439,19 +449,22 @@ def _inference_constants(cell: torch.nn.Module):
 PROJECT_MAX_OUTPUTS = 64
 
 
-def inference_ready(cells, x: torch.Tensor) -> bool:
-    """Whether an RNNPool of ``cells`` can run its inference on ``x`` through :func:`project_input` and
-    :func:`scans_into`: the C kernel applies to every cell (FastGRNN, not compiled, and what :func:`backend` asks:
-    the switch on, CPU, float32/64 parameters and input alike) and autograd is off."""
+def inference_ready(cells, x: torch.Tensor, kind: str = "c") -> bool:
+    """Whether an RNNPool of ``cells`` can run its inference on ``x`` through ``kind``'s kernel: on CPUs ("c")
+    through :func:`project_input` and :func:`scans_into`, on GPUs ("triton") with RNN2 through :func:`scans_into`.
+    That kernel applies to every cell (FastGRNN, not compiled, and what :func:`backend` asks: the switch on, the
+    device, float32/64 parameters and input alike), autograd is off, and so is autocast on GPUs."""
     from .fastgrnn import FastGRNNCell  # (that module imports this one)
 
     if torch.is_grad_enabled() or torch.jit.is_scripting():
         return False
     for cell in cells:
-        if not isinstance(cell, FastGRNNCell) or cell.compiled or _parameters_kind(cell) != "c":
+        if not isinstance(cell, FastGRNNCell) or cell.compiled or _parameters_kind(cell) != kind:
             return False
         if cell.u1.dtype != x.dtype or cell.u1.device != x.device:
             return False
+    if kind == "triton":
+        return not torch.is_autocast_enabled(x.device.type) and triton_available()
     return fused_available()
 
 
@@ -481,9 +494,17 @@ def scan_into(cell: torch.nn.Module, grid: torch.Tensor, dest: torch.Tensor, rev
 
 
 def scans_into(cell: torch.nn.Module, scans: List[Tuple[torch.Tensor, torch.Tensor, bool]],
-               project: Optional[torch.nn.Module] = None) -> None:
+               project: Optional[torch.nn.Module] = None) -> bool:
     """:func:`scan_into` for several (grid, dest, reverse) of one cell in one kernel call (one parallel region, the
-    cells' constants looked up once: at batch 1 a call's overhead is a good part of a small layer's time)."""
+    cells' constants looked up once: at batch 1 a call's overhead is a good part of a small layer's time).
+
+    On a GPU (the cell's parameters on CUDA, see :func:`inference_ready`) the Triton kernel runs them instead, a
+    grid read forward and then reversed into two views of one tensor in one launch (no ``project`` there). True,
+    or False where those kernels fail to compile (said once; the caller runs the eager path)."""
+    if BACKENDS.get(cell.u1.device.type) == "triton":  # (a dict lookup: this runs in every C inference call too)
+        if project is not None:
+            raise ValueError("scans_into: the Triton kernels take no project cell (project RNN2's input with W2 first)")
+        return _triton_scans_into(cell, scans)
     zeta, nu, constants, _ = _inference_constants(cell)
     wt = _inference_constants(project)[3] if project is not None else None
     h = cell.hidden_size
@@ -496,7 +517,7 @@ def scans_into(cell: torch.nn.Module, scans: List[Tuple[torch.Tensor, torch.Tens
     for index, (grid, dest, reverse) in enumerate(scans):
         t, n, l, m, _ = grid.shape
         if tuple(dest.shape) != (n, l, m, features) or dest.dtype != grid.dtype or dest.device != grid.device:
-            raise ValueError(f"scan_into: destination {tuple(dest.shape)} {dest.dtype} does not fit the grid's "
+            raise ValueError(f"scans_into: destination {tuple(dest.shape)} {dest.dtype} does not fit the grid's "
                              f"{(n, l, m, features)} {grid.dtype}")
         base, geometry = _grid_view(grid)
         bases.append(base)
@@ -510,25 +531,70 @@ def scans_into(cell: torch.nn.Module, scans: List[Tuple[torch.Tensor, torch.Tens
         args, count, h, *kinds, epilogues, finals.data_ptr(), torch.get_num_threads())
     if status:
         raise RuntimeError(f"fused FastGRNN inference failed (status {status}, hidden {h})")
+    return True
 
 
-def _triton_scans(grids, offset, u, bias_diff, zeta, nu, kinds, both_directions: bool) -> Optional[List[torch.Tensor]]:
-    global _triton_failure
+def _triton_scans_into(cell: torch.nn.Module, scans: List[Tuple[torch.Tensor, torch.Tensor, bool]]) -> bool:
+    """:func:`scans_into` on a GPU: a launch per grid, or per grid read both ways into two views of one tensor."""
     from . import fused_triton
-    out: List[torch.Tensor] = []
-    constants = fused_triton.kernel_constants(offset, u, bias_diff, zeta, nu)  # once for all grids and directions
+    constants = _inference_constants(cell, "triton")
+    kinds = ACTIVATIONS[cell.gate_nonlinearity], ACTIVATIONS[cell.update_nonlinearity]
+    for grid, dest, _ in scans:
+        n, l, m = grid.shape[1:4]
+        if tuple(dest.shape) != (n, l, m, cell.hidden_size) or dest.dtype != constants[0].dtype or dest.device != grid.device:
+            raise ValueError(f"scans_into: destination {tuple(dest.shape)} {dest.dtype} does not fit the grid's "
+                             f"{(n, l, m, cell.hidden_size)} {constants[0].dtype}")
     try:
-        for grid in grids:
-            out.extend(fused_triton.triton_scan(*_grid_view(grid), offset, u, bias_diff, zeta, nu, *kinds, both_directions,
-                                                constants))
+        index = 0
+        while index < len(scans):
+            grid, dest, reverse = scans[index]
+            base, geometry = _grid_view(grid)
+            pair = scans[index + 1] if index + 1 < len(scans) else None
+            if (not reverse and pair is not None and pair[0] is grid and pair[2] and pair[1].stride() == dest.stride()
+                    and pair[1].untyped_storage().data_ptr() == dest.untyped_storage().data_ptr()):
+                fused_triton.scan_forward(base, geometry, constants, *kinds, 2, False, dest, pair[1])
+                index += 2
+            else:
+                fused_triton.scan_forward(base, _reversed(geometry) if reverse else geometry, constants, *kinds, 1, False, dest)
+                index += 1
     except torch.OutOfMemoryError:
         raise
-    except Exception as err:  # a GPU or toolchain Triton cannot compile for: the eager path runs from now on
-        _triton_failure = f"{type(err).__name__}: {str(err)[:500]}"
-        warnings.warn(f"rnnpool: the fused FastGRNN kernels for GPUs failed ({_triton_failure}); RNNPool runs its eager "
-                      "PyTorch path there", RuntimeWarning, stacklevel=4)
+    except Exception as err:
+        _triton_failed(err)
+        return False
+    return True
+
+
+def _triton_scans(grids, tensors, constants, kinds, both_directions: bool) -> Optional[List[torch.Tensor]]:
+    """The Triton kernels over ``grids``: through their autograd Function with ``tensors`` (offset, U, bias_diff,
+    zeta, nu as the cell computes them; ``constants`` made of them here), or, with None, the forward kernel alone
+    on ``constants`` (inference)."""
+    from . import fused_triton
+    out: List[torch.Tensor] = []
+    if tensors is not None:  # once for all grids and directions
+        constants = fused_triton.kernel_constants(*tensors)
+    try:
+        for grid in grids:
+            base, geometry = _grid_view(grid)
+            if tensors is None:
+                final = fused_triton.scan_forward(base, geometry, constants, *kinds, 2 if both_directions else 1, False)[0]
+                out.extend(final.chunk(2, 0) if both_directions else [final])
+            else:
+                out.extend(fused_triton.triton_scan(base, geometry, *tensors, *kinds, both_directions, constants))
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as err:
+        _triton_failed(err)
         return None
     return out
+
+
+def _triton_failed(err: Exception) -> None:
+    """A GPU or toolchain Triton cannot compile for: say so once; the eager path runs from now on."""
+    global _triton_failure
+    _triton_failure = f"{type(err).__name__}: {str(err)[:500]}"
+    warnings.warn(f"rnnpool: the fused FastGRNN kernels for GPUs failed ({_triton_failure}); RNNPool runs its eager "
+                  "PyTorch path there", RuntimeWarning, stacklevel=5)
 
 
 __all__ = ["BACKENDS", "FastGRNNScan", "backend", "fastgrnn_scan", "fused_available", "fused_enabled", "inference_ready",

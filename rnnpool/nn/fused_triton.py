@@ -20,7 +20,7 @@ them on machines without a GPU.
 from __future__ import annotations
 
 import contextlib
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import triton
@@ -94,14 +94,20 @@ def _step_input(start, st, sn, sl, sm, sg, T, L, M, S, H, BLOCK: tl.constexpr, H
     mask = (seq < S)[:, None] & (unit < H)[None, :]
     s64 = seq.to(tl.int64)
     sign = (1 - 2 * direction + s64 * 0)[:, None]  # int64; the reversed direction starts at the last step, walks back
-    first = start + (s64 // (L * M)) * sn + ((s64 // M) % L) * sl + (s64 % M) * sm
+    first = start + _sequence_offset(s64, L, M, sn, sl, sm)
     first = first[:, None] + unit[None, :].to(tl.int64) * sg + (1 - sign) // 2 * (T - 1) * st
     return first, sign * st, direction, s64, mask
 
 
 @triton.jit
+def _sequence_offset(s64, L, M, sn, sl, sm):
+    """Where sequence s = (n, l, m) of an (N, L, M) batch lies, given the strides of n, l and m."""
+    return (s64 // (L * M)) * sn + ((s64 // M) % L) * sl + (s64 % M) * sm
+
+
+@triton.jit
 def _forward_kernel(x_ptr, start, st, sn, sl, sm, sg, T, L, M, S, H,
-                    offset_ptr, u_ptr, bias_ptr, zeta_ptr, nu_ptr, out_ptr, states_ptr,
+                    offset_ptr, u_ptr, bias_ptr, zeta_ptr, nu_ptr, out_ptr, od, on, ol, om, og, states_ptr,
                     GATE: tl.constexpr, UPDATE: tl.constexpr, HP: tl.constexpr, BLOCK: tl.constexpr,
                     SAVE: tl.constexpr, USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
     address, step, direction, s64, mask = _step_input(start, st, sn, sl, sm, sg, T, L, M, S, H, BLOCK, HP)
@@ -123,7 +129,9 @@ def _forward_kernel(x_ptr, start, st, sn, sl, sm, sg, T, L, M, S, H,
         z = _act(pre, GATE)
         c = _act(pre + bias[None, :], UPDATE)
         h = (zeta * (1.0 - z) + nu) * c + z * h
-    tl.store(out_ptr + row * H + unit[None, :], h, mask=mask)
+    # the final states: direction d, sequence (n, l, m), unit g at d od + n on + l ol + m om + g og
+    final = direction * od + _sequence_offset(s64, L, M, on, ol, om)
+    tl.store(out_ptr + final[:, None] + unit[None, :].to(tl.int64) * og, h, mask=mask)
 
 
 @triton.jit
@@ -209,21 +217,32 @@ def _launch_args(base: torch.Tensor, geometry) -> list:
     return [base, start, st, sn, sl, sm, sg, t, l, m, n * l * m, h]
 
 
-def scan_forward(base: torch.Tensor, geometry, constants, gate: int, update: int, directions: int, save_states: bool):
+def scan_forward(base: torch.Tensor, geometry, constants, gate: int, update: int, directions: int, save_states: bool,
+                 dest: Optional[torch.Tensor] = None, reversed_dest: Optional[torch.Tensor] = None):
     """The forward kernel over the grid ``geometry`` of ``base`` (see :class:`TritonFastGRNNScan`); ``constants``:
     offset, U, bias_diff, zeta, nu, contiguous in the parameters' dtype. Final states (D*S, H) and, with
-    ``save_states``, the state before every step (T, D*S, H) for the backward (else None)."""
+    ``save_states``, the state before every step (T, D*S, H) for the backward (else None).
+
+    With ``dest`` (N, L, M, H), any strides (an inference call): the final states go there instead, and those of
+    the reversed direction (``directions`` 2) into ``reversed_dest``, a view of the same tensor with the same
+    strides; returns (dest, None)."""
     t, n, l, m, h = geometry[0]
     sequences = n * l * m
     dtype = constants[1].dtype
     hp, block, use_dot = _config(h, dtype)
-    out = torch.empty(directions * sequences, h, dtype=dtype, device=base.device)
+    if dest is None:
+        out = torch.empty(directions * sequences, h, dtype=dtype, device=base.device)
+        strides = (sequences * h, l * m * h, m * h, h, 1)
+    else:
+        out = dest
+        apart = reversed_dest.storage_offset() - dest.storage_offset() if directions == 2 else 0
+        strides = (apart, *dest.stride())
     states = torch.empty(t, directions * sequences, h, dtype=dtype, device=base.device) if save_states else None
     if sequences:
         with _on(base.device):
             _forward_kernel[(triton.cdiv(sequences, block), directions)](
-                *_launch_args(base, geometry), *constants, out, out if states is None else states, GATE=gate, UPDATE=update,
-                HP=hp, BLOCK=block, SAVE=save_states, USE_DOT=use_dot, PRECISION=_precision())
+                *_launch_args(base, geometry), *constants, out, *strides, out if states is None else states, GATE=gate,
+                UPDATE=update, HP=hp, BLOCK=block, SAVE=save_states, USE_DOT=use_dot, PRECISION=_precision())
     return out, states
 
 

@@ -167,6 +167,10 @@ class RNNPool2d(nn.Module):
         row_wx = F.linear(row_sum.reshape(n, row_grid.shape[2], out_w, self.hidden_row), w2)  # (N, HR, W', G2)
         col_wx = F.linear(col_sum.reshape(n, out_h, col_grid.shape[3], self.hidden_row), w2)  # (N, H', WC, G2)
         row_grid2, col_grid2 = self._summary_grids(row_wx, col_wx, row_step, col_step)
+        if not torch.jit.is_scripting() and self._gpu_inference_ready(x):
+            out = self._summaries_into_output(row_grid2, col_grid2, n, out_h, out_w)
+            if out is not None:
+                return out
         finals = self.rnn2.run_bidirectional([row_grid2, col_grid2], chunk)  # rows fwd, rows rev, cols fwd, cols rev
         out = torch.cat(finals, 0).reshape(4, n, out_h, out_w, self.hidden_summary)
         return out.permute(1, 0, 4, 2, 3).reshape(n, self.out_channels, out_h, out_w)  # (N, 4*h2, H', W')
@@ -207,6 +211,22 @@ class RNNPool2d(nn.Module):
         return fused.inference_ready([self.rnn1, self.rnn2], x)
 
     @torch.jit.unused
+    def _gpu_inference_ready(self, x):  # (as _inference_ready: for the Triton kernels)
+        return fused.inference_ready([self.rnn1, self.rnn2], x, "triton")
+
+    @torch.jit.unused
+    def _summaries_into_output(self, row_grid2: torch.Tensor, col_grid2: torch.Tensor, n: int, out_h: int,
+                               out_w: int) -> Optional[torch.Tensor]:
+        """RNN2's four sweeps without autograd, each final state written into its channels of the (N, 4*h2, H', W')
+        output (no concatenation, no permuting copy); None where the kernels fail (the caller's path runs)."""
+        out = row_grid2.new_empty(n, 4, self.hidden_summary, out_h, out_w, dtype=self.rnn2.u1.dtype)
+        finals = out.permute(1, 0, 3, 4, 2)  # (4, N, H', W', h2): rows fwd, rows rev, cols fwd, cols rev
+        if not fused.scans_into(self.rnn2, [(row_grid2, finals[0], False), (row_grid2, finals[1], True),
+                                            (col_grid2, finals[2], False), (col_grid2, finals[3], True)]):
+            return None
+        return out.view(n, self.out_channels, out_h, out_w)
+
+    @torch.jit.unused
     def _pool_inference(self, x: torch.Tensor, pr: int, pc: int, out_h: int, out_w: int) -> torch.Tensor:
         """:meth:`pool` without autograd in three C calls (see :func:`rnnpool.nn.fused.inference_ready`): the input
         projection in one pass straight into the padded channels-last buffer, RNN1's two sweeps with their summaries
@@ -223,12 +243,7 @@ class RNNPool2d(nn.Module):
         row_wx = proj.new_empty(n, row_grid.shape[2], out_w, g2)  # (N, HR, W', G2)
         col_wx = proj.new_empty(n, out_h, col_grid.shape[3], g2)  # (N, H', WC, G2)
         fused.scans_into(self.rnn1, [(row_grid, row_wx, False), (col_grid, col_wx, False)], project=self.rnn2)
-        row_grid2, col_grid2 = self._summary_grids(row_wx, col_wx, row_step, col_step)
-        out = proj.new_empty(n, 4, self.hidden_summary, out_h, out_w)
-        finals = out.permute(1, 0, 3, 4, 2)  # (4, N, H', W', h2): rows fwd, rows rev, cols fwd, cols rev
-        fused.scans_into(self.rnn2, [(row_grid2, finals[0], False), (row_grid2, finals[1], True), (col_grid2, finals[2], False),
-                                     (col_grid2, finals[3], True)])
-        return out.view(n, self.out_channels, out_h, out_w)
+        return self._summaries_into_output(*self._summary_grids(row_wx, col_wx, row_step, col_step), n, out_h, out_w)
 
     def extra_repr(self) -> str:
         return (

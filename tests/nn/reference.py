@@ -44,4 +44,5 @@ def outputs_and_grads(layer, x, run):
     x = x.detach().requires_grad_(True)
     out = run(layer, x)
     (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype, device=out.device).view_as(out)).sum().backward()
-    return [out.detach(), x.grad] + [p.grad for p in layer.parameters() if p.requires_grad]
+    # (copies: moving the layer to another device afterwards moves its parameters' .grad tensors in place)
+    return [out.detach(), x.grad] + [p.grad.clone() for p in layer.parameters() if p.requires_grad]

@@ -243,3 +243,29 @@ def test_the_backend_follows_the_parameters_device(monkeypatch):
     with pytest.warns(RuntimeWarning, match="kernels for GPUs need Triton"):
         assert fused_module.backend(cell, [grid]) is None
 
+
+def test_inference_writes_the_final_states_into_the_output(triton_kernels, monkeypatch):
+    """Without autograd RNN2's four sweeps write their final states straight into the output's channels: two
+    launches (each grid read both ways), a contiguous NCHW result equal to the eager path's. A lone reversed scan
+    into a strided view, and a destination that does not fit."""
+    counts = launches(triton_kernels, monkeypatch)
+    torch.manual_seed(0)
+    layer = RNNPool2d(4, 6, 4, 16, 8, padding=1).to(DEVICE)
+    x = torch.randn(2, 4, 13, 15, device=DEVICE)
+    with torch.no_grad():
+        got = layer(x)
+        with use_fused(False):
+            expected = layer(x)
+    assert counts["forward"] == 4 and counts["save"] == [False] * 4
+    assert got.is_contiguous() and got.shape == expected.shape == (2, 32, 3, 3)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    cell = layer.rnn2
+    grid = torch.randn(5, 2, 3, 4, 8, device=DEVICE)
+    dest = torch.full((2, 8, 3, 4), float("nan"), device=DEVICE).permute(0, 2, 3, 1)  # (N, L, M, H), not contiguous
+    with torch.no_grad():
+        assert fused_module.scans_into(cell, [(grid, dest, True)])
+        with use_fused(False):
+            (reversed_states,) = cell.run_grids([grid.flip(0)], 0)
+    torch.testing.assert_close(dest.reshape(-1, 8), reversed_states, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="destination"):
+        fused_module.scans_into(cell, [(grid, torch.empty(2, 3, 4, 7, device=DEVICE), False)])
