@@ -11,6 +11,7 @@
 # benchmarks/readme_tables.py.
 set -u
 OUT=${OUT:?set OUT to a folder for the logs and JSON}
+mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 steps=${*:-tests operator train_step profile}
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv | tee "$OUT/gpu.txt"
