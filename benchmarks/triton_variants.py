@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--json", default="benchmarks/results/triton_variants.json")
     args = parser.parse_args()
+    if not torch.cuda.is_available():
+        parser.error("this benchmark times the Triton kernels on a CUDA GPU, and none is available here")
     import triton
     from triton.testing import do_bench
 
