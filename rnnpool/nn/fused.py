@@ -486,11 +486,12 @@ def project_input(cell: torch.nn.Module, x: torch.Tensor, pad_rows: int, pad_col
 
 
 def scan_into(cell: torch.nn.Module, grid: torch.Tensor, dest: torch.Tensor, reverse: bool = False,
-              project: Optional[torch.nn.Module] = None) -> None:
+              project: Optional[torch.nn.Module] = None) -> bool:
     """Inference of ``cell`` over the grid of ``W x`` (T, N, L, M, H) (read backwards in time with ``reverse``) in
     the C kernel, writing each sequence's final state, or with ``project`` that cell's input projection of it,
-    into ``dest`` (N, L, M, H or G), any strides (e.g. a channel slice of an NCHW output)."""
-    scans_into(cell, [(grid, dest, reverse)], project)
+    into ``dest`` (N, L, M, H or G), any strides (e.g. a channel slice of an NCHW output); on a GPU the Triton
+    kernel instead, as :func:`scans_into` says (whose result it returns)."""
+    return scans_into(cell, [(grid, dest, reverse)], project)
 
 
 def scans_into(cell: torch.nn.Module, scans: List[Tuple[torch.Tensor, torch.Tensor, bool]],
@@ -515,10 +516,8 @@ def scans_into(cell: torch.nn.Module, scans: List[Tuple[torch.Tensor, torch.Tens
     sequences = 0  # of the largest scan: the scans share the kernel's scratch one after the other
     bases = []  # (held here: where a grid is not a view of a contiguous tensor, _grid_view makes a copy)
     for index, (grid, dest, reverse) in enumerate(scans):
+        _check_destination(grid, dest, features, grid.dtype)
         t, n, l, m, _ = grid.shape
-        if tuple(dest.shape) != (n, l, m, features) or dest.dtype != grid.dtype or dest.device != grid.device:
-            raise ValueError(f"scans_into: destination {tuple(dest.shape)} {dest.dtype} does not fit the grid's "
-                             f"{(n, l, m, features)} {grid.dtype}")
         base, geometry = _grid_view(grid)
         bases.append(base)
         args[index] = _arguments(base, _reversed(geometry) if reverse else geometry, *constants, zeta, nu)
@@ -534,16 +533,21 @@ def scans_into(cell: torch.nn.Module, scans: List[Tuple[torch.Tensor, torch.Tens
     return True
 
 
+def _check_destination(grid: torch.Tensor, dest: torch.Tensor, features: int, dtype: torch.dtype) -> None:
+    """A scan's destination must be (N, L, M, features) of the grid (T, N, L, M, G), of ``dtype``, on its device."""
+    n, l, m = grid.shape[1:4]
+    if tuple(dest.shape) != (n, l, m, features) or dest.dtype != dtype or dest.device != grid.device:
+        raise ValueError(f"scans_into: destination {tuple(dest.shape)} {dest.dtype} does not fit the grid's "
+                         f"{(n, l, m, features)} {dtype}")
+
+
 def _triton_scans_into(cell: torch.nn.Module, scans: List[Tuple[torch.Tensor, torch.Tensor, bool]]) -> bool:
     """:func:`scans_into` on a GPU: a launch per grid, or per grid read both ways into two views of one tensor."""
     from . import fused_triton
     constants = _inference_constants(cell, "triton")
     kinds = ACTIVATIONS[cell.gate_nonlinearity], ACTIVATIONS[cell.update_nonlinearity]
     for grid, dest, _ in scans:
-        n, l, m = grid.shape[1:4]
-        if tuple(dest.shape) != (n, l, m, cell.hidden_size) or dest.dtype != constants[0].dtype or dest.device != grid.device:
-            raise ValueError(f"scans_into: destination {tuple(dest.shape)} {dest.dtype} does not fit the grid's "
-                             f"{(n, l, m, cell.hidden_size)} {constants[0].dtype}")
+        _check_destination(grid, dest, cell.hidden_size, constants[0].dtype)
     try:
         index = 0
         while index < len(scans):
