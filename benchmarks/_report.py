@@ -1,5 +1,6 @@
 """What every benchmark does at the end: say how and where it ran, write its results as JSON and say where,
-keeping an earlier run's rows of the models it did not run again."""
+keeping an earlier run's rows of the models it did not run again; ``merge`` joins the result files of jobs run
+side by side (``python benchmarks/_report.py merge OUTPUT INPUT...``)."""
 import json
 import platform
 import sys
@@ -60,3 +61,27 @@ def earlier_results(path: Union[str, Path], rerun: Collection[str]) -> Tuple[Dic
         return earlier, [r for r in earlier["results"] if r["model"] not in rerun]
     except (ValueError, KeyError, TypeError) as err:
         sys.exit(f"error: {path} is not a benchmark result file ({err}); move it away or pass another --json")
+
+
+def merge_results(output: Union[str, Path], inputs: List[Union[str, Path]]) -> None:
+    """Write the rows of ``inputs`` (result files of jobs run side by side) into ``output``, after those it
+    already holds; a later row of a model replaces an earlier one. Other keys come from the last input."""
+    payload: Dict[str, Any] = {}
+    rows: Dict[str, Dict[str, Any]] = {}
+    for path in [output, *inputs]:
+        earlier, kept = earlier_results(path, set())
+        for row in kept:
+            rows.pop(row["model"], None)
+            rows[row["model"]] = row
+        if path != output:
+            payload.update({k: v for k, v in earlier.items() if k != "results"})
+    write_json(output, {**payload, "results": list(rows.values())})
+
+
+if __name__ == "__main__":  # python benchmarks/_report.py merge OUTPUT INPUT...
+    if len(sys.argv) < 4 or sys.argv[1] != "merge":
+        sys.exit("usage: python benchmarks/_report.py merge OUTPUT INPUT... (rows of INPUTs added to OUTPUT)")
+    for name in sys.argv[3:]:
+        if not Path(name).is_file():
+            sys.exit(f"error: result file {name} does not exist")
+    merge_results(sys.argv[2], sys.argv[3:])

@@ -2,6 +2,7 @@
 # The GPU checks of issue 13 in one call, for a lent CUDA machine (no install: the repository on PYTHONPATH).
 #
 #     OUT=/tmp/out bash benchmarks/cuda_checks.sh [tests|operator|train_step|profile|variants ...]
+#     OUT=/tmp/out DATA=/tmp/data [BUDGET=7.5] bash benchmarks/cuda_checks.sh training
 #
 # Runs, each under its own time limit so that one hang does not take the others with it: the Triton kernels'
 # tests and the fused-operator tests on the GPU, the operator benchmark on CUDA (fused Triton kernels vs the
@@ -56,6 +57,42 @@ for name, (c, size, k, s, h, p, n) in {"mobilenetv2 b8": (32, (112, 112), 6, 4, 
         print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60))
 EOF
       ;;
+    training)
+      # Issue 10's long runs side by side on the one GPU, fitted into BUDGET minutes (default 7.5): the CIFAR-10
+      # 0.35x pair and the pooling ablation (each job decodes the images onto the GPU; at most PAIR_EPOCHS epochs,
+      # fewer if its timed probe says they do not fit, cut at the budget in any case), and the two face
+      # detectors (FACE_EPOCHS, cut at the budget). The jobs share the GPU by time slices and all go at about
+      # the same pace: on an H200 (2026-11-27) the seven CIFAR jobs did 46-52 epochs each in 7.7 minutes beside
+      # the face jobs, while probes taken as the others were still loading promised up to 3x more, so the
+      # default PAIR_EPOCHS (45) is what fits. DATA holds cifar10/ and faces/ as in ../shared/data. Everything
+      # lands in $OUT/training.tgz (the JSON rows, logs, metrics.csv of every run, the detectors' best weights,
+      # the 0.35x RNNPool classifier's best weights).
+      budget=${BUDGET:-7.5}
+      export TQDM_DISABLE=1  # (no progress bars in the logs)
+      data=${DATA:?set DATA to a folder with cifar10/ and faces/}
+      work=/tmp/training && rm -rf $work && mkdir -p $work/logs $work/json $work/weights
+      hard=$(python3 -c "print(int($budget * 60 + 90))")  # (after the budget: the final evaluation and profile)
+      for spec in mobilenetv2_035 mobilenetv2_035_rnnpool mobilenetv2_035_rnnpool@downsample=avg \
+                  mobilenetv2_035_rnnpool@downsample=max mobilenetv2_035_rnnpool@downsample=strided_conv \
+                  mobilenetv2_035_rnnpool@downsample=renet mobilenetv2_035@last_pool=rnnpool; do
+        name=$(echo "$spec" | tr '@=,' '___')
+        OMP_NUM_THREADS=1 timeout $hard python3 benchmarks/train_pairs.py --data "$data/cifar10" --pairs "$spec" \
+          --input-size 64 --epochs ${PAIR_EPOCHS:-45} --batch-size 256 --lr 0.2 --warmup-epochs 2 --min-scale 0.25 --workers 1 \
+          --device ${DEVICE:-cuda} --time-budget "$budget" --project $work/pairs --json $work/json/pairs_$name.json \
+          > $work/logs/pairs_$name.log 2>&1 &
+      done
+      for face in "rnnpool_face_quant 32 0.01" "rnnpool_face_m4 16 0.005"; do
+        set -- $face
+        OMP_NUM_THREADS=2 timeout $hard python3 benchmarks/train_faces.py --train "$data/faces/train_bbx_gt.txt" \
+          --val "$data/faces/val_bbx_gt.txt" --models $1 --epochs ${FACE_EPOCHS:-60} --input-size 320 --batch-size $2 \
+          --lr $3 --eval-period 5 --workers 5 --device ${DEVICE:-cuda} --time-limit "$budget" --project $work/faces \
+          --weights-out $work/weights --json $work/json/faces_$1.json > $work/logs/faces_$1.log 2>&1 &
+      done
+      wait
+      nvidia-smi --query-gpu=name,memory.used --format=csv > $work/logs/gpu_after.txt
+      cp $work/pairs/mobilenetv2_035_rnnpool/weights/best.pt $work/weights/mobilenetv2_035_rnnpool_cifar64.pt 2>/dev/null
+      (cd $work && find pairs faces -name metrics.csv | tar czf "$OUT/training.tgz" logs json weights -T -)
+      tail -n 3 $work/logs/*.log ;;
   esac
   echo "== step $step took $(( $(date +%s) - start )) s"
 done

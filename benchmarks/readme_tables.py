@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -113,12 +114,18 @@ def _where(r: Dict) -> str:
 
 def train_faces_table(data: Dict) -> str:
     args = data["args"]
-    lines = ["| model | input | AP (all faces) | AP (<= 3 faces) | best epoch / epochs | MAdds | params | peak RAM int8 (`layer`) "
+    lines = ["| model | input | AP (all faces) | AP (<= 3 faces) | best epoch / epochs done | MAdds | params | peak RAM int8 (`layer`) "
              "| train minutes |", "|---|---|---|---|---|---|---|---|---|"]
     for r in data["results"]:
+        scheduled = r.get("epochs", args["epochs"])
+        done = r.get("epochs_done", scheduled)
         lines.append(f"| {r['model']} | {r['input']} | {r['ap']:.3f} | {r['ap_le3']:.3f} | {r['best_epoch']} / "
-                     f"{r.get('epochs', args['epochs'])} | {r['madds'] / 1e6:.1f} M | {r['params']:,} | {r['peak_int8_kib']:.1f} KiB "
-                     f"| {r['minutes']:.0f} |")
+                     f"{done if done == scheduled else f'{done} of {scheduled}'} | {r['madds'] / 1e6:.1f} M | {r['params']:,} "
+                     f"| {r['peak_int8_kib']:.1f} KiB | {r['minutes']:.0f} |")
+
+    def cut(r: Dict) -> str:
+        done, scheduled = r.get("epochs_done"), r.get("epochs", args["epochs"])
+        return f" (the time limit ended it after {done})" if done is not None and done < scheduled else ""
 
     def recipe(r: Dict) -> str:
         size, batch = r.get("input_size", args["input_size"]), r.get("batch_size", args["batch_size"])
@@ -126,7 +133,7 @@ def train_faces_table(data: Dict) -> str:
                  if r.get("qat_from") else "")
         return (f"{tuned}crops of {size}x{size}, batch {batch}, SGD lr {r.get('lr', args['lr'])}, "
                 f"{r.get('warmup_epochs', args['warmup_epochs'])} warm-up epochs then cosine, {r.get('epochs', args['epochs'])} "
-                f"epochs, validated every {r.get('eval_period', args['eval_period'])} "
+                f"epochs{cut(r)}, validated every {r.get('eval_period', args['eval_period'])} "
                 f"({'mixed precision' if r.get('amp') else 'float32'}; {_where(r)})")
 
     lines += ["", f"Trained on `{Path(args['train']).name}`, validated on `{Path(args['val']).name}`:", ""]
@@ -139,20 +146,35 @@ def train_faces_table(data: Dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _schedule_left(r: Dict) -> float:
+    """The cosine schedule's learning-rate factor after the row's last finished epoch (1 in warm-up, 0 at the end)."""
+    warm, done, total = r.get("warmup_epochs", 1), r.get("epochs_done", r["epochs"]), r["epochs"]
+    return 1.0 if done <= warm else 0.5 * (1 + math.cos(math.pi * (done - warm) / max(1, total - warm)))
+
+
 def train_pairs_table(data: Dict) -> str:
     rows = data["results"]
-    lines = ["| model | top-1 | MAdds | peak RAM int8 (`layer`) | params | train minutes |", "|---|---|---|---|---|---|"]
+    lines = ["| model | top-1 | epochs done / scheduled (lr left) | MAdds | peak RAM int8 (`layer`) | params | train minutes |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {100 * r['top1']:.1f}% | {r['madds'] / 1e6:.1f} M | {r['peak_int8_kib']:.1f} KiB "
-                     f"| {r['params']:,} | {r['minutes']:.0f} |")
+        done = r.get("epochs_done", r["epochs"])
+        left = f" ({100 * _schedule_left(r):.0f}%)" if done < r["epochs"] else ""
+        lines.append(f"| {r['model']} | {100 * r['top1']:.1f}% | {done} / {r['epochs']}{left} | {r['madds'] / 1e6:.1f} M "
+                     f"| {r['peak_int8_kib']:.1f} KiB | {r['params']:,} | {r['minutes']:.0f} |")
 
     def recipe(r: Dict) -> str:
         images = f"{r['per_class']} training images per class" if r["per_class"] else "all training images"
-        return (f"{r['epochs']} epochs at {r['input_size']}x{r['input_size']}, batch {r['batch_size']}, SGD lr {r['lr']} "
-                f"(1 warm-up epoch, cosine), random-resized crops ({r['min_scale']}, 1) and flips, {images}, top-1 on "
-                f"{r['test_images']:,} test images ({'mixed precision' if r.get('amp') else 'float32'}; {_where(r)})")
+        schedule = (f"a schedule of at most {r['epochs']} epochs" if r.get("epochs_done", r["epochs"]) < r["epochs"]
+                    else f"{r['epochs']} epochs") if "probe_train_epoch_s" in r else f"{r['epochs']} epochs"
+        return (f"{schedule} at {r['input_size']}x{r['input_size']}, batch {r['batch_size']}, SGD lr {r['lr']} "
+                f"({r.get('warmup_epochs', 1)} warm-up epoch{'s' if r.get('warmup_epochs', 1) != 1 else ''}, cosine), "
+                f"random-resized crops ({r['min_scale']}, 1) and flips{' on the GPU' if r.get('data_on_device') else ''}, "
+                f"{images}, top-1 on {r['test_images']:,} test images ({'mixed precision' if r.get('amp') else 'float32'}; {_where(r)})")
 
     lines += [""] + [f"- {line}." for line in _recipe_runs(rows, recipe)]
+    if any(r.get("epochs_done", r["epochs"]) < r["epochs"] for r in rows):
+        lines.append("- lr left: the learning rate still left, as a share of its peak, where the time limit ended a run "
+                     "before its schedule did.")
     return "\n".join(lines) + "\n"
 
 

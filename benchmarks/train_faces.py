@@ -13,7 +13,8 @@ every --eval-period epochs is kept as the learning curve. With --weights-out, ea
 of the int8 arithmetic, its weights (with the activation ranges) go to --weights-out as <model>_qat.pt.
 Writes benchmarks/results/train_faces.json after each model, keeping the rows of models it did not train
 (so models trained by separate runs, each with its own --epochs, share one table). --resume --project P
-continues cut-short runs from P bit for bit.
+continues cut-short runs from P bit for bit. --time-limit MIN ends each run after the last epoch that fits in
+MIN minutes (the schedule still spans --epochs; the row says how many epochs were done).
 """
 import argparse
 import csv
@@ -75,6 +76,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", action="store_true", help="mixed precision on CUDA (default: float32 everywhere)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--time-limit", type=float, default=0.0, metavar="MIN",
+                        help="each model's run stops after the last epoch that fits in MIN minutes (validated there)")
     parser.add_argument("--project", help="keep the run folders here (default: a temporary folder)")
     parser.add_argument("--weights-out", help="save each model's best weights here as <model>.pt")
     parser.add_argument("--resume", action="store_true",
@@ -102,6 +105,7 @@ def main() -> None:
                                batch_size=args.batch_size, input_size=args.input_size, lr=args.lr,
                                warmup_epochs=min(args.warmup_epochs, args.epochs - 1), eval_period=args.eval_period,
                                workers=args.workers, device=args.device, amp=args.amp, seed=args.seed, project=str(project), name=label,
+                               time_limit=args.time_limit,
                                exist_ok=True, resume=str(last) if args.resume and last.is_file() else None)
             result = train_detector(cfg)
             run = Path(result["run"])
@@ -118,7 +122,8 @@ def main() -> None:
                 kept = {"model": checkpoint["model"], "config": checkpoint["config"], "epoch": checkpoint["epoch"]}
                 torch.save({**kept, **({RANGES_KEY: ranges} if ranges is not None else {})}, out)
             prof = profile_model(create_model(name), model_info(name).input_shape, "int8")
-            rows.append({"model": label, **({"qat_from": start} if start else {}), "epochs": args.epochs, "lr": args.lr, "input_size": args.input_size, "batch_size": args.batch_size,
+            rows.append({"model": label, **({"qat_from": start} if start else {}), "epochs": args.epochs,
+                         "epochs_done": result["last_epoch"]["epoch"], "lr": args.lr, "input_size": args.input_size, "batch_size": args.batch_size,
                          "warmup_epochs": cfg.warmup_epochs, "eval_period": args.eval_period, "amp": args.amp, "ap": val["ap"], "ap_le3": val["ap_le3"], "val_images": val["images"],
                          "best_epoch": torch.load(best, map_location="cpu", weights_only=False)["epoch"],
                          "curve": curve(run), "final_loss": result["last_epoch"]["loss_conf"] + result["last_epoch"]["loss_loc"],

@@ -371,6 +371,8 @@ def _run_arguments(p: argparse.ArgumentParser, config: str) -> None:
     p.add_argument("--max-steps", dest="max_steps", type=int, default=0, help="cap on steps per epoch (0: all)")
     p.add_argument("--stop-epoch", dest="stop_epoch", type=int, default=0,
                    help="stop after this epoch, to --resume later (the schedule still spans --epochs)")
+    p.add_argument("--time-limit", dest="time_limit", type=float, default=0.0, metavar="MIN",
+                   help="stop after the last epoch that fits in MIN minutes of wall time (the schedule still spans --epochs)")
 
 
 def _show_defaults(parser: argparse.ArgumentParser) -> None:
@@ -452,6 +454,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="max grad norm of the RNNPool parameters")
     p.add_argument("--min-scale", dest="min_scale", type=float, default=classify["min_scale"],
                    help="random-resized-crop scale (VWW: 0.2)")
+    p.add_argument("--data-on-device", dest="data_on_device", action="store_true",
+                   help="decode every image once onto the device and crop / flip there (small datasets of one image size, "
+                        "e.g. CIFAR-10 on a GPU, where the loader would be the bottleneck)")
     p.add_argument("--teacher", help="distil from this model (zoo name, torchvision:NAME or fitted .pt), e.g. the original "
                                      "of a fitted model")
     p.add_argument("--teacher-weights", dest="teacher_weights", metavar="CKPT", help="the teacher's trained weights")

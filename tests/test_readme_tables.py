@@ -1,4 +1,6 @@
 """The README's benchmark tables are generated from the committed JSON (benchmarks/readme_tables.py)."""
+import json
+import math
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _module():
     return load_benchmark("readme_tables")
+
+
+@pytest.fixture
+def tables():
+    return _module()
 
 
 def test_readme_tables_match_the_benchmark_json():
@@ -80,3 +87,31 @@ def test_committed_results_name_files_portably(tmp_path):
         absolute = [s for s in strings(__import__("json").loads(result.read_text()))
                     if s.startswith("/") and ("/benchmarks/" in s or "/shared/data/" in s)]
         assert not absolute, f"{result.name} names files by absolute paths: {absolute[:3]}"
+
+
+def test_merge_joins_side_by_side_result_files_and_a_later_row_replaces(tmp_path):
+    report = load_benchmark("_report")
+    write = lambda name, rows: (tmp_path / name).write_text(json.dumps({"results": rows, "args": {"from": name}}))
+    write("out.json", [{"model": "a", "top1": 0.1}, {"model": "b", "top1": 0.2}])
+    write("one.json", [{"model": "b", "top1": 0.5}])
+    write("two.json", [{"model": "c", "top1": 0.7}])
+    report.merge_results(tmp_path / "out.json", [tmp_path / "one.json", tmp_path / "two.json"])
+    merged = json.loads((tmp_path / "out.json").read_text())
+    assert merged["results"] == [{"model": "a", "top1": 0.1}, {"model": "b", "top1": 0.5}, {"model": "c", "top1": 0.7}]
+    assert merged["args"] == {"from": "two.json"}
+    report.merge_results(tmp_path / "new.json", [tmp_path / "two.json"])  # a new output file
+    assert json.loads((tmp_path / "new.json").read_text())["results"] == [{"model": "c", "top1": 0.7}]
+
+
+def test_pair_table_shows_runs_the_time_limit_cut_and_the_learning_rate_left(tables):
+    run = {"accelerator": "GPU", "date": "2026-11-27", "command": "python benchmarks/train_pairs.py"}
+    common = {"madds": 3.4e6, "peak_int8_kib": 2.4, "params": 1000, "minutes": 7.7, "input_size": 64, "batch_size": 256,
+              "lr": 0.2, "min_scale": 0.25, "per_class": 0, "test_images": 10000, "warmup_epochs": 2, "run": run}
+    rows = [{"model": "cut", "top1": 0.786, "epochs": 60, "epochs_done": 49, "probe_train_epoch_s": 6.8, **common},
+            {"model": "whole", "top1": 0.796, "epochs": 39, "epochs_done": 39, "probe_train_epoch_s": 10.4, **common},
+            {"model": "old", "top1": 0.5, "epochs": 15, **common}]
+    text = tables.train_pairs_table({"results": rows})
+    left = 0.5 * (1 + math.cos(math.pi * 47 / 58))  # after epoch 49 of 60, 2 of them warm-up
+    assert f"| cut | 78.6% | 49 / 60 ({100 * left:.0f}%) |" in text and "| whole | 79.6% | 39 / 39 |" in text
+    assert "| old | 50.0% | 15 / 15 |" in text
+    assert "cut: a schedule of at most 60 epochs" in text and "whole: 39 epochs" in text and "lr left:" in text

@@ -16,6 +16,7 @@ from ..errors import InvalidInputError, RnnpoolError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
 VWW_CLASSES = ("no_person", "person")  # label 0, 1
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # the normalisation every model here expects
 
 
 class BadSampleError(RnnpoolError, RuntimeError):
@@ -71,7 +72,7 @@ def collate_skipping_bad(batch):
 def classification_transforms(input_size: int, train: bool, min_scale: float = 0.08, normalize: bool = True) -> Callable:
     """Random-resized crop (scale min_scale..1) + flip for training; resize 256/224 + centre crop for eval;
     then ImageNet normalisation (``normalize`` False: the [0, 1] image, what an int8 program reads)."""
-    tail = [T.ToTensor()] + ([T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))] if normalize else [])
+    tail = [T.ToTensor()] + ([T.Normalize(IMAGENET_MEAN, IMAGENET_STD)] if normalize else [])
     if train:
         return T.Compose([T.RandomResizedCrop(input_size, scale=(min_scale, 1.0)), T.RandomHorizontalFlip(), *tail])
     return T.Compose([T.Resize(int(round(input_size * 256 / 224))), T.CenterCrop(input_size), *tail])

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..data.classification import IMAGENET_MEAN, IMAGENET_STD  # the classifiers' input normalisation, folded into the first conv
 from ..models.classifier import Classifier
 from ..models.face import DetectionHead, FaceDetector
 from ..nn import L2Norm, RNNPool2d
@@ -36,8 +37,6 @@ Shape = Tuple[int, int, int]  # (C, H, W)
 # (weight, bias) of a conv op recomputed from the model's live parameters, in the dtype asked for: what
 # quantization-aware training (rnnpool.deploy.fake_quant) differentiates through.
 Fold = Callable[[torch.dtype], Tuple[torch.Tensor, torch.Tensor]]
-# ImageNet normalisation of the classifiers' inputs (rnnpool.data.classification), folded into the first conv.
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @dataclass

@@ -7,7 +7,7 @@ else, so ``resume`` continues a run exactly: 2 epochs == 1 epoch + resume + 1 ep
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from ..data import build_classification_data, collate_skipping_bad
 from ..data.classification import ImageClassFolder, classification_transforms
+from ..data.on_device import DeviceBatches, device_batches
 from ..models import create_model, is_fitted_file, is_zoo_name, model_info
 from ..models.checkpoint import CheckpointError, checked_model_name, checkpoint_config, load_weights
 from ..errors import InvalidInputError, UnsupportedError
@@ -24,8 +25,11 @@ from . import distributed as dist
 from .checkpoint import load_checkpoint, model_state
 from .config import ClassifyConfig
 from .distill import distillation_loss
-from .loop import RunBook, prepare_training, setup_device
+from .loop import RunBook, TimeLimit, prepare_training, setup_device
 from .qat import RANGES_KEY, qat_model
+
+
+SHOW_EVERY = 20  # steps between progress-bar updates (each reads the running loss back from the device)
 
 
 @torch.no_grad()
@@ -33,19 +37,20 @@ def evaluate_classifier(model: nn.Module, loader: DataLoader, num_classes: int, 
     """Loss, top-1 accuracy and per-class accuracy over ``loader`` (summed over processes)."""
     model.eval()
     criterion = nn.CrossEntropyLoss(reduction="sum")
-    totals = torch.zeros(3 + 2 * num_classes, dtype=torch.float64)  # loss, correct, seen, per-class correct/seen
+    # loss, correct, seen, per-class correct / seen: summed on the device, read once at the end
+    totals = torch.zeros(3 + 2 * num_classes, dtype=torch.float64, device=device)
     for images, labels, skipped in tqdm(loader, desc="validate", leave=False, disable=not dist.is_main()):
         if images is None:
             continue
         images, labels = images.to(device), labels.to(device)
         logits = model(images)
         pred = logits.argmax(1)
-        totals[0] += criterion(logits.float(), labels).item()
-        totals[1] += (pred == labels).sum().item()
+        totals[0] += criterion(logits.float(), labels)
+        totals[1] += (pred == labels).sum()
         totals[2] += labels.numel()
-        totals[3 : 3 + num_classes] += torch.bincount(labels[pred == labels].cpu(), minlength=num_classes).double()
-        totals[3 + num_classes :] += torch.bincount(labels.cpu(), minlength=num_classes).double()
-    totals = dist.all_reduce_sum(totals.to(device) if device.type == "cuda" else totals).cpu()
+        totals[3 : 3 + num_classes] += torch.bincount(labels[pred == labels], minlength=num_classes)
+        totals[3 + num_classes :] += torch.bincount(labels, minlength=num_classes)
+    totals = dist.all_reduce_sum(totals).cpu()
     seen = max(totals[2].item(), 1)
     per_class = (totals[3 : 3 + num_classes] / totals[3 + num_classes :].clamp(min=1)).tolist()
     return {"loss": totals[0].item() / seen, "top1": totals[1].item() / seen, "per_class": per_class, "samples": int(totals[2].item())}
@@ -102,8 +107,12 @@ def _rnn_parameters(model: nn.Module) -> List[nn.Parameter]:
     return [p for m in model.modules() if isinstance(m, RNNPool2d) for p in m.parameters() if p.requires_grad]
 
 
-def train_classifier(cfg: ClassifyConfig) -> Dict[str, Any]:
-    """Run training; returns the final metrics and the run folder. Writes only on the main process."""
+def train_classifier(cfg: ClassifyConfig, data: Optional[Tuple[DeviceBatches, DeviceBatches]] = None) -> Dict[str, Any]:
+    """Run training; returns the final metrics and the run folder. Writes only on the main process.
+
+    ``data``: (training, validation) batches already on the device (:func:`rnnpool.data.on_device.device_batches`
+    of ``cfg.data`` at ``cfg.input_size``), to share one decoding between several runs; None: as ``cfg`` says.
+    """
     device, distributed = setup_device(cfg.device, cfg.deterministic)
     train_set, val_set = build_classification_data(cfg.data, cfg.input_size, cfg.layout, cfg.skip_bad, cfg.min_scale)
     num_classes = len(train_set.classes)
@@ -126,23 +135,46 @@ def train_classifier(cfg: ClassifyConfig) -> Dict[str, Any]:
         teacher.requires_grad_(False)
     # a fitted model's checkpoints carry the model itself, so eval and profile take them without its .pt
     carried = {"fitted_model": model, "input_shape": [3, cfg.input_size, cfg.input_size]} if is_fitted_file(cfg.model) else {}
-    parts = prepare_training(cfg, trained, train_set, collate_skipping_bad, device, distributed)
-    val_loader = DataLoader(val_set, cfg.batch_size, sampler=dist.ShardSampler(len(val_set)), num_workers=cfg.workers,
-                            collate_fn=collate_skipping_bad)
+    if data is not None:
+        batches, val_loader = data
+        given = {"batch_size": batches.batch_size, "input_size": batches.input_size, "min_scale": batches.scale[0], "seed": batches.seed}
+        differ = {k: v for k, v in given.items() if v != getattr(cfg, k)}
+        if differ or not batches.train or val_loader.train:
+            raise InvalidInputError("the data given were made for other settings than the run's: "
+                                    + (", ".join(f"{k} {v} (run: {getattr(cfg, k)})" for k, v in differ.items())
+                                       or "expected (training, validation) batches"))
+    elif cfg.data_on_device:
+        batches, val_loader = device_batches(train_set, val_set, device, cfg.batch_size, cfg.input_size, cfg.min_scale, cfg.seed,
+                                             dist.rank(), dist.world_size(), cfg.workers)
+    if data is not None or cfg.data_on_device:
+        if dist.is_main():
+            held = batches.data.images.numel() + val_loader.data.images.numel()
+            print(f"data on {device}: {len(batches.data)} training and {len(val_loader.data)} validation images, "
+                  f"{held / 2**20:.0f} MiB" + (f"; {batches.data.skipped + val_loader.data.skipped} unreadable images left out"
+                                                if batches.data.skipped + val_loader.data.skipped else ""), flush=True)
+    else:
+        batches = None
+        val_loader = DataLoader(val_set, cfg.batch_size, sampler=dist.ShardSampler(len(val_set)), num_workers=cfg.workers,
+                                collate_fn=collate_skipping_bad)
+    parts = prepare_training(cfg, trained, train_set, collate_skipping_bad, device, distributed, batches)
     book = RunBook(cfg, {"classes": train_set.classes}, [("train_loss", "val_loss"), ("train_top1", "val_top1")])
     book.resume(model, parts.optimizer, parts.scheduler, parts.scaler)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     rnn_params = _rnn_parameters(model)
     metrics: Dict[str, Any] = {}
+    limit = TimeLimit(cfg.time_limit, device)
     with book.interruptible():
         for epoch in range(book.start_epoch, cfg.end_epoch()):
-            totals = torch.zeros(4, dtype=torch.float64)  # loss sum, correct, seen, skipped (unreadable + lone samples)
+            # loss sum, correct, seen, skipped (unreadable + lone samples); the first two summed on the device and
+            # read every SHOW_EVERY steps, so the host does not wait for each step
+            running = torch.zeros(2, dtype=torch.float64, device=device)
+            seen = skipped_total = 0
             start = time.time()
             bar = parts.epoch_batches(cfg, epoch)
-            for images, labels, skipped in bar:
-                totals[3] += skipped
+            for step, (images, labels, skipped) in enumerate(bar):
+                skipped_total += skipped
                 if images is None or images.shape[0] < 2:  # all unreadable, or one sample left: BN cannot train on it
-                    totals[3] += 0 if images is None else 1
+                    skipped_total += 0 if images is None else 1
                     continue
                 images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
                 with torch.autocast(device.type, enabled=parts.use_amp):
@@ -154,13 +186,17 @@ def train_classifier(cfg: ClassifyConfig) -> Dict[str, Any]:
                             soft_targets = teacher(images)
                         loss = distillation_loss(logits, soft_targets, labels, cfg.distill_temperature, cfg.distill_weight, criterion)
                 parts.optimize(loss, rnn_params, cfg.rnn_clip)
-                correct = (logits.argmax(1) == labels).sum().item()
-                totals += torch.tensor([loss.item() * labels.numel(), correct, labels.numel(), 0.0], dtype=torch.float64)
-                shown = {"loss": f"{totals[0] / max(totals[2], 1):.4f}", "acc": f"{totals[1] / max(totals[2], 1):.3f}"}
-                if device.type == "cuda":  # the GPU memory the step holds
-                    shown["gpu_mem"] = f"{torch.cuda.memory_allocated(device) / 2**30:.2f}G"
-                bar.set_postfix(**shown)
-            totals = dist.all_reduce_sum(totals)
+                running[0] += loss.detach() * labels.numel()
+                running[1] += (logits.argmax(1) == labels).sum()
+                seen += labels.numel()
+                if step % SHOW_EVERY == 0 or step == len(bar) - 1:
+                    loss_sum, correct = running.tolist()
+                    shown = {"loss": f"{loss_sum / seen:.4f}", "acc": f"{correct / seen:.3f}"}
+                    if device.type == "cuda":  # the GPU memory the step holds
+                        shown["gpu_mem"] = f"{torch.cuda.memory_allocated(device) / 2**30:.2f}G"
+                    bar.set_postfix(**shown)
+            totals = dist.all_reduce_sum(torch.cat([running, torch.tensor([seen, skipped_total], dtype=torch.float64, device=device)])).cpu()
+            stop = limit.stop_after_this_epoch()
             val = evaluate_classifier(trained, val_loader, num_classes, device)
             seen = max(totals[2].item(), 1)
             metrics = {"epoch": epoch + 1, "lr": parts.optimizer.param_groups[0]["lr"], "train_loss": totals[0].item() / seen,
@@ -168,6 +204,9 @@ def train_classifier(cfg: ClassifyConfig) -> Dict[str, Any]:
                        "skipped": int(totals[3].item()), "seconds": round(time.time() - start, 2)}
             book.end_epoch(epoch, metrics, val["top1"], model, parts.optimizer, parts.scheduler, parts.scaler,
                            {"classes": train_set.classes, **carried, **extra})
+            if stop and epoch + 1 < cfg.end_epoch():
+                limit.note(epoch + 1, cfg.epochs)
+                break
     final = evaluate_classifier(trained, val_loader, num_classes, device)
     if book.run is not None:
         print(f"top-1 {final['top1']:.4f} on {final['samples']} images; per class: "

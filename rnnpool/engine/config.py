@@ -34,6 +34,7 @@ class TrainConfig:
     skip_bad: bool = False
     max_steps: int = 0  # cap on steps per epoch (0: all)
     stop_epoch: int = 0  # stop after this epoch (0: at ``epochs``); the schedule still spans ``epochs``
+    time_limit: float = 0.0  # minutes: stop after the last epoch that fits in them (0: no limit); the schedule still spans ``epochs``
     deterministic: bool = False  # deterministic CUDA kernels (bit-exact reruns and resumes on GPUs; CPU runs are already)
     weights: Optional[str] = None  # start from these trained weights (a checkpoint of this model)
     qat: bool = False  # quantization-aware fine-tuning of ``weights`` (rnnpool.deploy.fake_quant)
@@ -56,9 +57,10 @@ class TrainConfig:
             raise InvalidInputError(f"weights {self.weights} do not exist")
         if self.qat_calibration <= 0:
             raise InvalidInputError(f"qat_calibration must be positive, got {self.qat_calibration}")
-        if self.lr <= 0 or self.warmup_epochs < 0 or self.max_steps < 0 or self.stop_epoch < 0:
-            raise InvalidInputError(f"need lr > 0 and warmup_epochs, max_steps, stop_epoch >= 0; got lr={self.lr}, "
-                             f"warmup_epochs={self.warmup_epochs}, max_steps={self.max_steps}, stop_epoch={self.stop_epoch}")
+        if self.lr <= 0 or self.warmup_epochs < 0 or self.max_steps < 0 or self.stop_epoch < 0 or not self.time_limit >= 0:
+            raise InvalidInputError(f"need lr > 0 and warmup_epochs, max_steps, stop_epoch, time_limit >= 0; got lr={self.lr}, "
+                             f"warmup_epochs={self.warmup_epochs}, max_steps={self.max_steps}, stop_epoch={self.stop_epoch}, "
+                             f"time_limit={self.time_limit}")
 
     def end_epoch(self) -> int:
         return min(self.epochs, self.stop_epoch) if self.stop_epoch > 0 else self.epochs
@@ -76,6 +78,7 @@ class ClassifyConfig(TrainConfig):
     label_smoothing: float = 0.0
     rnn_clip: Optional[float] = 5.0  # max grad norm of the RNNPool parameters
     min_scale: float = 0.08  # random-resized-crop scale (VWW: 0.2)
+    data_on_device: bool = False  # decode the images once onto the device and augment there (rnnpool.data.on_device)
     project: str = "runs/classify"
     model_kwargs: Dict[str, Any] = field(default_factory=dict)
     teacher: Optional[str] = None  # distil from this model (zoo name, torchvision:NAME or fitted .pt) ...

@@ -23,7 +23,7 @@ from ..models.detection_utils import wider_rows
 from . import distributed as dist
 from ..models.checkpoint import checkpoint_model, load_weights
 from .config import DetectConfig
-from .loop import RunBook, prepare_training, resolve_device, setup_device
+from .loop import RunBook, TimeLimit, prepare_training, resolve_device, setup_device
 from .qat import RANGES_KEY, qat_model
 from ..deploy.export import image_tensor, load_image
 from .s3fd import EncodeTargets, S3FD
@@ -107,6 +107,7 @@ def train_detector(cfg: DetectConfig) -> Dict[str, Any]:
     book.resume(model, parts.optimizer, parts.scheduler, parts.scaler)
     end_epoch = cfg.end_epoch()
     metrics: Dict[str, Any] = {}
+    limit = TimeLimit(cfg.time_limit, device)
     with book.interruptible():
         for epoch in range(book.start_epoch, end_epoch):
             totals = torch.zeros(3, dtype=torch.float64)  # conf loss, loc loss, batches
@@ -124,7 +125,8 @@ def train_detector(cfg: DetectConfig) -> Dict[str, Any]:
             metrics = {"epoch": epoch + 1, "lr": parts.optimizer.param_groups[0]["lr"], "loss_conf": totals[0].item() / max(totals[2].item(), 1),
                        "loss_loc": totals[1].item() / max(totals[2].item(), 1), "val_ap": float("nan"), "val_ap_le3": float("nan"),
                        "seconds": 0.0}
-            last = epoch + 1 == end_epoch
+            stop = limit.stop_after_this_epoch() and epoch + 1 < end_epoch
+            last = epoch + 1 == end_epoch or stop  # (validated: the run's last epoch)
             if cfg.val and dist.is_main() and ((epoch + 1) % cfg.eval_period == 0 or last):
                 trained.eval()
                 pr = str(book.run / "pr.png") if book.run is not None else None
@@ -133,6 +135,9 @@ def train_detector(cfg: DetectConfig) -> Dict[str, Any]:
             metrics["seconds"] = round(time.time() - start, 2)
             score = -metrics["loss_conf"] - metrics["loss_loc"] if math.isnan(metrics["val_ap"]) else metrics["val_ap"]
             book.end_epoch(epoch, metrics, score, model, parts.optimizer, parts.scheduler, parts.scaler, carried)
+            if stop:
+                limit.note(epoch + 1, cfg.epochs)
+                break
     return {"run": str(book.run) if book.run else None, "last_epoch": metrics, "best": book.best}
 
 

@@ -8,9 +8,10 @@ import math
 import os
 import shutil
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -82,8 +83,8 @@ def epoch_seed(seed: int, epoch: int) -> int:
 class TrainingParts:
     """The objects a training loop drives, built the same way for every task by :func:`prepare_training`."""
 
-    loader: DataLoader
-    sampler: DistributedSampler
+    loader: Iterable  # a DataLoader, or ready batches (prepare_training's ``batches``)
+    sampler: Any  # its DistributedSampler (anything with set_epoch)
     generator: torch.Generator
     steps_per_epoch: int
     optimizer: torch.optim.Optimizer
@@ -115,13 +116,20 @@ class TrainingParts:
 
 
 def prepare_training(cfg: TrainConfig, model: nn.Module, train_set, collate: Callable, device: torch.device,
-                     distributed: bool) -> TrainingParts:
-    """Sharded, epoch-seeded loader; optimizer and schedule; AMP scaler (CUDA only); DDP wrapper."""
-    sampler = DistributedSampler(train_set, num_replicas=dist.world_size(), rank=dist.rank(), shuffle=True, seed=cfg.seed)
+                     distributed: bool, batches=None) -> TrainingParts:
+    """Sharded, epoch-seeded loader; optimizer and schedule; AMP scaler (CUDA only); DDP wrapper.
+
+    ``batches``: ready batches to use instead of a DataLoader over ``train_set`` (e.g.
+    :class:`rnnpool.data.on_device.DeviceBatches`: sharded and seeded by their own ``set_epoch``).
+    """
     generator = torch.Generator()
-    # drop the ragged last batch (BN cannot train on a single sample) unless it is the only one
-    loader = DataLoader(train_set, cfg.batch_size, sampler=sampler, num_workers=cfg.workers, collate_fn=collate,
-                        generator=generator, drop_last=len(sampler) > cfg.batch_size, pin_memory=device.type == "cuda")
+    if batches is not None:
+        sampler, loader = batches, batches
+    else:
+        sampler = DistributedSampler(train_set, num_replicas=dist.world_size(), rank=dist.rank(), shuffle=True, seed=cfg.seed)
+        # drop the ragged last batch (BN cannot train on a single sample) unless it is the only one
+        loader = DataLoader(train_set, cfg.batch_size, sampler=sampler, num_workers=cfg.workers, collate_fn=collate,
+                            generator=generator, drop_last=len(sampler) > cfg.batch_size, pin_memory=device.type == "cuda")
     steps = len(loader) if not cfg.max_steps else min(len(loader), cfg.max_steps)
     optimizer, scheduler = make_optimizer(cfg, model, steps)
     use_amp = cfg.amp and device.type == "cuda"
@@ -131,7 +139,31 @@ def prepare_training(cfg: TrainConfig, model: nn.Module, train_set, collate: Cal
 
 
 # Settings that may differ on --resume: where and how the work runs, not what it computes.
-RESUME_MAY_CHANGE = {"resume", "stop_epoch", "name", "project", "exist_ok", "workers", "device"}
+RESUME_MAY_CHANGE = {"resume", "stop_epoch", "time_limit", "name", "project", "exist_ok", "workers", "device"}
+
+
+class TimeLimit:
+    """A run's wall-time limit (``time_limit`` minutes; 0: none): at the end of each epoch's steps,
+    :meth:`stop_after_this_epoch` says whether another epoch, as long as the mean one so far, would pass it.
+    Every process decides alike (the decision is summed over them)."""
+
+    def __init__(self, minutes: float, device: torch.device) -> None:
+        self.seconds, self.device = minutes * 60, device
+        self.start, self.epochs = time.monotonic(), 0
+
+    def stop_after_this_epoch(self) -> bool:
+        self.epochs += 1
+        if self.seconds <= 0:
+            return False
+        elapsed = time.monotonic() - self.start
+        stop = torch.tensor([float(elapsed + elapsed / self.epochs > self.seconds)], device=self.device)
+        return dist.all_reduce_sum(stop).item() > 0
+
+    def note(self, epoch: int, epochs: int) -> None:
+        """Say that the limit ends the run after ``epoch`` (1-based) of a schedule of ``epochs``."""
+        if dist.is_main():
+            print(f"time limit of {self.seconds / 60:g} min: stopping after epoch {epoch} of {epochs} "
+                  f"({(time.monotonic() - self.start) / 60:.1f} min so far)", flush=True)
 
 
 class RunBook:

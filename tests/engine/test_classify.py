@@ -270,3 +270,14 @@ def test_bn_momentum_sets_every_batchnorm(color_data, tmp_path):
     assert any(default[k].abs().max() > 1e-3 for k in means)
     with pytest.raises(InvalidInputError, match="bn_momentum must be in"):
         ClassifyConfig(name="x", bn_momentum=0.0, **common)
+
+
+def test_time_limit_ends_the_run_after_an_epoch_and_says_so(color_data, tmp_path, capsys):
+    """A limit shorter than one epoch: the run ends after its first epoch (checkpointed and validated), the
+    schedule still spans --epochs, and the message says how to read it."""
+    cfg = ClassifyConfig(data=str(color_data), epochs=5, project=str(tmp_path), name="short", time_limit=1e-5, **SMALL)
+    result = train_classifier(cfg)
+    out = capsys.readouterr().out
+    assert "time limit of 1e-05 min: stopping after epoch 1 of 5" in out
+    assert result["last_epoch"]["epoch"] == 1 and len((tmp_path / "short" / "metrics.csv").read_text().splitlines()) == 2
+    assert load_checkpoint(tmp_path / "short" / "weights" / "last.pt")["epoch"] == 1

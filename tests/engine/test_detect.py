@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import subprocess
 import sys
@@ -163,3 +164,12 @@ def test_real_faces_few_steps(tmp_path):
     rows = (tmp_path / "real" / "metrics.csv").read_text().splitlines()[1:]
     assert float(rows[-1].split(",")[2]) < float(rows[0].split(",")[2])
     assert result["run"]
+
+
+def test_time_limit_validates_the_epoch_it_stops_after(tmp_path, capsys):
+    gt = make_square_faces(tmp_path / "faces", count=6)
+    cfg = DetectConfig(model="rnnpool_face_a", train=str(gt), val=str(gt), epochs=6, batch_size=3, input_size=64, workers=0,
+                       device="cpu", project=str(tmp_path), name="short", eval_period=5, time_limit=1e-5)
+    result = train_detector(cfg)
+    assert "time limit of 1e-05 min: stopping after epoch 1 of 6" in capsys.readouterr().out
+    assert result["last_epoch"]["epoch"] == 1 and not math.isnan(result["last_epoch"]["val_ap"])

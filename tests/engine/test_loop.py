@@ -35,3 +35,21 @@ def test_deterministic_selects_deterministic_cuda_kernels(monkeypatch):
 def test_bad_settings_are_refused_before_any_work(change, message):
     with pytest.raises((KeyError, ValueError), match=message):
         ClassifyConfig(**{"model": "mobilenetv2", "data": "unused", **change})
+
+
+def test_time_limit_stops_before_an_epoch_that_would_not_fit(monkeypatch):
+    """Another epoch as long as the mean so far must fit: with 10 s epochs and a 35 s limit the run stops after
+    the 3rd (30 s + 10 s > 35 s), not after the 2nd (20 s + 10 s fit); without a limit it never stops."""
+    clock = [0.0]
+    monkeypatch.setattr(loop.time, "monotonic", lambda: clock[0])
+    limit = loop.TimeLimit(35 / 60, torch.device("cpu"))
+    decisions = []
+    for _ in range(4):
+        clock[0] += 10
+        decisions.append(limit.stop_after_this_epoch())
+    assert decisions == [False, False, True, True]  # after epoch 3 (30 s): a 4th would end at 40 s
+    never = loop.TimeLimit(0, torch.device("cpu"))
+    clock[0] += 1e6
+    assert not never.stop_after_this_epoch()
+    with pytest.raises(ValueError, match="time_limit=-1"):
+        ClassifyConfig(model="mobilenetv2", data="unused", time_limit=-1)
