@@ -164,8 +164,8 @@ def train_pairs_table(data: Dict) -> str:
 
     def recipe(r: Dict) -> str:
         images = f"{r['per_class']} training images per class" if r["per_class"] else "all training images"
-        schedule = (f"a schedule of at most {r['epochs']} epochs" if r.get("epochs_done", r["epochs"]) < r["epochs"]
-                    else f"{r['epochs']} epochs") if "probe_train_epoch_s" in r else f"{r['epochs']} epochs"
+        fitted_and_cut = "probe_train_epoch_s" in r and r.get("epochs_done", r["epochs"]) < r["epochs"]
+        schedule = f"a schedule of at most {r['epochs']} epochs" if fitted_and_cut else f"{r['epochs']} epochs"
         return (f"{schedule} at {r['input_size']}x{r['input_size']}, batch {r['batch_size']}, SGD lr {r['lr']} "
                 f"({r.get('warmup_epochs', 1)} warm-up epoch{'s' if r.get('warmup_epochs', 1) != 1 else ''}, cosine), "
                 f"random-resized crops ({r['min_scale']}, 1) and flips{' on the GPU' if r.get('data_on_device') else ''}, "

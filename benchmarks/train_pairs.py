@@ -116,13 +116,13 @@ def probe_seconds(name: str, kwargs: Dict[str, Any], num_classes: int, input_siz
     model.eval()
     shown = min(len(val_batches), 8)
     with torch.no_grad():
-        for step, (images, _, _) in enumerate(itertools.islice(val_batches, shown + 1)):
-            if step == 1:
-                _sync(device)
-                start = time.perf_counter()
+        model(next(iter(val_batches))[0])  # (first use of the evaluation shapes)
+        _sync(device)
+        start = time.perf_counter()
+        for images, _, _ in itertools.islice(val_batches, shown):
             model(images)
         _sync(device)
-    validation = (time.perf_counter() - start) / max(shown, 1) * len(val_batches)
+    validation = (time.perf_counter() - start) / shown * len(val_batches)
     with tempfile.TemporaryDirectory() as tmp:  # each epoch's bookkeeping: two checkpoints, a metrics row, the plot
         append_metrics(Path(tmp), {"epoch": 1, "train_loss": 1.0, "val_loss": 1.0})
         plot_curves(Path(tmp), [("train_loss", "val_loss")])  # (matplotlib's first use: not every epoch's)

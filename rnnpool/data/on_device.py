@@ -168,9 +168,10 @@ class DeviceBatches:
     """(images, labels, 0) batches from :class:`DeviceImages`, drawn on their device, like the training
     DataLoader yields them: normalised float32, randomly cropped / resized / flipped for training.
 
-    Training batches follow ``DistributedSampler``'s order and sharding (a permutation seeded by ``seed`` and
-    the epoch, padded to a multiple of the processes, every ``world``-th index from ``rank``) and drop the
-    ragged last batch unless it is the only one; evaluation batches take every ``world``-th image in order.
+    Training batches are dealt out as ``DistributedSampler`` deals its indices (a permutation of their own,
+    seeded by ``seed`` and the epoch, padded to a multiple of the processes, every ``world``-th index from
+    ``rank``) and drop the ragged last batch unless it is the only one; evaluation batches take every
+    ``world``-th image in order.
     """
 
     def __init__(self, data: DeviceImages, batch_size: int, train: bool, input_size: int = 0, min_scale: float = 0.08,
