@@ -65,13 +65,12 @@ def earlier_results(path: Union[str, Path], rerun: Collection[str]) -> Tuple[Dic
 
 def merge_results(output: Union[str, Path], inputs: List[Union[str, Path]]) -> None:
     """Write the rows of ``inputs`` (result files of jobs run side by side) into ``output``, after those it
-    already holds; a later row of a model replaces an earlier one. Other keys come from the last input."""
+    already holds; a later row of a model replaces an earlier one in its place. Other keys come from the last input."""
     payload: Dict[str, Any] = {}
     rows: Dict[str, Dict[str, Any]] = {}
     for path in [output, *inputs]:
         earlier, kept = earlier_results(path, set())
         for row in kept:
-            rows.pop(row["model"], None)
             rows[row["model"]] = row
         if path != output:
             payload.update({k: v for k, v in earlier.items() if k != "results"})

@@ -27,12 +27,13 @@ rows, keeping the others of an earlier run in the JSON.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, NamedTuple, Optional
 
 from rnnpool.analysis import profile_model
 from rnnpool.data.faces import load_face_annotations
@@ -42,7 +43,7 @@ from rnnpool.deploy.int8_reference import dead_maps
 from rnnpool.deploy.programs import ExportError, RamLimitError, toolchain_available
 from rnnpool.deploy.quantize import quantize_model
 
-from _report import earlier_results, run_info, write_json  # benchmarks/_report.py, next to this script
+from _report import earlier_results, portable_paths, run_info, write_json  # benchmarks/_report.py, next to this script
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -83,25 +84,38 @@ def _link_images(files: List[Path], folder: Path) -> Path:
     return folder
 
 
-def _face_images(faces: Path, work: Path):
+class Images(NamedTuple):
+    """A run's images: the calibration folder (a temporary one of links), what it holds, the images to run."""
+
+    calib: str
+    about: str
+    run: List[str]
+
+
+def _face_images(faces: Path, work: Path) -> Images:
     """Calibration: the first training images; run and liveness: validation images."""
     train = load_face_annotations(str(faces / "train_bbx_gt.txt")).records
     val = load_face_annotations(str(faces / "val_bbx_gt.txt")).records
     calib = _link_images([Path(r.path) for r in train[:CALIBRATION_IMAGES]], work / "calib_faces")
-    return str(calib), [str(r.path) for r in val[:2]]
+    return Images(str(calib), f"the first {CALIBRATION_IMAGES} training images of {portable_paths(str(faces.resolve()))}", [str(r.path) for r in val[:2]])
 
 
-def _cifar_images(cifar: Path, work: Path):
-    """Calibration: 3-4 training images of every class; run and liveness: two test images of other classes."""
+def _cifar_images(cifar: Path, work: Path) -> Images:
+    """Calibration: the first training images of every class in turn (3-4 each of CIFAR-10's ten); run and
+    liveness: the first test image of the first two classes."""
     classes = sorted(p for p in (cifar / "train").iterdir() if p.is_dir())
     per_class = -(-CALIBRATION_IMAGES // len(classes))
-    files = [f for c in classes for f in sorted(c.glob("*.jpg"))[:per_class]][:CALIBRATION_IMAGES]
+    firsts = [sorted(c.glob("*.jpg"))[:per_class] for c in classes]
+    files = [f for turn in itertools.zip_longest(*firsts) for f in turn if f is not None][:CALIBRATION_IMAGES]
+    counts = [sum(f.parent == c for f in files) for c in classes]
     calib = _link_images(files, work / "calib_cifar")
     tests = [sorted((cifar / "test" / c.name).glob("*.jpg"))[0] for c in classes[:2]]
-    return str(calib), [str(t) for t in tests]
+    spread = f"{min(counts)}-{max(counts)}" if min(counts) != max(counts) else f"{min(counts)}"
+    return Images(str(calib), f"{len(files)} training images, the first {spread} of each of {len(classes)} classes, of "
+                  f"{portable_paths(str(cifar.resolve()))}", [str(t) for t in tests])
 
 
-def _synthetic_images(work: Path, channels: int):
+def _synthetic_images(work: Path, channels: int) -> Images:
     import numpy as np
     from PIL import Image
 
@@ -112,7 +126,7 @@ def _synthetic_images(work: Path, channels: int):
         Image.fromarray(small).resize((640, 480), Image.BILINEAR).save(folder / f"img_{i}.png")
     files = sorted(folder.glob("*.png"))
     calib = _link_images(files[:2], work / f"calib_synthetic_{channels}")
-    return str(calib), [str(f) for f in files[2:]]
+    return Images(str(calib), "2 smooth random images (no real data given)", [str(f) for f in files[2:]])
 
 
 def _weights(weights_dir: Path, model: str, suffix: str = "") -> Optional[str]:
@@ -148,13 +162,14 @@ def _accuracy(run: Run, weights: str, qat: Optional[str], calib: str, faces: Pat
     return result
 
 
-def measure(run: Run, weights: Optional[str], calib: str, images: List[str], work: Path, accuracy_faces: Optional[Path],
+def measure(run: Run, weights: Optional[str], data: Images, work: Path, accuracy_faces: Optional[Path],
             val_limit: int, qat: Optional[str] = None) -> Dict:
     """One row; the program runs the quantization-aware weights ``qat`` where given, else ``weights``."""
     started = time.time()
+    calib, images = data.calib, data.run
     deployed = qat or weights
     row: Dict = {"model": run.model, "ram_target_bytes": run.ram_kib * 1024, "target": run.target, "weights": deployed or "seeded",
-                 "calibration": "the ranges of its quantization-aware fine-tuning" if qat else calib, "image": images[0]}
+                 "calibration": "the ranges of its quantization-aware fine-tuning" if qat else data.about, "image": images[0]}
     try:
         report = export_c(run.model, work / f"{run.model}_{run.ram_kib}", deployed, calib, "cortex-m4", images[0],
                           ram_bytes=run.ram_kib * 1024, input_size=run.input_size, calib_limit=CALIBRATION_IMAGES)
@@ -247,14 +262,14 @@ def main() -> None:
     runs = [r for r in RUNS if r.model in chosen]
     rows = []
     for run in runs:
-        calib, images = face_data if "face" in run.model else class_data
         weights = _weights(Path(args.weights_dir), run.model)
         qat = _weights(Path(args.weights_dir), run.model, "_qat") if weights else None
-        rows.append(measure(run, weights, calib, images, work, faces if have_faces else None, args.val_limit, qat))
+        rows.append(measure(run, weights, face_data if "face" in run.model else class_data, work, faces if have_faces else None,
+                            args.val_limit, qat))
         print(f"{run.model} within {run.ram_kib} KiB: {rows[-1]['seconds']:.0f} s", flush=True)
     stm32 = None
     if "rnnpool_face_quant" in chosen:
-        stm32 = stm32_build(_weights(Path(args.weights_dir), "rnnpool_face_quant"), face_data[0], face_data[1][0], work)
+        stm32 = stm32_build(_weights(Path(args.weights_dir), "rnnpool_face_quant"), face_data.calib, face_data.run[0], work)
     print_table(rows)
     if stm32:
         print(f"STM32F439 build of rnnpool_face_quant: flash {stm32['flash_bytes']:,} B, SRAM {stm32['sram_bytes']:,} B, "

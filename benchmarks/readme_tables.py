@@ -127,13 +127,16 @@ def train_faces_table(data: Dict) -> str:
         done, scheduled = r.get("epochs_done"), r.get("epochs", args["epochs"])
         return f" (the time limit ended it after {done})" if done is not None and done < scheduled else ""
 
+    def clipped(r: Dict) -> str:
+        return f", gradient clipped to norm {r['grad_clip']:g}" if r.get("grad_clip") else ""
+
     def recipe(r: Dict) -> str:
         size, batch = r.get("input_size", args["input_size"]), r.get("batch_size", args["batch_size"])
         tuned = (f"quantization-aware fine-tuning of `{r['qat_from']}` (AP of the int8 arithmetic), "
                  if r.get("qat_from") else "")
         return (f"{tuned}crops of {size}x{size}, batch {batch}, SGD lr {r.get('lr', args['lr'])}, "
                 f"{r.get('warmup_epochs', args['warmup_epochs'])} warm-up epochs then cosine, {r.get('epochs', args['epochs'])} "
-                f"epochs{cut(r)}, validated every {r.get('eval_period', args['eval_period'])} "
+                f"epochs{cut(r)}{clipped(r)}, validated every {r.get('eval_period', args['eval_period'])} "
                 f"({'mixed precision' if r.get('amp') else 'float32'}; {_where(r)})")
 
     lines += ["", f"Trained on `{Path(args['train']).name}`, validated on `{Path(args['val']).name}`:", ""]
@@ -366,14 +369,23 @@ def fit_train_table(data: Dict) -> str:
 
 
 def reference_detectors_table(data: Dict) -> str:
-    lines = ["| detector | AP (all faces) | AP (<= 3 faces) | detections | ms / image (this CPU) |", "|---|---|---|---|---|"]
+    bins = list(data["results"][0]["ap_by_size"]) if data["results"] else []
+    lines = ["| detector | AP (all faces) | AP (<= 3 faces) | " + " | ".join(f"AP {b}" for b in bins)
+             + " | detections | ms / image (this CPU) |", "|---|---|---|" + "---|" * len(bins) + "---|---|"]
     for r in data["results"]:
-        lines.append(f"| {r['detector']} (OpenCV {r['opencv']}) | {r['ap']:.3f} | {r['ap_le3']:.3f} | {r['detections']} "
-                     f"| {1e3 * r['seconds_per_image']:.0f} |")
-    settings = data["results"][0]["settings"] if data["results"] else {}
-    lines += ["", f"Scale step {settings.get('scale_factor')}, {settings.get('min_neighbors')} neighbours, faces from "
-              f"{settings.get('min_size')} px, {settings.get('input')} image; scores are the last stage's weights. "
-              f"Measured by `{data['command']}` ({data['date']})."]
+        lines.append(f"| {r['detector']} | {r['ap']:.3f} | {r['ap_le3']:.3f} | "
+                     + "".join(f"{r['ap_by_size'][b]:.3f} | " for b in bins)
+                     + f"{r['detections']} | {1e3 * r['seconds_per_image']:.0f} |")
+    haar = next((r["settings"] for r in data["results"] if not r["trained_here"]), {})
+    ours = [r for r in data["results"] if r["trained_here"]]
+    faces = data["results"][0]["faces_by_size"] if data["results"] else {}
+    lines += ["", "Faces per size bin (sqrt(w h), the other faces ignored in each): "
+              + ", ".join(f"{b}: {n}" for b, n in faces.items()) + ". "
+              f"Haar: scale step {haar.get('scale_factor')}, {haar.get('min_neighbors')} neighbours, faces from "
+              f"{haar.get('min_size')} px, {haar.get('input')} image; scores are the last stage's weights."
+              + (f" Ours: the float model, {ours[0]['settings']['input']}, {ours[0]['settings']['threads']} threads; weights "
+                 + ", ".join(f"`{r['weights']}`" for r in ours) + "." if ours else "")
+              + f" Measured by `{data['command']}` ({data['date']})."]
     return "\n".join(lines) + "\n"
 
 
@@ -410,6 +422,7 @@ SECTIONS: Dict[str, Tuple[str, Callable[[Dict], str]]] = {
     "train-step-cpu-table": ("train_step_cpu.json", train_step_table),
     "train-step-cuda-table": ("train_step_cuda.json", train_step_table),
     "train-faces-table": ("train_faces.json", train_faces_table),
+    "face-clip-table": ("face_quant_clip.json", train_faces_table),
     "train-pairs-table": ("train_pairs.json", train_pairs_table),
     "train-ablation-table": ("train_ablation.json", train_pairs_table),
     "calibration-table": ("calibration.json", calibration_table),

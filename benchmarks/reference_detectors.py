@@ -1,15 +1,19 @@
-"""Off-the-shelf face detectors nobody here trained, on the same validation images and with the same evaluator
-as benchmarks/train_faces.py: a reference a user recognises, not a contest.
+"""Off-the-shelf face detectors nobody here trained, next to ours, on the same validation images and with the same
+evaluator as benchmarks/train_faces.py: a reference a user recognises, not a contest.
 
     pip install -e ".[reference]"      # OpenCV 4.x: its wheels ship the Haar cascades (5.x wheels do not)
-    python benchmarks/reference_detectors.py --val ../shared/data/faces/val_bbx_gt.txt
+    python benchmarks/reference_detectors.py --val ../shared/data/faces/val_bbx_gt.txt \
+        [--weights-dir benchmarks/weights/h200] [--models rnnpool_face_m4 rnnpool_face_quant] [--size-bins 16,32,64]
 
 Detectors: OpenCV's bundled Viola-Jones Haar cascades (``haarcascade_frontalface_default.xml`` and
 ``haarcascade_frontalface_alt2.xml``) at their usual settings (scale step 1.1, 3 neighbours, faces from
 16 px), on the grey full-resolution image; each detection's score is its final stage's weight
 (``detectMultiScale3(outputRejectLevels=True)``), so the WIDER FACE protocol can rank them. YuNet
 (``cv2.FaceDetectorYN``) is not here: no wheel ships its weights, and nothing is downloaded at run time.
-Writes benchmarks/results/reference_detectors.json.
+Next to them, the RNNPool face detectors trained here (``--weights-dir/<model>.pt``, float, each image at its own
+size as in training's validation; ``--models`` with no names leaves them out). Every row has the AP by face
+size, sqrt(w * h) binned at ``--size-bins`` (the other faces ignored in each bin, as WIDER FACE's settings
+do), and the time per image on this CPU. Writes benchmarks/results/reference_detectors.json.
 """
 import argparse
 import sys
@@ -17,9 +21,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from rnnpool.data import load_face_annotations
-from rnnpool.metrics.widerface import evaluate_widerface, truth_from_boxes
+from rnnpool.engine.detect import build_detector, load_detection_image
+from rnnpool.metrics.widerface import evaluate_widerface, size_setting_names, truth_from_boxes
+from rnnpool.models.detection_utils import wider_rows
 from _report import run_info, write_json  # benchmarks/_report.py, next to this script
 
 CASCADES = ("haarcascade_frontalface_default.xml", "haarcascade_frontalface_alt2.xml")
@@ -43,34 +50,69 @@ def haar_predictions(cv2, cascade_file: str, records) -> dict:
     return predictions
 
 
+def rnnpool_predictions(model_name: str, weights: Path, records) -> dict:
+    """(K, 5) x, y, w, h, score per image name from a trained RNNPool face detector (float, on the CPU)."""
+    model = build_detector(model_name, str(weights)).eval()
+    with torch.no_grad():
+        return {r.name: wider_rows(model.detect(load_detection_image(r.path, model.detector.in_channels), (1.0,))) for r in records}
+
+
+def score_row(predictions: dict, truth: dict, seconds: float, images: int) -> dict:
+    """AP (all faces, <= 3 faces, per size setting), detections and time of one detector's predictions."""
+    settings = evaluate_widerface(predictions, truth)
+    return {"ap": settings["all"]["ap"], "ap_le3": evaluate_widerface(predictions, truth, ["all"], max_faces=3)["all"]["ap"],
+            "ap_by_size": {s: r["ap"] for s, r in settings.items() if s != "all"},
+            "faces_by_size": {s: r["faces"] for s, r in settings.items() if s != "all"},
+            "images": images, "detections": int(sum(len(p) for p in predictions.values())),
+            "seconds_per_image": seconds / max(images, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--val", required=True, help="validation annotations (WIDER FACE .txt, .json or .csv)")
     parser.add_argument("--image-root", default=None)
+    parser.add_argument("--weights-dir", default="benchmarks/weights/h200", help="folder of <model>.pt trained weights")
+    parser.add_argument("--models", nargs="*", default=["rnnpool_face_m4", "rnnpool_face_quant"],
+                        help="trained RNNPool face detectors to put next to the references (none: leave them out)")
+    parser.add_argument("--size-bins", default="16,32,64", help="face-size bin edges in pixels, comma-separated")
+    parser.add_argument("--limit", type=int, default=0, help="the first N validation images only (0: all; a smoke run)")
     parser.add_argument("--json", default="benchmarks/results/reference_detectors.json")
     args = parser.parse_args()
     try:
         import cv2
     except ImportError:
         sys.exit('error: this benchmark needs OpenCV 4.x: pip install -e ".[reference]"')
-    data = load_face_annotations(args.val, args.image_root)
-    truth = truth_from_boxes({r.name: r.boxes for r in data.records}, {r.name: r.invalid for r in data.records})
+    missing = [m for m in args.models if not (Path(args.weights_dir) / f"{m}.pt").is_file()]
+    if missing:
+        sys.exit(f"error: no trained weights {', '.join(f'{m}.pt' for m in missing)} in {args.weights_dir} "
+                 "(benchmarks/train_faces.py --weights-out writes them; --models with no names leaves them out)")
+    try:
+        size_bins = [float(v) for v in args.size_bins.split(",")]
+        size_setting_names(size_bins)
+    except ValueError:
+        sys.exit(f"error: --size-bins must be ascending positive pixel edges like 16,32,64, got {args.size_bins!r}")
+    records = load_face_annotations(args.val, args.image_root).records[: args.limit or None]
+    truth = truth_from_boxes({r.name: r.boxes for r in records}, {r.name: r.invalid for r in records}, size_bins)
     rows = []
     for cascade_file in CASCADES:
         started = time.time()
-        predictions = haar_predictions(cv2, cascade_file, data.records)
-        seconds = time.time() - started
-        rows.append({"detector": f"OpenCV Haar cascade {cascade_file}", "opencv": cv2.__version__,
-                     "ap": evaluate_widerface(predictions, truth)["all"]["ap"],
-                     "ap_le3": evaluate_widerface(predictions, truth, max_faces=3)["all"]["ap"],
-                     "images": len(data.records), "detections": int(sum(len(p) for p in predictions.values())),
-                     "seconds_per_image": seconds / max(len(data.records), 1),
+        predictions = haar_predictions(cv2, cascade_file, records)
+        rows.append({"detector": f"OpenCV Haar cascade {cascade_file} (OpenCV {cv2.__version__})", "trained_here": False,
+                     "opencv": cv2.__version__, **score_row(predictions, truth, time.time() - started, len(records)),
                      "settings": {"scale_factor": SCALE_FACTOR, "min_neighbors": MIN_NEIGHBORS, "min_size": MIN_SIZE,
                                   "input": "grey, full resolution"}})
-        r = rows[-1]
-        print(f"{r['detector']:60s} AP {r['ap']:.3f}  AP<=3 {r['ap_le3']:.3f}  ({r['detections']} detections, "
+    for model_name in args.models:
+        weights = Path(args.weights_dir) / f"{model_name}.pt"
+        started = time.time()
+        predictions = rnnpool_predictions(model_name, weights, records)
+        rows.append({"detector": f"{model_name} (trained here, float)", "trained_here": True, "weights": str(weights),
+                     **score_row(predictions, truth, time.time() - started, len(records)),
+                     "settings": {"input": "the model's channels, each image at its own size", "threads": torch.get_num_threads()}})
+    for r in rows:
+        sizes = "  ".join(f"{s} {ap:.3f}" for s, ap in r["ap_by_size"].items())
+        print(f"{r['detector']:70s} AP {r['ap']:.3f}  AP<=3 {r['ap_le3']:.3f}  {sizes}  ({r['detections']} detections, "
               f"{1e3 * r['seconds_per_image']:.0f} ms/image)")
-    write_json(args.json, {**run_info(), "val": args.val, "results": rows})
+    write_json(args.json, {**run_info(), "val": args.val, "size_bins": size_bins, "images": len(records), "results": rows})
 
 
 if __name__ == "__main__":

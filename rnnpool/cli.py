@@ -209,6 +209,17 @@ def _scales(text: str) -> List[float]:
     return scales
 
 
+def _size_bins(text: str) -> List[float]:
+    from .metrics.widerface import size_setting_names
+
+    try:
+        edges = [float(v) for v in text.split(",")]
+        size_setting_names(edges)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size bins are ascending positive pixel edges like 16,32,64, got {text!r}") from None
+    return edges
+
+
 def cmd_train_detect(args: argparse.Namespace) -> None:
     from .engine import DetectConfig, train_detector
 
@@ -219,8 +230,12 @@ def cmd_eval_detect(args: argparse.Namespace) -> None:
     from .engine import build_detector, evaluate_detector
 
     model = build_detector(args.model, args.weights, args.device)
-    result = evaluate_detector(model, args.val, args.image_root, args.eval_scales, args.gt_dir, args.skip_bad, args.plot)
-    print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
+    result = evaluate_detector(model, args.val, args.image_root, args.eval_scales, args.gt_dir, args.skip_bad, args.plot,
+                               args.size_bins)
+    flat = {**{k: v for k, v in result.items() if not isinstance(v, dict)},
+            **{f"ap_{s}": v for s, v in result.get("ap_by_size", {}).items()},
+            **{f"faces_{s}": v for s, v in result.get("faces_by_size", {}).items()}}
+    print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in flat.items()))
 
 
 def cmd_detect(args: argparse.Namespace) -> None:
@@ -482,6 +497,8 @@ def make_parser() -> argparse.ArgumentParser:
     _run_arguments(p, "DetectConfig")
     p.add_argument("--eval-period", dest="eval_period", type=int, default=detect["eval_period"])
     p.add_argument("--eval-scales", dest="eval_scales", type=_scales, default=[1.0], help="e.g. 0.5,1,1.5 (multi-scale test)")
+    p.add_argument("--grad-clip", dest="grad_clip", type=float, default=detect["grad_clip"], metavar="NORM",
+                   help="clip the whole gradient to this norm (default: not clipped)")
     p.set_defaults(func=cmd_train_detect)
 
     evaluate = _command(sub, "eval", "evaluate a model").add_subparsers(dest="task", required=True)
@@ -497,6 +514,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt-dir", dest="gt_dir", help="official WIDER FACE ground truth (wider_*_val.mat)")
     p.add_argument("--eval-scales", dest="eval_scales", type=_scales, default=[1.0])
     p.add_argument("--plot", help="precision-recall PNG")
+    p.add_argument("--size-bins", dest="size_bins", type=_size_bins, default=[], metavar="EDGES",
+                   help="AP by face size too, sqrt(w*h) in pixels binned at these edges, e.g. 16,32,64")
     p.add_argument("--device", default="auto")
     p.add_argument("--skip-bad", dest="skip_bad", action="store_true")
     p.set_defaults(func=cmd_eval_detect)

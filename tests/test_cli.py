@@ -40,6 +40,12 @@ def test_errors_name_the_problem(argv, message):
         main(argv)
 
 
+def test_bad_size_bins(capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "detect", "--val", "x.txt", "--size-bins", "32,16"])
+    assert "size bins are ascending positive pixel edges like 16,32,64, got '32,16'" in capsys.readouterr().err
+
+
 def test_bad_input_shape(capsys):
     with pytest.raises(SystemExit):
         main(["profile", "mobilenetv2", "--input", "3by224"])

@@ -89,15 +89,15 @@ def test_committed_results_name_files_portably(tmp_path):
         assert not absolute, f"{result.name} names files by absolute paths: {absolute[:3]}"
 
 
-def test_merge_joins_side_by_side_result_files_and_a_later_row_replaces(tmp_path):
+def test_merge_joins_side_by_side_result_files_and_a_later_row_replaces_in_place(tmp_path):
     report = load_benchmark("_report")
     write = lambda name, rows: (tmp_path / name).write_text(json.dumps({"results": rows, "args": {"from": name}}))
     write("out.json", [{"model": "a", "top1": 0.1}, {"model": "b", "top1": 0.2}])
-    write("one.json", [{"model": "b", "top1": 0.5}])
+    write("one.json", [{"model": "a", "top1": 0.5}])
     write("two.json", [{"model": "c", "top1": 0.7}])
     report.merge_results(tmp_path / "out.json", [tmp_path / "one.json", tmp_path / "two.json"])
     merged = json.loads((tmp_path / "out.json").read_text())
-    assert merged["results"] == [{"model": "a", "top1": 0.1}, {"model": "b", "top1": 0.5}, {"model": "c", "top1": 0.7}]
+    assert merged["results"] == [{"model": "a", "top1": 0.5}, {"model": "b", "top1": 0.2}, {"model": "c", "top1": 0.7}]
     assert merged["args"] == {"from": "two.json"}
     report.merge_results(tmp_path / "new.json", [tmp_path / "two.json"])  # a new output file
     assert json.loads((tmp_path / "new.json").read_text())["results"] == [{"model": "c", "top1": 0.7}]

@@ -25,11 +25,8 @@ from . import distributed as dist
 from .checkpoint import load_checkpoint, model_state
 from .config import ClassifyConfig
 from .distill import distillation_loss
-from .loop import RunBook, TimeLimit, prepare_training, setup_device
+from .loop import SHOW_EVERY, RunBook, TimeLimit, prepare_training, setup_device
 from .qat import RANGES_KEY, qat_model
-
-
-SHOW_EVERY = 20  # steps between progress-bar updates (each reads the running loss back from the device)
 
 
 @torch.no_grad()

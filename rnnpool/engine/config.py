@@ -114,6 +114,12 @@ class DetectConfig(TrainConfig):
     project: str = "runs/detect"
     eval_period: int = 10
     eval_scales: Sequence[float] = (1.0,)
+    grad_clip: Optional[float] = None  # max norm of the whole gradient (None: not clipped)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise InvalidInputError(f"grad_clip must be a positive gradient norm (or None), got {self.grad_clip}")
 
 
 __all__ = ["ClassifyConfig", "DetectConfig", "TrainConfig"]

@@ -23,7 +23,7 @@ from ..models.detection_utils import wider_rows
 from . import distributed as dist
 from ..models.checkpoint import checkpoint_model, load_weights
 from .config import DetectConfig
-from .loop import RunBook, TimeLimit, prepare_training, resolve_device, setup_device
+from .loop import SHOW_EVERY, RunBook, TimeLimit, prepare_training, resolve_device, setup_device
 from .qat import RANGES_KEY, qat_model
 from ..deploy.export import image_tensor, load_image
 from .s3fd import EncodeTargets, S3FD
@@ -48,7 +48,8 @@ def build_detector(model_name: Optional[str], weights: Optional[str] = None, dev
     return model.to(device)
 
 
-def _load_image(path: Path, in_channels: int, device: torch.device) -> torch.Tensor:
+def load_detection_image(path: Path, in_channels: int, device: Union[str, torch.device] = "cpu") -> torch.Tensor:
+    """An image file as a detector reads it: (C, H, W) floats in [0, 1], grey for one input channel, else RGB."""
     with Image.open(path) as img:
         img = img.convert("L" if in_channels == 1 else "RGB")
         return pil_to_tensor(img).float().div_(255).to(device)
@@ -56,17 +57,24 @@ def _load_image(path: Path, in_channels: int, device: torch.device) -> torch.Ten
 
 @torch.no_grad()
 def evaluate_detector(model: S3FD, annotations: str, image_root: Optional[str] = None, scales: Sequence[float] = (1.0,),
-                      gt_dir: Optional[str] = None, skip_bad: bool = False, pr_plot: Optional[str] = None) -> Dict[str, Any]:
-    """AP of ``model`` on the images of ``annotations`` (see module doc). Keys: ``ap``, ``ap_le3``, settings."""
+                      gt_dir: Optional[str] = None, skip_bad: bool = False, pr_plot: Optional[str] = None,
+                      size_bins: Sequence[float] = ()) -> Dict[str, Any]:
+    """AP of ``model`` on the images of ``annotations`` (see module doc). Keys: ``ap``, ``ap_le3``, settings;
+    with ``size_bins`` (face-size edges in pixels, e.g. ``(16, 32, 64)``) also ``ap_by_size`` and
+    ``faces_by_size``, keyed ``<16px``, ``16-32px``, ... (other faces ignored in each)."""
     data = load_face_annotations(annotations, image_root, skip_bad)
     device = next(model.parameters()).device
     predictions: Dict[str, np.ndarray] = {}
     for record in tqdm(data.records, desc="detect", leave=False, disable=not dist.is_main()):
-        predictions[record.name] = wider_rows(model.detect(_load_image(record.path, model.detector.in_channels, device), scales))
-    truth = truth_from_boxes({r.name: r.boxes for r in data.records}, {r.name: r.invalid for r in data.records})
+        predictions[record.name] = wider_rows(model.detect(load_detection_image(record.path, model.detector.in_channels, device), scales))
+    truth = truth_from_boxes({r.name: r.boxes for r in data.records}, {r.name: r.invalid for r in data.records}, size_bins)
     overall = evaluate_widerface(predictions, truth)
-    result = {"ap": overall["all"]["ap"], "ap_le3": evaluate_widerface(predictions, truth, max_faces=3)["all"]["ap"],
+    result = {"ap": overall["all"]["ap"], "ap_le3": evaluate_widerface(predictions, truth, ["all"], max_faces=3)["all"]["ap"],
               "images": len(data.records), "faces": overall["all"]["faces"], "skipped_boxes": len(data.problems)}
+    if size_bins:
+        by_size = {s: r for s, r in overall.items() if s != "all"}
+        result["ap_by_size"] = {s: r["ap"] for s, r in by_size.items()}
+        result["faces_by_size"] = {s: r["faces"] for s, r in by_size.items()}
     curves = {"all": overall["all"]}
     if gt_dir:
         official = load_widerface_mat(gt_dir)
@@ -108,20 +116,26 @@ def train_detector(cfg: DetectConfig) -> Dict[str, Any]:
     end_epoch = cfg.end_epoch()
     metrics: Dict[str, Any] = {}
     limit = TimeLimit(cfg.time_limit, device)
+    trained_params = [p for group in parts.optimizer.param_groups for p in group["params"]]
     with book.interruptible():
         for epoch in range(book.start_epoch, end_epoch):
-            totals = torch.zeros(3, dtype=torch.float64)  # conf loss, loc loss, batches
+            # conf and loc loss sums, kept on the device and read every SHOW_EVERY steps (no host wait per step)
+            running = torch.zeros(2, dtype=torch.float64, device=device)
+            batches = 0
             start = time.time()
             bar = parts.epoch_batches(cfg, epoch)
-            for images, targets in bar:
+            for step, (images, targets) in enumerate(bar):
                 images = images.to(device, non_blocking=True)
                 targets = {k: v.to(device, non_blocking=True) for k, v in targets.items()}
                 with torch.autocast(device.type, enabled=parts.use_amp):
                     losses = parts.net(images, targets)
-                parts.optimize(losses["loss_conf"] + losses["loss_loc"])
-                totals += torch.tensor([losses["loss_conf"].item(), losses["loss_loc"].item(), 1.0], dtype=torch.float64)
-                bar.set_postfix(conf=f"{totals[0] / totals[2]:.3f}", loc=f"{totals[1] / totals[2]:.3f}")
-            totals = dist.all_reduce_sum(totals)
+                parts.optimize(losses["loss_conf"] + losses["loss_loc"], trained_params, cfg.grad_clip)
+                running += torch.stack([losses["loss_conf"].detach(), losses["loss_loc"].detach()]).double()
+                batches += 1
+                if step % SHOW_EVERY == 0 or step == len(bar) - 1:
+                    conf, loc = (running / batches).tolist()
+                    bar.set_postfix(conf=f"{conf:.3f}", loc=f"{loc:.3f}")
+            totals = dist.all_reduce_sum(torch.cat([running, torch.tensor([batches], dtype=torch.float64, device=device)])).cpu()
             metrics = {"epoch": epoch + 1, "lr": parts.optimizer.param_groups[0]["lr"], "loss_conf": totals[0].item() / max(totals[2].item(), 1),
                        "loss_loc": totals[1].item() / max(totals[2].item(), 1), "val_ap": float("nan"), "val_ap_le3": float("nan"),
                        "seconds": 0.0}
@@ -150,7 +164,7 @@ def detect_image(model: S3FD, image_path: str, output: Optional[str] = None, sca
     if not path.is_file():
         raise FileNotFoundError(f"image {path} does not exist")
     device = next(model.parameters()).device
-    image = _load_image(path, model.detector.in_channels, device)
+    image = load_detection_image(path, model.detector.in_channels, device)
     det = model.detect(image, scales)
     keep = det["scores"] >= threshold
     boxes, scores = det["boxes"][keep].cpu(), det["scores"][keep].cpu()

@@ -71,6 +71,7 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+SHOW_EVERY = 20  # steps between progress-bar updates (each reads the running losses back from the device)
 SEED_STRIDE = 100_003  # a prime above any epoch count: (seed, epoch) pairs never share a seed
 
 

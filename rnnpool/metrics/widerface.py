@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -47,13 +47,37 @@ def load_widerface_mat(gt_dir: Union[str, Path]) -> Dict[str, ImageTruth]:
     return truth
 
 
-def truth_from_boxes(boxes: Dict[str, np.ndarray], invalid: Optional[Dict[str, np.ndarray]] = None) -> Dict[str, ImageTruth]:
-    """Ground truth for data without keep-lists: one setting "all" keeping every box not flagged invalid."""
+def size_setting_names(size_bins: Sequence[float]) -> List[str]:
+    """Setting names of face-size bins with edges ``size_bins`` (pixels, ascending): ``<16px``, ``16-32px``, ...,
+    ``>=64px``."""
+    edges = [float(e) for e in size_bins]
+    if any(e <= 0 for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
+        raise ValueError(f"face size bin edges must be positive and ascending, got {list(size_bins)}")
+    if not edges:
+        return []
+    inner = [f"{a:g}-{b:g}px" for a, b in zip(edges, edges[1:])]
+    return [f"<{edges[0]:g}px", *inner, f">={edges[-1]:g}px"]
+
+
+def truth_from_boxes(boxes: Dict[str, np.ndarray], invalid: Optional[Dict[str, np.ndarray]] = None,
+                     size_bins: Sequence[float] = ()) -> Dict[str, ImageTruth]:
+    """Ground truth for data without keep-lists: one setting "all" keeping every box not flagged invalid.
+
+    ``size_bins`` (edges in pixels, e.g. ``(16, 32, 64)``) adds a setting per face size, sqrt(w * h), named by
+    :func:`size_setting_names`: in each, the valid faces of that size count and every other face is ignored
+    (a detection of it is neither a hit nor a false alarm, as WIDER FACE treats faces outside a setting).
+    """
+    names = size_setting_names(size_bins)
+    edges = np.array([0.0, *size_bins, np.inf])
     truth = {}
     for name, b in boxes.items():
         b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
         bad = np.zeros(len(b), bool) if invalid is None or name not in invalid else np.asarray(invalid[name], bool)
-        truth[name] = ImageTruth(b, {"all": np.flatnonzero(~bad)})
+        keep = {"all": np.flatnonzero(~bad)}
+        size = np.sqrt(np.clip(b[:, 2], 0, None) * np.clip(b[:, 3], 0, None))
+        for i, setting in enumerate(names):
+            keep[setting] = np.flatnonzero(~bad & (size >= edges[i]) & (size < edges[i + 1]))
+        truth[name] = ImageTruth(b, keep)
     return truth
 
 
@@ -169,4 +193,4 @@ def plot_pr(results: Dict[str, Dict[str, object]], path: Union[str, Path], title
     plt.close(fig)
 
 
-__all__ = ["SETTINGS", "ImageTruth", "evaluate_widerface", "load_widerface_mat", "plot_pr", "truth_from_boxes", "voc_ap"]
+__all__ = ["SETTINGS", "ImageTruth", "evaluate_widerface", "load_widerface_mat", "plot_pr", "size_setting_names", "truth_from_boxes", "voc_ap"]

@@ -113,6 +113,12 @@ def test_train_detect_loss_falls_and_evaluates(tmp_path, capsys):
     model = build_detector(None, str(run / "weights" / "last.pt"))  # the checkpoint names its model
     again = evaluate_detector(model, str(gt))
     assert again["ap"] == pytest.approx(result["last_epoch"]["val_ap"], abs=1e-9) and again["faces"] == 24
+    sized = evaluate_detector(model, str(gt), size_bins=(16, 32))
+    assert sized["ap"] == again["ap"] and sum(sized["faces_by_size"].values()) == 24
+    assert list(sized["ap_by_size"]) == ["<16px", "16-32px", ">=32px"] and all(0 <= v <= 1 for v in sized["ap_by_size"].values())
+    main(["eval", "detect", "--val", str(gt), "--weights", str(run / "weights" / "last.pt"), "--size-bins", "16,32"])
+    printed = capsys.readouterr().out
+    assert f"ap_16-32px={sized['ap_by_size']['16-32px']:.4f}" in printed and f"faces_>=32px={sized['faces_by_size']['>=32px']}" in printed
     with pytest.raises(SystemExit, match="is rnnpool_face_a, not rnnpool_face_m4"):  # one line, not the state_dict's keys
         main(["eval", "detect", "--model", "rnnpool_face_m4", "--val", str(gt), "--weights", str(run / "weights" / "last.pt")])
 
@@ -126,6 +132,28 @@ def test_detection_resume_is_bit_exact(tmp_path):
     train_detector(DetectConfig(name="resumed", resume=str(tmp_path / "resumed" / "weights" / "last.pt"), **common))
     a, b = (torch.load(tmp_path / name / "weights" / "last.pt", weights_only=False)["model"] for name in ("straight", "resumed"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_grad_clip_bounds_the_step(tmp_path):
+    """One SGD step (no momentum history, no weight decay) moves the parameters by lr times the gradient, so
+    clipped to norm c the step's norm is lr * c; unclipped it is far larger."""
+    gt = make_square_faces(tmp_path / "faces", count=4)
+    common = dict(model="rnnpool_face_a", train=str(gt), epochs=1, batch_size=4, input_size=64, workers=0, device="cpu",
+                  project=str(tmp_path), warmup_epochs=0, lr=0.01, weight_decay=0.0, max_steps=1, seed=3)
+    torch.manual_seed(3)
+    names = [n for n, _ in build_detector("rnnpool_face_a").detector.named_parameters()]
+    torch.manual_seed(3)
+    start = build_detector("rnnpool_face_a").detector.state_dict()
+
+    def step_norm(name: str, clip) -> float:
+        train_detector(DetectConfig(name=name, grad_clip=clip, **common))
+        end = torch.load(tmp_path / name / "weights" / "last.pt", weights_only=False)["model"]
+        return torch.cat([(end[f"detector.{n}"] - start[n]).flatten() for n in names]).norm().item()
+
+    assert step_norm("clipped", 0.5) == pytest.approx(0.01 * 0.5, rel=1e-3)
+    assert step_norm("free", None) > 0.01 * 5
+    with pytest.raises(Exception, match="grad_clip must be a positive gradient norm"):
+        DetectConfig(grad_clip=0.0, **common)
 
 
 def test_cli_detect_draws(tmp_path, capsys):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rnnpool.metrics.widerface import ImageTruth, evaluate_widerface, load_widerface_mat, plot_pr, truth_from_boxes
+from rnnpool.metrics.widerface import ImageTruth, evaluate_widerface, load_widerface_mat, plot_pr, size_setting_names, truth_from_boxes
 
 from ..conftest import SHARED_DATA
 
@@ -60,3 +60,24 @@ def test_official_ground_truth(tmp_path):
     assert all(r["ap"] < 0.01 for r in evaluate_widerface(shifted, truth).values())
     plot_pr(res, tmp_path / "pr.png")
     assert (tmp_path / "pr.png").stat().st_size > 1000
+
+
+def test_size_bins_count_each_size_alone():
+    """Faces of 10, 20, 40 and 80 px, the 20 and 80 px ones found: AP 1 in their bins (the other found face is
+    ignored there, not a false alarm), 0 in the others, 0.5 over all faces."""
+    boxes = {"img": np.array([[0, 0, 10, 10], [50, 0, 20, 20], [100, 0, 40, 40], [200, 0, 80, 80]], float)}
+    truth = truth_from_boxes(boxes, size_bins=(16, 32, 64))
+    preds = {"img": np.array([[50, 0, 20, 20, 0.9], [200, 0, 80, 80, 0.8]])}
+    result = evaluate_widerface(preds, truth)
+    assert list(result) == ["all", "<16px", "16-32px", "32-64px", ">=64px"]
+    assert {s: r["faces"] for s, r in result.items()} == {"all": 4, "<16px": 1, "16-32px": 1, "32-64px": 1, ">=64px": 1}
+    assert {s: r["ap"] for s, r in result.items()} == pytest.approx({"all": 0.5, "<16px": 0.0, "16-32px": 1.0, "32-64px": 0.0, ">=64px": 1.0})
+
+
+def test_size_bins_keep_invalid_faces_out_and_check_their_edges():
+    truth = truth_from_boxes({"img": np.array([[0, 0, 20, 20], [50, 0, 24, 24]], float)}, {"img": np.array([True, False])}, size_bins=(16,))
+    assert truth["img"].keep[">=16px"].tolist() == [1] and truth["img"].keep["<16px"].tolist() == []
+    assert size_setting_names([8.5, 30]) == ["<8.5px", "8.5-30px", ">=30px"]
+    for bad in ([32, 16], [0, 16], [16, 16]):
+        with pytest.raises(ValueError, match="positive and ascending"):
+            truth_from_boxes({}, size_bins=bad)
