@@ -24,9 +24,8 @@ import numpy as np
 import torch
 
 from rnnpool.data import load_face_annotations
-from rnnpool.engine.detect import build_detector, load_detection_image
-from rnnpool.metrics.widerface import evaluate_widerface, size_setting_names, truth_from_boxes
-from rnnpool.models.detection_utils import wider_rows
+from rnnpool.engine.detect import build_detector, predict_faces
+from rnnpool.metrics.widerface import ap_summary, parse_size_bins, truth_from_boxes
 from _report import run_info, write_json  # benchmarks/_report.py, next to this script
 
 CASCADES = ("haarcascade_frontalface_default.xml", "haarcascade_frontalface_alt2.xml")
@@ -50,21 +49,11 @@ def haar_predictions(cv2, cascade_file: str, records) -> dict:
     return predictions
 
 
-def rnnpool_predictions(model_name: str, weights: Path, records) -> dict:
-    """(K, 5) x, y, w, h, score per image name from a trained RNNPool face detector (float, on the CPU)."""
-    model = build_detector(model_name, str(weights)).eval()
-    with torch.no_grad():
-        return {r.name: wider_rows(model.detect(load_detection_image(r.path, model.detector.in_channels), (1.0,))) for r in records}
-
-
 def score_row(predictions: dict, truth: dict, seconds: float, images: int) -> dict:
     """AP (all faces, <= 3 faces, per size setting), detections and time of one detector's predictions."""
-    settings = evaluate_widerface(predictions, truth)
-    return {"ap": settings["all"]["ap"], "ap_le3": evaluate_widerface(predictions, truth, ["all"], max_faces=3)["all"]["ap"],
-            "ap_by_size": {s: r["ap"] for s, r in settings.items() if s != "all"},
-            "faces_by_size": {s: r["faces"] for s, r in settings.items() if s != "all"},
-            "images": images, "detections": int(sum(len(p) for p in predictions.values())),
-            "seconds_per_image": seconds / max(images, 1)}
+    summary = ap_summary(predictions, truth)
+    return {**{k: summary[k] for k in ("ap", "ap_le3", "ap_by_size", "faces_by_size")}, "images": images,
+            "detections": int(sum(len(p) for p in predictions.values())), "seconds_per_image": seconds / max(images, 1)}
 
 
 def main() -> None:
@@ -87,10 +76,9 @@ def main() -> None:
         sys.exit(f"error: no trained weights {', '.join(f'{m}.pt' for m in missing)} in {args.weights_dir} "
                  "(benchmarks/train_faces.py --weights-out writes them; --models with no names leaves them out)")
     try:
-        size_bins = [float(v) for v in args.size_bins.split(",")]
-        size_setting_names(size_bins)
-    except ValueError:
-        sys.exit(f"error: --size-bins must be ascending positive pixel edges like 16,32,64, got {args.size_bins!r}")
+        size_bins = parse_size_bins(args.size_bins)
+    except ValueError as err:
+        sys.exit(f"error: --size-bins: {err}")
     records = load_face_annotations(args.val, args.image_root).records[: args.limit or None]
     truth = truth_from_boxes({r.name: r.boxes for r in records}, {r.name: r.invalid for r in records}, size_bins)
     rows = []
@@ -104,7 +92,7 @@ def main() -> None:
     for model_name in args.models:
         weights = Path(args.weights_dir) / f"{model_name}.pt"
         started = time.time()
-        predictions = rnnpool_predictions(model_name, weights, records)
+        predictions = predict_faces(build_detector(model_name, str(weights)).eval(), records)  # (float, on the CPU)
         rows.append({"detector": f"{model_name} (trained here, float)", "trained_here": True, "weights": str(weights),
                      **score_row(predictions, truth, time.time() - started, len(records)),
                      "settings": {"input": "the model's channels, each image at its own size", "threads": torch.get_num_threads()}})

@@ -210,14 +210,12 @@ def _scales(text: str) -> List[float]:
 
 
 def _size_bins(text: str) -> List[float]:
-    from .metrics.widerface import size_setting_names
+    from .metrics.widerface import parse_size_bins
 
     try:
-        edges = [float(v) for v in text.split(",")]
-        size_setting_names(edges)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size bins are ascending positive pixel edges like 16,32,64, got {text!r}") from None
-    return edges
+        return parse_size_bins(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def cmd_train_detect(args: argparse.Namespace) -> None:

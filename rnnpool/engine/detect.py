@@ -17,7 +17,7 @@ from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 from tqdm import tqdm
 
-from ..data import FaceDataset, collate_detection, detection_transforms, load_face_annotations
+from ..data import FaceDataset, FaceRecord, collate_detection, detection_transforms, load_face_annotations
 from ..models import create_model, model_info
 from ..models.detection_utils import wider_rows
 from . import distributed as dist
@@ -27,7 +27,7 @@ from .loop import SHOW_EVERY, RunBook, TimeLimit, prepare_training, resolve_devi
 from .qat import RANGES_KEY, qat_model
 from ..deploy.export import image_tensor, load_image
 from .s3fd import EncodeTargets, S3FD
-from ..metrics.widerface import evaluate_widerface, load_widerface_mat, plot_pr, truth_from_boxes
+from ..metrics.widerface import ap_summary, evaluate_widerface, load_widerface_mat, plot_pr, truth_from_boxes
 from ..errors import InvalidInputError
 
 
@@ -48,7 +48,7 @@ def build_detector(model_name: Optional[str], weights: Optional[str] = None, dev
     return model.to(device)
 
 
-def load_detection_image(path: Path, in_channels: int, device: Union[str, torch.device] = "cpu") -> torch.Tensor:
+def _load_image(path: Path, in_channels: int, device: torch.device) -> torch.Tensor:
     """An image file as a detector reads it: (C, H, W) floats in [0, 1], grey for one input channel, else RGB."""
     with Image.open(path) as img:
         img = img.convert("L" if in_channels == 1 else "RGB")
@@ -56,6 +56,14 @@ def load_detection_image(path: Path, in_channels: int, device: Union[str, torch.
 
 
 @torch.no_grad()
+def predict_faces(model: S3FD, records: Sequence[FaceRecord], scales: Sequence[float] = (1.0,)) -> Dict[str, np.ndarray]:
+    """``model``'s detections on each image of ``records`` at ``scales``, as the WIDER FACE protocol reads them:
+    (K, 5) x, y, w, h, score rows by image name."""
+    device = next(model.parameters()).device
+    return {r.name: wider_rows(model.detect(_load_image(r.path, model.detector.in_channels, device), scales))
+            for r in tqdm(records, desc="detect", leave=False, disable=not dist.is_main())}
+
+
 def evaluate_detector(model: S3FD, annotations: str, image_root: Optional[str] = None, scales: Sequence[float] = (1.0,),
                       gt_dir: Optional[str] = None, skip_bad: bool = False, pr_plot: Optional[str] = None,
                       size_bins: Sequence[float] = ()) -> Dict[str, Any]:
@@ -63,19 +71,14 @@ def evaluate_detector(model: S3FD, annotations: str, image_root: Optional[str] =
     with ``size_bins`` (face-size edges in pixels, e.g. ``(16, 32, 64)``) also ``ap_by_size`` and
     ``faces_by_size``, keyed ``<16px``, ``16-32px``, ... (other faces ignored in each)."""
     data = load_face_annotations(annotations, image_root, skip_bad)
-    device = next(model.parameters()).device
-    predictions: Dict[str, np.ndarray] = {}
-    for record in tqdm(data.records, desc="detect", leave=False, disable=not dist.is_main()):
-        predictions[record.name] = wider_rows(model.detect(load_detection_image(record.path, model.detector.in_channels, device), scales))
+    predictions = predict_faces(model, data.records, scales)
     truth = truth_from_boxes({r.name: r.boxes for r in data.records}, {r.name: r.invalid for r in data.records}, size_bins)
-    overall = evaluate_widerface(predictions, truth)
-    result = {"ap": overall["all"]["ap"], "ap_le3": evaluate_widerface(predictions, truth, ["all"], max_faces=3)["all"]["ap"],
-              "images": len(data.records), "faces": overall["all"]["faces"], "skipped_boxes": len(data.problems)}
+    summary = ap_summary(predictions, truth)
+    result = {"ap": summary["ap"], "ap_le3": summary["ap_le3"], "images": len(data.records), "faces": summary["faces"],
+              "skipped_boxes": len(data.problems)}
     if size_bins:
-        by_size = {s: r for s, r in overall.items() if s != "all"}
-        result["ap_by_size"] = {s: r["ap"] for s, r in by_size.items()}
-        result["faces_by_size"] = {s: r["faces"] for s, r in by_size.items()}
-    curves = {"all": overall["all"]}
+        result["ap_by_size"], result["faces_by_size"] = summary["ap_by_size"], summary["faces_by_size"]
+    curves = {"all": summary["all"]}
     if gt_dir:
         official = load_widerface_mat(gt_dir)
         by_stem = {Path(name).stem: p for name, p in predictions.items()}
@@ -164,7 +167,7 @@ def detect_image(model: S3FD, image_path: str, output: Optional[str] = None, sca
     if not path.is_file():
         raise FileNotFoundError(f"image {path} does not exist")
     device = next(model.parameters()).device
-    image = load_detection_image(path, model.detector.in_channels, device)
+    image = _load_image(path, model.detector.in_channels, device)
     det = model.detect(image, scales)
     keep = det["scores"] >= threshold
     boxes, scores = det["boxes"][keep].cpu(), det["scores"][keep].cpu()

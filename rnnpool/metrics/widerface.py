@@ -59,6 +59,16 @@ def size_setting_names(size_bins: Sequence[float]) -> List[str]:
     return [f"<{edges[0]:g}px", *inner, f">={edges[-1]:g}px"]
 
 
+def parse_size_bins(text: str) -> List[float]:
+    """Face-size bin edges from text like ``16,32,64`` (pixels, positive and ascending); ValueError otherwise."""
+    try:
+        edges = [float(v) for v in text.split(",")]
+        size_setting_names(edges)
+    except ValueError:
+        raise ValueError(f"size bins are ascending positive pixel edges like 16,32,64, got {text!r}") from None
+    return edges
+
+
 def truth_from_boxes(boxes: Dict[str, np.ndarray], invalid: Optional[Dict[str, np.ndarray]] = None,
                      size_bins: Sequence[float] = ()) -> Dict[str, ImageTruth]:
     """Ground truth for data without keep-lists: one setting "all" keeping every box not flagged invalid.
@@ -171,6 +181,18 @@ def evaluate_widerface(predictions: Dict[str, np.ndarray], truth: Dict[str, Imag
     return results
 
 
+def ap_summary(predictions: Dict[str, np.ndarray], truth: Dict[str, ImageTruth]) -> Dict[str, object]:
+    """The figures reported from one set of predictions against :func:`truth_from_boxes` ground truth: ``ap`` and
+    ``faces`` of the "all" setting, ``ap_le3`` (images with at most 3 faces), ``ap_by_size`` and
+    ``faces_by_size`` of its face-size settings (empty without ``size_bins``), and ``all``, the "all" setting's
+    whole result (its precision-recall curve)."""
+    settings = evaluate_widerface(predictions, truth)
+    sizes = {s: r for s, r in settings.items() if s != "all"}
+    return {"ap": settings["all"]["ap"], "ap_le3": evaluate_widerface(predictions, truth, ["all"], max_faces=3)["all"]["ap"],
+            "faces": settings["all"]["faces"], "ap_by_size": {s: r["ap"] for s, r in sizes.items()},
+            "faces_by_size": {s: r["faces"] for s, r in sizes.items()}, "all": settings["all"]}
+
+
 def plot_pr(results: Dict[str, Dict[str, object]], path: Union[str, Path], title: str = "WIDER FACE") -> None:
     """Precision-recall curves of :func:`evaluate_widerface` results, one per setting, AP in the legend."""
     import matplotlib
@@ -193,4 +215,5 @@ def plot_pr(results: Dict[str, Dict[str, object]], path: Union[str, Path], title
     plt.close(fig)
 
 
-__all__ = ["SETTINGS", "ImageTruth", "evaluate_widerface", "load_widerface_mat", "plot_pr", "size_setting_names", "truth_from_boxes", "voc_ap"]
+__all__ = ["SETTINGS", "ImageTruth", "ap_summary", "evaluate_widerface", "load_widerface_mat", "parse_size_bins", "plot_pr",
+           "size_setting_names", "truth_from_boxes", "voc_ap"]

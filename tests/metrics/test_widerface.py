@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from rnnpool.metrics.widerface import ImageTruth, evaluate_widerface, load_widerface_mat, plot_pr, size_setting_names, truth_from_boxes
+from rnnpool.metrics.widerface import (ImageTruth, ap_summary, evaluate_widerface, load_widerface_mat, parse_size_bins, plot_pr,
+                                       size_setting_names, truth_from_boxes)
 
 from ..conftest import SHARED_DATA
 
@@ -72,12 +73,19 @@ def test_size_bins_count_each_size_alone():
     assert list(result) == ["all", "<16px", "16-32px", "32-64px", ">=64px"]
     assert {s: r["faces"] for s, r in result.items()} == {"all": 4, "<16px": 1, "16-32px": 1, "32-64px": 1, ">=64px": 1}
     assert {s: r["ap"] for s, r in result.items()} == pytest.approx({"all": 0.5, "<16px": 0.0, "16-32px": 1.0, "32-64px": 0.0, ">=64px": 1.0})
+    summary = ap_summary(preds, truth)
+    assert summary["ap"] == pytest.approx(0.5) and summary["faces"] == 4
+    assert summary["ap_le3"] == 0.0  # the one image has 4 faces: the <= 3 split holds none
+    assert summary["ap_by_size"] == pytest.approx({"<16px": 0.0, "16-32px": 1.0, "32-64px": 0.0, ">=64px": 1.0})
 
 
 def test_size_bins_keep_invalid_faces_out_and_check_their_edges():
     truth = truth_from_boxes({"img": np.array([[0, 0, 20, 20], [50, 0, 24, 24]], float)}, {"img": np.array([True, False])}, size_bins=(16,))
     assert truth["img"].keep[">=16px"].tolist() == [1] and truth["img"].keep["<16px"].tolist() == []
     assert size_setting_names([8.5, 30]) == ["<8.5px", "8.5-30px", ">=30px"]
+    assert parse_size_bins("8.5,30") == [8.5, 30.0]
+    with pytest.raises(ValueError, match="size bins are ascending positive pixel edges like 16,32,64, got '16,x'"):
+        parse_size_bins("16,x")
     for bad in ([32, 16], [0, 16], [16, 16]):
         with pytest.raises(ValueError, match="positive and ascending"):
             truth_from_boxes({}, size_bins=bad)
