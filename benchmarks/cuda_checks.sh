@@ -61,7 +61,7 @@ EOF
       # Issue 10's long runs side by side on the one GPU, fitted into BUDGET minutes (default 7.5): the CIFAR-10
       # 0.35x pair and the pooling ablation (each job decodes the images onto the GPU; at most PAIR_EPOCHS epochs,
       # fewer if its timed probe says they do not fit, cut at the budget in any case), and face detector runs
-      # (FACE_JOBS: MODEL:BATCH:LR[:GRAD_CLIP] entries, by default Face-Quant unclipped and clipped to norm 10;
+      # (FACE_JOBS: MODEL:BATCH:LR[:GRAD_CLIP] entries, by default Face-M4 unclipped and clipped to norm 10;
       # FACE_EPOCHS, cut at the budget; FACE_JOBS= runs none). The jobs share the GPU by time slices and all go at about
       # the same pace: on an H200 (2026-11-27) the seven CIFAR jobs did 46-52 epochs each in 7.7 minutes beside
       # the face jobs, while probes taken as the others were still loading promised up to 3x more, so the
@@ -82,7 +82,7 @@ EOF
           --device ${DEVICE:-cuda} --time-budget "$budget" --project $work/pairs --json $work/json/pairs_$name.json \
           > $work/logs/pairs_$name.log 2>&1 &
       done
-      for face in ${FACE_JOBS-rnnpool_face_quant:32:0.01 rnnpool_face_quant:32:0.01:10}; do
+      for face in ${FACE_JOBS-rnnpool_face_m4:16:0.005 rnnpool_face_m4:16:0.005:10}; do
         IFS=: read -r model batch lr clip <<< "$face"
         label=$model${clip:+_clip$clip}
         OMP_NUM_THREADS=2 timeout $hard python3 benchmarks/train_faces.py --train "$data/faces/train_bbx_gt.txt" \

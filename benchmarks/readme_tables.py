@@ -137,7 +137,10 @@ def train_faces_table(data: Dict) -> str:
         return (f"{tuned}crops of {size}x{size}, batch {batch}, SGD lr {r.get('lr', args['lr'])}, "
                 f"{r.get('warmup_epochs', args['warmup_epochs'])} warm-up epochs then cosine, {r.get('epochs', args['epochs'])} "
                 f"epochs{cut(r)}{clipped(r)}, validated every {r.get('eval_period', args['eval_period'])} "
-                f"({'mixed precision' if r.get('amp') else 'float32'}; {_where(r)})")
+                f"({'mixed precision' if r.get('amp') else 'float32'}; {_where(r)}{renamed(r)})")
+
+    def renamed(r: Dict) -> str:  # a row relabelled beside others of the same run label
+        return f"; the run's own label: `{r['run_label']}`" if r.get("run_label") else ""
 
     lines += ["", f"Trained on `{Path(args['train']).name}`, validated on `{Path(args['val']).name}`:", ""]
     lines += [f"- {line}." for line in _recipe_runs(data["results"], recipe)]
@@ -318,10 +321,19 @@ def int8_classifier_table(data: Dict) -> str:
         lines.append(f"| {r['model']}, {r['quantization']} | {100 * r['top1_fp32']:.2f}% | {100 * r['top1_int8']:.2f}% "
                      f"| {100 * r['drop_from_float']:+.2f} ({met}) | {100 * r['agreement']:.1f}% |")
     images = data["results"][0]["images"] if data["results"] else 0
-    lines += ["", f"CIFAR-10 at {args['input_size']}x{args['input_size']}: {args['epochs']} float epochs on {args['per_class']} training "
-                  f"images per class (the float model: the post-training row's float weights), then {args['qat_epochs']} "
-                  f"quantization-aware epochs (lr {args['qat_lr']}) from it; top-1 on {images:,} "
-                  f"test images ({args['test_per_class']} per class) as uint8 pixels; post-training quantization calibrated "
+    trained = data.get("float_training")
+    if trained:  # --float-weights: a classifier trained elsewhere
+        per_class = f"{args['per_class']} training images per class" if args["per_class"] else "all training images"
+        float_model = (f"the float model: `{args['float_weights']}`, {trained['epochs_done']} epochs of a {trained['epochs']}-epoch "
+                       f"cosine schedule (lr {trained['lr']}, batch {trained['batch_size']}) on all training images; then "
+                       f"{args['qat_epochs']} quantization-aware epochs (lr {args['qat_lr']}) from it on {per_class}")
+    else:
+        float_model = (f"{args['epochs']} float epochs on {args['per_class']} training images per class (the float model: the "
+                       f"post-training row's float weights), then {args['qat_epochs']} quantization-aware epochs "
+                       f"(lr {args['qat_lr']}) from it")
+    per_test = f"{args['test_per_class']} per class" if args["test_per_class"] else "the whole test split"
+    lines += ["", f"CIFAR-10 at {args['input_size']}x{args['input_size']}: {float_model}; top-1 on {images:,} "
+                  f"test images ({per_test}) as uint8 pixels; post-training quantization calibrated "
                   f"({args['calibration']}{', RNNPool outputs equalized' if args.get('equalize') else ''}) on 32 training "
                   f"images. Target: a drop of at most {100 * target:.1f} points. "
                   f"Measured by `{data['command']}` ({data['date']}, {data['processor']})."]

@@ -3,15 +3,16 @@ evaluator as benchmarks/train_faces.py: a reference a user recognises, not a con
 
     pip install -e ".[reference]"      # OpenCV 4.x: its wheels ship the Haar cascades (5.x wheels do not)
     python benchmarks/reference_detectors.py --val ../shared/data/faces/val_bbx_gt.txt \
-        [--weights-dir benchmarks/weights/h200] [--models rnnpool_face_m4 rnnpool_face_quant] [--size-bins 16,32,64]
+        [--weights-dir benchmarks/weights/h200] [--models rnnpool_face_m4 rnnpool_face_quant[=PATH]] [--size-bins 16,32,64]
 
 Detectors: OpenCV's bundled Viola-Jones Haar cascades (``haarcascade_frontalface_default.xml`` and
 ``haarcascade_frontalface_alt2.xml``) at their usual settings (scale step 1.1, 3 neighbours, faces from
 16 px), on the grey full-resolution image; each detection's score is its final stage's weight
 (``detectMultiScale3(outputRejectLevels=True)``), so the WIDER FACE protocol can rank them. YuNet
 (``cv2.FaceDetectorYN``) is not here: no wheel ships its weights, and nothing is downloaded at run time.
-Next to them, the RNNPool face detectors trained here (``--weights-dir/<model>.pt``, float, each image at its own
-size as in training's validation; ``--models`` with no names leaves them out). Every row has the AP by face
+Next to them, the RNNPool face detectors trained here (``--weights-dir/<model>.pt``, or ``<model>=PATH`` for
+weights elsewhere; float, each image at its own size as in training's validation; ``--models`` with no names
+leaves them out). Every row has the AP by face
 size, sqrt(w * h) binned at ``--size-bins`` (the other faces ignored in each bin, as WIDER FACE's settings
 do), and the time per image on this CPU. Writes benchmarks/results/reference_detectors.json.
 """
@@ -19,6 +20,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Tuple
 
 import numpy as np
 import torch
@@ -56,13 +58,20 @@ def score_row(predictions: dict, truth: dict, seconds: float, images: int) -> di
             "detections": int(sum(len(p) for p in predictions.values())), "seconds_per_image": seconds / max(images, 1)}
 
 
+def model_weights(spec: str, weights_dir: str) -> Tuple[str, Path]:
+    """``NAME`` -> (NAME, weights_dir/NAME.pt); ``NAME=PATH`` -> (NAME, PATH)."""
+    name, sep, path = spec.partition("=")
+    return name, Path(path) if sep else Path(weights_dir) / f"{name}.pt"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--val", required=True, help="validation annotations (WIDER FACE .txt, .json or .csv)")
     parser.add_argument("--image-root", default=None)
     parser.add_argument("--weights-dir", default="benchmarks/weights/h200", help="folder of <model>.pt trained weights")
     parser.add_argument("--models", nargs="*", default=["rnnpool_face_m4", "rnnpool_face_quant"],
-                        help="trained RNNPool face detectors to put next to the references (none: leave them out)")
+                        help="trained RNNPool face detectors to put next to the references, each NAME (weights "
+                             "--weights-dir/NAME.pt) or NAME=PATH (none: leave them out)")
     parser.add_argument("--size-bins", default="16,32,64", help="face-size bin edges in pixels, comma-separated")
     parser.add_argument("--limit", type=int, default=0, help="the first N validation images only (0: all; a smoke run)")
     parser.add_argument("--json", default="benchmarks/results/reference_detectors.json")
@@ -71,9 +80,10 @@ def main() -> None:
         import cv2
     except ImportError:
         sys.exit('error: this benchmark needs OpenCV 4.x: pip install -e ".[reference]"')
-    missing = [m for m in args.models if not (Path(args.weights_dir) / f"{m}.pt").is_file()]
+    detectors = [model_weights(spec, args.weights_dir) for spec in args.models]
+    missing = [str(weights) for _, weights in detectors if not weights.is_file()]
     if missing:
-        sys.exit(f"error: no trained weights {', '.join(f'{m}.pt' for m in missing)} in {args.weights_dir} "
+        sys.exit(f"error: no trained weights {', '.join(missing)} "
                  "(benchmarks/train_faces.py --weights-out writes them; --models with no names leaves them out)")
     try:
         size_bins = parse_size_bins(args.size_bins)
@@ -89,11 +99,10 @@ def main() -> None:
                      "opencv": cv2.__version__, **score_row(predictions, truth, time.time() - started, len(records)),
                      "settings": {"scale_factor": SCALE_FACTOR, "min_neighbors": MIN_NEIGHBORS, "min_size": MIN_SIZE,
                                   "input": "grey, full resolution"}})
-    for model_name in args.models:
-        weights = Path(args.weights_dir) / f"{model_name}.pt"
+    for model_name, weights in detectors:
         started = time.time()
         predictions = predict_faces(build_detector(model_name, str(weights)).eval(), records)  # (float, on the CPU)
-        rows.append({"detector": f"{model_name} (trained here, float)", "trained_here": True, "weights": str(weights),
+        rows.append({"detector": f"{model_name} (trained here, float, {weights.parent.name})", "trained_here": True, "weights": str(weights),
                      **score_row(predictions, truth, time.time() - started, len(records)),
                      "settings": {"input": "the model's channels, each image at its own size", "threads": torch.get_num_threads()}})
     for r in rows:

@@ -496,7 +496,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-period", dest="eval_period", type=int, default=detect["eval_period"])
     p.add_argument("--eval-scales", dest="eval_scales", type=_scales, default=[1.0], help="e.g. 0.5,1,1.5 (multi-scale test)")
     p.add_argument("--grad-clip", dest="grad_clip", type=float, default=detect["grad_clip"], metavar="NORM",
-                   help="clip the whole gradient to this norm (default: not clipped)")
+                   help="clip the whole gradient to this norm (default: not clipped; rnnpool_face_quant: use 10)")
     p.set_defaults(func=cmd_train_detect)
 
     evaluate = _command(sub, "eval", "evaluate a model").add_subparsers(dest="task", required=True)

@@ -115,3 +115,19 @@ def test_pair_table_shows_runs_the_time_limit_cut_and_the_learning_rate_left(tab
     assert f"| cut | 78.6% | 49 / 60 ({100 * left:.0f}%) |" in text and "| whole | 79.6% | 39 / 39 |" in text
     assert "| old | 50.0% | 15 / 15 |" in text
     assert "cut: a schedule of at most 60 epochs" in text and "whole: 39 epochs" in text and "lr left:" in text
+
+
+def test_int8_classifier_table_says_where_the_float_model_came_from(tables):
+    row = {"model": "m", "quantization": "post-training", "top1_fp32": 0.79, "top1_int8": 0.785, "drop_from_float": 0.005,
+           "agreement": 0.98, "images": 10000}
+    args = {"input_size": 64, "per_class": 1000, "qat_epochs": 2, "qat_lr": 0.0005, "test_per_class": 0, "calibration": "minmax",
+            "equalize": True, "float_weights": "w.pt", "epochs": 15}
+    run = {"target_drop": 0.005, "command": "c", "date": "d", "processor": "p", "results": [row]}
+    text = tables.int8_classifier_table({**run, "args": args, "float_training": {"epochs": 60, "epochs_done": 48, "lr": 0.2,
+                                                                                 "batch_size": 256}})
+    assert "+0.50 (met)" in text and "`w.pt`, 48 epochs of a 60-epoch cosine schedule (lr 0.2, batch 256)" in text
+    assert "on 1000 training images per class" in text and "10,000 test images (the whole test split)" in text
+    trained_here = tables.int8_classifier_table({**run, "args": {**args, "float_weights": None, "test_per_class": 100},
+                                                 "results": [{**row, "drop_from_float": 0.0051}]})
+    assert "15 float epochs on 1000 training images per class" in trained_here and "(100 per class)" in trained_here
+    assert "(not met)" in trained_here

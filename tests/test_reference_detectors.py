@@ -54,8 +54,9 @@ def test_benchmark_puts_a_trained_detector_next_to_the_cascades_by_face_size(tmp
 
     _needs_cascades()
     out = tmp_path / "ref.json"
-    monkeypatch.setattr(sys, "argv", ["reference_detectors.py", "--val", str(VAL), "--weights-dir", str(WEIGHTS),
-                                      "--models", "rnnpool_face_m4", "--limit", "6", "--size-bins", "24,48", "--json", str(out)])
+    monkeypatch.setattr(sys, "argv", ["reference_detectors.py", "--val", str(VAL), "--weights-dir", str(tmp_path),  # (empty)
+                                      "--models", f"rnnpool_face_m4={WEIGHTS / 'rnnpool_face_m4.pt'}", "--limit", "6",
+                                      "--size-bins", "24,48", "--json", str(out)])
     _module().main()
     data = json.loads(out.read_text())
     assert data["images"] == 6 and [r["trained_here"] for r in data["results"]] == [False, False, True]
@@ -79,5 +80,14 @@ def test_benchmark_names_missing_weights(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sys, "argv", ["reference_detectors.py", "--val", "x.txt", "--weights-dir", str(tmp_path),
                                       "--models", "rnnpool_face_quant"])
-    with pytest.raises(SystemExit, match=f"no trained weights rnnpool_face_quant.pt in {tmp_path}"):
+    with pytest.raises(SystemExit, match=f"no trained weights {tmp_path / 'rnnpool_face_quant.pt'} "):
         _module().main()
+    monkeypatch.setattr(sys, "argv", ["reference_detectors.py", "--val", "x.txt", "--models", f"rnnpool_face_m4={tmp_path / 'a.pt'}"])
+    with pytest.raises(SystemExit, match=f"no trained weights {tmp_path / 'a.pt'} "):
+        _module().main()
+
+
+def test_models_are_named_alone_or_with_their_weights():
+    bench = _module()
+    assert bench.model_weights("rnnpool_face_m4", "w") == ("rnnpool_face_m4", Path("w/rnnpool_face_m4.pt"))
+    assert bench.model_weights("rnnpool_face_quant=x/y.pt", "w") == ("rnnpool_face_quant", Path("x/y.pt"))

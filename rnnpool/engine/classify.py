@@ -12,7 +12,6 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from ..data import build_classification_data, collate_skipping_bad
 from ..data.classification import ImageClassFolder, classification_transforms
@@ -25,7 +24,7 @@ from . import distributed as dist
 from .checkpoint import load_checkpoint, model_state
 from .config import ClassifyConfig
 from .distill import distillation_loss
-from .loop import SHOW_EVERY, RunBook, TimeLimit, prepare_training, setup_device
+from .loop import SHOW_EVERY, RunBook, TimeLimit, prepare_training, progress, setup_device
 from .qat import RANGES_KEY, qat_model
 
 
@@ -36,7 +35,7 @@ def evaluate_classifier(model: nn.Module, loader: DataLoader, num_classes: int, 
     criterion = nn.CrossEntropyLoss(reduction="sum")
     # loss, correct, seen, per-class correct / seen: summed on the device, read once at the end
     totals = torch.zeros(3 + 2 * num_classes, dtype=torch.float64, device=device)
-    for images, labels, skipped in tqdm(loader, desc="validate", leave=False, disable=not dist.is_main()):
+    for images, labels, skipped in progress(loader, desc="validate", leave=False):
         if images is None:
             continue
         images, labels = images.to(device), labels.to(device)
@@ -193,7 +192,7 @@ def train_classifier(cfg: ClassifyConfig, data: Optional[Tuple[DeviceBatches, De
                         shown["gpu_mem"] = f"{torch.cuda.memory_allocated(device) / 2**30:.2f}G"
                     bar.set_postfix(**shown)
             totals = dist.all_reduce_sum(torch.cat([running, torch.tensor([seen, skipped_total], dtype=torch.float64, device=device)])).cpu()
-            stop = limit.stop_after_this_epoch()
+            stop = limit.stop_after_this_epoch(epoch, cfg.end_epoch())
             val = evaluate_classifier(trained, val_loader, num_classes, device)
             seen = max(totals[2].item(), 1)
             metrics = {"epoch": epoch + 1, "lr": parts.optimizer.param_groups[0]["lr"], "train_loss": totals[0].item() / seen,
@@ -201,7 +200,7 @@ def train_classifier(cfg: ClassifyConfig, data: Optional[Tuple[DeviceBatches, De
                        "skipped": int(totals[3].item()), "seconds": round(time.time() - start, 2)}
             book.end_epoch(epoch, metrics, val["top1"], model, parts.optimizer, parts.scheduler, parts.scaler,
                            {"classes": train_set.classes, **carried, **extra})
-            if stop and epoch + 1 < cfg.end_epoch():
+            if stop:
                 limit.note(epoch + 1, cfg.epochs)
                 break
     final = evaluate_classifier(trained, val_loader, num_classes, device)

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
-from tqdm import tqdm
 
 from ..data import FaceDataset, FaceRecord, collate_detection, detection_transforms, load_face_annotations
 from ..models import create_model, model_info
@@ -23,7 +22,7 @@ from ..models.detection_utils import wider_rows
 from . import distributed as dist
 from ..models.checkpoint import checkpoint_model, load_weights
 from .config import DetectConfig
-from .loop import SHOW_EVERY, RunBook, TimeLimit, prepare_training, resolve_device, setup_device
+from .loop import SHOW_EVERY, RunBook, TimeLimit, prepare_training, progress, resolve_device, setup_device
 from .qat import RANGES_KEY, qat_model
 from ..deploy.export import image_tensor, load_image
 from .s3fd import EncodeTargets, S3FD
@@ -61,7 +60,7 @@ def predict_faces(model: S3FD, records: Sequence[FaceRecord], scales: Sequence[f
     (K, 5) x, y, w, h, score rows by image name."""
     device = next(model.parameters()).device
     return {r.name: wider_rows(model.detect(_load_image(r.path, model.detector.in_channels, device), scales))
-            for r in tqdm(records, desc="detect", leave=False, disable=not dist.is_main())}
+            for r in progress(records, desc="detect", leave=False)}
 
 
 def evaluate_detector(model: S3FD, annotations: str, image_root: Optional[str] = None, scales: Sequence[float] = (1.0,),
@@ -142,7 +141,7 @@ def train_detector(cfg: DetectConfig) -> Dict[str, Any]:
             metrics = {"epoch": epoch + 1, "lr": parts.optimizer.param_groups[0]["lr"], "loss_conf": totals[0].item() / max(totals[2].item(), 1),
                        "loss_loc": totals[1].item() / max(totals[2].item(), 1), "val_ap": float("nan"), "val_ap_le3": float("nan"),
                        "seconds": 0.0}
-            stop = limit.stop_after_this_epoch() and epoch + 1 < end_epoch
+            stop = limit.stop_after_this_epoch(epoch, end_epoch)
             last = epoch + 1 == end_epoch or stop  # (validated: the run's last epoch)
             if cfg.val and dist.is_main() and ((epoch + 1) % cfg.eval_period == 0 or last):
                 trained.eval()

@@ -72,6 +72,12 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int):
 
 
 SHOW_EVERY = 20  # steps between progress-bar updates (each reads the running losses back from the device)
+
+
+def progress(iterable: Iterable, **kwargs: Any) -> tqdm:
+    """``iterable`` behind a progress bar on the main process only. Its display is left to tqdm's own settings,
+    so ``TQDM_DISABLE=1`` (or any other ``TQDM_*`` variable) reaches it: a log file need not hold the bars."""
+    return tqdm(iterable, **kwargs) if dist.is_main() else tqdm(iterable, disable=True, **kwargs)
 SEED_STRIDE = 100_003  # a prime above any epoch count: (seed, epoch) pairs never share a seed
 
 
@@ -101,8 +107,8 @@ class TrainingParts:
         self.generator.manual_seed(epoch_seed(cfg.seed, epoch))
         self.sampler.set_epoch(epoch)
         self.net.train()
-        return tqdm(itertools.islice(self.loader, self.steps_per_epoch), total=self.steps_per_epoch,
-                    desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not dist.is_main(), leave=False)
+        return progress(itertools.islice(self.loader, self.steps_per_epoch), total=self.steps_per_epoch,
+                        desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
 
     def optimize(self, loss: torch.Tensor, clip: Sequence[nn.Parameter] = (), max_norm: Optional[float] = None) -> None:
         """One optimizer step on ``loss`` (AMP-scaled), clipping the gradient norm of ``clip`` to ``max_norm``."""
@@ -152,13 +158,16 @@ class TimeLimit:
         self.seconds, self.device = minutes * 60, device
         self.start, self.epochs = time.monotonic(), 0
 
-    def stop_after_this_epoch(self) -> bool:
+    def stop_after_this_epoch(self, epoch: int, end_epoch: int) -> bool:
+        """After the steps of ``epoch`` (0-based) of a run that ends before ``end_epoch``: True if the run
+        should end here to stay within the limit. Never after the run's last epoch (nothing is left to cut);
+        called by every process at every epoch's end."""
         self.epochs += 1
         if self.seconds <= 0:
             return False
         elapsed = time.monotonic() - self.start
         stop = torch.tensor([float(elapsed + elapsed / self.epochs > self.seconds)], device=self.device)
-        return dist.all_reduce_sum(stop).item() > 0
+        return dist.all_reduce_sum(stop).item() > 0 and epoch + 1 < end_epoch
 
     def note(self, epoch: int, epochs: int) -> None:
         """Say that the limit ends the run after ``epoch`` (1-based) of a schedule of ``epochs``."""

@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -44,12 +46,29 @@ def test_time_limit_stops_before_an_epoch_that_would_not_fit(monkeypatch):
     monkeypatch.setattr(loop.time, "monotonic", lambda: clock[0])
     limit = loop.TimeLimit(35 / 60, torch.device("cpu"))
     decisions = []
-    for _ in range(4):
+    for epoch in range(4):
         clock[0] += 10
-        decisions.append(limit.stop_after_this_epoch())
+        decisions.append(limit.stop_after_this_epoch(epoch, 10))
     assert decisions == [False, False, True, True]  # after epoch 3 (30 s): a 4th would end at 40 s
+    clock[0] += 10
+    assert not limit.stop_after_this_epoch(4, 5)  # the run's last epoch: nothing left to cut
     never = loop.TimeLimit(0, torch.device("cpu"))
     clock[0] += 1e6
-    assert not never.stop_after_this_epoch()
+    assert not never.stop_after_this_epoch(0, 10)
     with pytest.raises(ValueError, match="time_limit=-1"):
         ClassifyConfig(model="mobilenetv2", data="unused", time_limit=-1)
+
+
+@pytest.mark.parametrize("env, hidden", [({}, False), ({"TQDM_DISABLE": "1"}, True)])
+def test_progress_bars_follow_tqdm_settings(env, hidden):
+    """TQDM_DISABLE=1 turns the training and evaluation bars off (tqdm reads it when it is imported, so a fresh
+    process); other processes than the main one never show one."""
+    code = "from rnnpool.engine.loop import progress; print(progress(range(3)).disable)"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TQDM_")}
+    out = subprocess.run([sys.executable, "-c", code], env={**environ, **env}, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(hidden)
+
+
+def test_progress_bars_only_on_the_main_process(monkeypatch):
+    monkeypatch.setattr(loop.dist, "is_main", lambda: False)
+    assert loop.progress(range(3)).disable
