@@ -14,7 +14,7 @@ import math
 import re
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from rnnpool.deploy.accuracy import largest_loss
 
@@ -130,6 +130,9 @@ def train_faces_table(data: Dict) -> str:
     def clipped(r: Dict) -> str:
         return f", gradient clipped to norm {r['grad_clip']:g}" if r.get("grad_clip") else ""
 
+    def renamed(r: Dict) -> str:  # a row relabelled so that it can sit beside another run of the same label
+        return f"; the run's own label: `{r['run_label']}`" if r.get("run_label") else ""
+
     def recipe(r: Dict) -> str:
         size, batch = r.get("input_size", args["input_size"]), r.get("batch_size", args["batch_size"])
         tuned = (f"quantization-aware fine-tuning of `{r['qat_from']}` (AP of the int8 arithmetic), "
@@ -138,9 +141,6 @@ def train_faces_table(data: Dict) -> str:
                 f"{r.get('warmup_epochs', args['warmup_epochs'])} warm-up epochs then cosine, {r.get('epochs', args['epochs'])} "
                 f"epochs{cut(r)}{clipped(r)}, validated every {r.get('eval_period', args['eval_period'])} "
                 f"({'mixed precision' if r.get('amp') else 'float32'}; {_where(r)}{renamed(r)})")
-
-    def renamed(r: Dict) -> str:  # a row relabelled beside others of the same run label
-        return f"; the run's own label: `{r['run_label']}`" if r.get("run_label") else ""
 
     lines += ["", f"Trained on `{Path(args['train']).name}`, validated on `{Path(args['val']).name}`:", ""]
     lines += [f"- {line}." for line in _recipe_runs(data["results"], recipe)]
@@ -323,10 +323,13 @@ def int8_classifier_table(data: Dict) -> str:
     images = data["results"][0]["images"] if data["results"] else 0
     trained = data.get("float_training")
     if trained:  # --float-weights: a classifier trained elsewhere
-        per_class = f"{args['per_class']} training images per class" if args["per_class"] else "all training images"
+        def training_images(per_class: Optional[int]) -> str:
+            return f"{per_class} training images per class" if per_class else "all training images"
+
         float_model = (f"the float model: `{args['float_weights']}`, {trained['epochs_done']} epochs of a {trained['epochs']}-epoch "
-                       f"cosine schedule (lr {trained['lr']}, batch {trained['batch_size']}) on all training images; then "
-                       f"{args['qat_epochs']} quantization-aware epochs (lr {args['qat_lr']}) from it on {per_class}")
+                       f"cosine schedule (lr {trained['lr']}, batch {trained['batch_size']}) on {training_images(trained.get('per_class'))}; "
+                       f"then {args['qat_epochs']} quantization-aware epochs (lr {args['qat_lr']}) from it on "
+                       f"{training_images(args['per_class'])}")
     else:
         float_model = (f"{args['epochs']} float epochs on {args['per_class']} training images per class (the float model: the "
                        f"post-training row's float weights), then {args['qat_epochs']} quantization-aware epochs "

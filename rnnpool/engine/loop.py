@@ -72,13 +72,13 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module, steps_per_epoch: int):
 
 
 SHOW_EVERY = 20  # steps between progress-bar updates (each reads the running losses back from the device)
+SEED_STRIDE = 100_003  # a prime above any epoch count: (seed, epoch) pairs never share a seed
 
 
 def progress(iterable: Iterable, **kwargs: Any) -> tqdm:
     """``iterable`` behind a progress bar on the main process only. Its display is left to tqdm's own settings,
     so ``TQDM_DISABLE=1`` (or any other ``TQDM_*`` variable) reaches it: a log file need not hold the bars."""
     return tqdm(iterable, **kwargs) if dist.is_main() else tqdm(iterable, disable=True, **kwargs)
-SEED_STRIDE = 100_003  # a prime above any epoch count: (seed, epoch) pairs never share a seed
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
