@@ -322,16 +322,17 @@ def int8_classifier_table(data: Dict) -> str:
                      f"| {100 * r['drop_from_float']:+.2f} ({met}) | {100 * r['agreement']:.1f}% |")
     images = data["results"][0]["images"] if data["results"] else 0
     trained = data.get("float_training")
-    if trained:  # --float-weights: a classifier trained elsewhere
-        def training_images(per_class: Optional[int]) -> str:
-            return f"{per_class} training images per class" if per_class else "all training images"
 
+    def training_images(per_class: Optional[int]) -> str:
+        return f"{per_class} training images per class" if per_class else "all training images"
+
+    if trained:  # --float-weights: a classifier trained elsewhere
         float_model = (f"the float model: `{args['float_weights']}`, {trained['epochs_done']} epochs of a {trained['epochs']}-epoch "
                        f"cosine schedule (lr {trained['lr']}, batch {trained['batch_size']}) on {training_images(trained.get('per_class'))}; "
                        f"then {args['qat_epochs']} quantization-aware epochs (lr {args['qat_lr']}) from it on "
                        f"{training_images(args['per_class'])}")
     else:
-        float_model = (f"{args['epochs']} float epochs on {args['per_class']} training images per class (the float model: the "
+        float_model = (f"{args['epochs']} float epochs on {training_images(args['per_class'])} (the float model: the "
                        f"post-training row's float weights), then {args['qat_epochs']} quantization-aware epochs "
                        f"(lr {args['qat_lr']}) from it")
     per_test = f"{args['test_per_class']} per class" if args["test_per_class"] else "the whole test split"

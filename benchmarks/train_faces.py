@@ -131,7 +131,7 @@ def main() -> None:
             rows.append({"model": label, **({"qat_from": start} if start else {}), "epochs": args.epochs,
                          "epochs_done": result["last_epoch"]["epoch"], "lr": args.lr, "input_size": args.input_size, "batch_size": args.batch_size,
                          "warmup_epochs": cfg.warmup_epochs, "eval_period": args.eval_period, "amp": args.amp, "grad_clip": args.grad_clip, "ap": val["ap"], "ap_le3": val["ap_le3"], "val_images": val["images"],
-                         "best_epoch": torch.load(best, map_location="cpu", weights_only=False)["epoch"],
+                         "best_epoch": checkpoint["epoch"],
                          "curve": curve(run), "final_loss": result["last_epoch"]["loss_conf"] + result["last_epoch"]["loss_loc"],
                          "madds": prof.madds, "peak_int8_kib": prof.peak_bytes / 1024, "params": prof.params,
                          "input": "x".join(map(str, model_info(name).input_shape)), "minutes": train_minutes(run), "run": run_info()})
