@@ -1,7 +1,7 @@
 """The zoo's deployable models as int8 C on a Cortex-M4 (qemu mps2-an386): RAM, flash, instructions, bit-exactness.
 
     python benchmarks/deploy_m4.py [--weights-dir benchmarks/weights] [--faces ../shared/data/faces]
-                                   [--cifar ../shared/data/cifar10] [--val-limit 0] [--smoke]
+                                   [--cifar ../shared/data/cifar10] [--val-limit 0] [--smoke] [--check N]
                                    [--models M ...] [--json benchmarks/results/deploy_m4.json]
 
 Each run goes through ``rnnpool export c --target cortex-m4``: quantize (calibrated on 32 training images,
@@ -22,7 +22,11 @@ activation ranges it was fine-tuned with, and the AP of both int8 models is repo
 With the shared face set, the face detectors' WIDER FACE AP is measured for the float model and for the
 int8 reference on the validation images (the accuracy the deployment keeps). ``--smoke``: Face-M4 only,
 a quick check (CI's tests run the same measurement on seeded weights). ``--models``: only these models'
-rows, keeping the others of an earlier run in the JSON.
+rows, keeping the others of an earlier run in the JSON. ``--check N``: each row with trained weights also runs
+its program (linked with the RAM it claimed) on N images in QEMU and compares each output with the int8
+reference: the face detectors on the first N validation images (all 170: the int8 AP is then the M4's own),
+the trained CIFAR-10 classifier (``mobilenetv2_035_rnnpool_cifar64.pt``, 64x64) on N test images, scored
+from the M4's own class scores next to the float model's top-1 on the same images.
 """
 from __future__ import annotations
 
@@ -33,15 +37,20 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
 
 from rnnpool.analysis import profile_model
+from rnnpool.data.classification import IMAGENET_MEAN, IMAGENET_STD
 from rnnpool.data.faces import load_face_annotations
-from rnnpool.deploy.export import calibration_images, export_c, load_image, load_model
+from rnnpool.deploy.export import calibration_images, export_c, image_tensor, load_image, load_model
 from rnnpool.deploy.fake_quant import checkpoint_ranges
 from rnnpool.deploy.int8_reference import dead_maps
 from rnnpool.deploy.programs import ExportError, RamLimitError, toolchain_available
 from rnnpool.deploy.quantize import quantize_model
+from rnnpool.models.checkpoint import load_checkpoint
 
 from _report import earlier_results, portable_paths, run_info, write_json  # benchmarks/_report.py, next to this script
 
@@ -66,14 +75,23 @@ class Run:
     target: str  # what the issue asks, in words
     instruction_target: Optional[float] = None
     input_size: Optional[int] = None
+    weights_name: Optional[str] = None  # the weights file's stem in --weights-dir (default: the model's name)
+    check: bool = True  # with --check, run the program on that many images (for trained weights)
+
+    @property
+    def name(self) -> str:
+        """The row's name: the weights' where they are not the model's own."""
+        return self.weights_name or self.model
 
 
 RUNS = [
     Run("rnnpool_face_quant", 128, "RAM <= 128 KiB, <= 0.40 G instructions", 0.40e9),
-    Run("rnnpool_face_quant", 96, "stretch: RAM <= 96 KiB"),
+    Run("rnnpool_face_quant", 96, "stretch: RAM <= 96 KiB", check=False),
     Run("rnnpool_face_m4", 64, "RAM <= 64 KiB, <= 0.20 G instructions", 0.20e9),
     Run("mobilenetv2_035_rnnpool", 64, "Visual Wake Words: RAM <= 64 KiB", input_size=224),
     Run("mobilenetv2_rnnpool", 256, "fits 256 KiB or says by how much", input_size=224),
+    Run("mobilenetv2_035_rnnpool", 32, "the trained CIFAR-10 classifier: RAM <= 32 KiB, top-1 on the M4", input_size=64,
+        weights_name="mobilenetv2_035_rnnpool_cifar64"),
 ]
 
 
@@ -115,8 +133,25 @@ def _cifar_images(cifar: Path, work: Path) -> Images:
                   f"{portable_paths(str(cifar.resolve()))}", [str(t) for t in tests])
 
 
+def _checkpoint_classes(weights: str) -> List[str]:
+    """The class names a classification checkpoint was trained with (its label order)."""
+    classes = load_checkpoint(weights).get("classes")
+    if not classes:
+        sys.exit(f"error: {weights} names no classes (a checkpoint of 'rnnpool train classify' does): its top-1 cannot be scored")
+    return list(classes)
+
+
+def _cifar_tests(cifar: Path, classes: List[str], count: int) -> List[Tuple[str, int]]:
+    """``count`` test images with their labels (indices into ``classes``, the trained model's order): the first
+    images of each class in turn."""
+    missing = [c for c in classes if not (cifar / "test" / c).is_dir()]
+    if missing:
+        sys.exit(f"error: {cifar / 'test'} has no folder of the classes {missing} the classifier was trained on")
+    firsts = [[(str(f), label) for f in sorted((cifar / "test" / c).glob("*.jpg"))] for label, c in enumerate(classes)]
+    return [s for turn in itertools.zip_longest(*firsts) for s in turn if s is not None][:count]
+
+
 def _synthetic_images(work: Path, channels: int) -> Images:
-    import numpy as np
     from PIL import Image
 
     folder = work / f"synthetic_{channels}"
@@ -129,9 +164,27 @@ def _synthetic_images(work: Path, channels: int) -> Images:
     return Images(str(calib), "2 smooth random images (no real data given)", [str(f) for f in files[2:]])
 
 
-def _weights(weights_dir: Path, model: str, suffix: str = "") -> Optional[str]:
-    path = weights_dir / f"{model}{suffix}.pt"
+def _weights(weights_dir: Path, name: str, suffix: str = "") -> Optional[str]:
+    path = weights_dir / f"{name}{suffix}.pt"
     return str(path) if path.is_file() else None
+
+
+@torch.no_grad()
+def _device_top1(run: Run, weights: str, checked: Dict, labels: List[int]) -> Dict:
+    """Top-1 of the M4's own class scores on the checked images, next to the float PyTorch model's on the same
+    images (resized as the program's input is, then normalised as in training)."""
+    model, _, shape = load_model(run.model, weights, input_size=run.input_size)
+    mean, std = (torch.tensor(v).view(3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+    device = float_ = agree = 0
+    for r, label in zip(checked["runs"], labels):
+        m4_class = int(np.argmax(r["logits"]))
+        x = (image_tensor(load_image(r["image"], shape[0], shape[1:])) - mean) / std
+        float_class = int(model(x[None]).argmax())
+        device += m4_class == label
+        float_ += float_class == label
+        agree += m4_class == float_class
+    n = len(labels)
+    return {"images": n, "top1_m4": device / n, "top1_fp32": float_ / n, "agreement": agree / n}
 
 
 def _liveness(run: Run, weights: Optional[str], calib: str, images: List[str]) -> Dict:
@@ -163,16 +216,19 @@ def _accuracy(run: Run, weights: str, qat: Optional[str], calib: str, faces: Pat
 
 
 def measure(run: Run, weights: Optional[str], data: Images, work: Path, accuracy_faces: Optional[Path],
-            val_limit: int, qat: Optional[str] = None) -> Dict:
-    """One row; the program runs the quantization-aware weights ``qat`` where given, else ``weights``."""
+            val_limit: int, qat: Optional[str] = None, check: Sequence[str] = (), labels: Sequence[int] = ()) -> Dict:
+    """One row; the program runs the quantization-aware weights ``qat`` where given, else ``weights``, and then
+    on every image of ``check`` (a classifier's with their ``labels``: its top-1 on the M4)."""
     started = time.time()
     calib, images = data.calib, data.run
     deployed = qat or weights
-    row: Dict = {"model": run.model, "ram_target_bytes": run.ram_kib * 1024, "target": run.target, "weights": deployed or "seeded",
+    row: Dict = {"model": run.name, "ram_target_bytes": run.ram_kib * 1024, "target": run.target, "weights": deployed or "seeded",
                  "calibration": "the ranges of its quantization-aware fine-tuning" if qat else data.about, "image": images[0]}
+    if run.name != run.model:
+        row["zoo_model"] = run.model
     try:
-        report = export_c(run.model, work / f"{run.model}_{run.ram_kib}", deployed, calib, "cortex-m4", images[0],
-                          ram_bytes=run.ram_kib * 1024, input_size=run.input_size, calib_limit=CALIBRATION_IMAGES)
+        report = export_c(run.model, work / f"{run.name}_{run.ram_kib}", deployed, calib, "cortex-m4", images[0],
+                          ram_bytes=run.ram_kib * 1024, input_size=run.input_size, calib_limit=CALIBRATION_IMAGES, check=check)
     except RamLimitError as err:
         row.update({"fits": False, "needed_bytes": err.needed, "error": str(err), "seconds": time.time() - started})
         return row
@@ -200,6 +256,10 @@ def measure(run: Run, weights: Optional[str], data: Images, work: Path, accuracy
         row["detections"] = len(report["detections"])
     else:
         row["logits"] = report["logits"]
+    if "checked" in report:
+        row["checked"] = report["checked"]
+        if labels:
+            row["checked"]["top1"] = _device_top1(run, deployed, report["checked"], list(labels))
     if accuracy_faces is not None and weights and report["task"] == "detection":
         row["accuracy"] = _accuracy(run, weights, qat, calib, accuracy_faces, val_limit)
     row["seconds"] = time.time() - started
@@ -214,6 +274,15 @@ def stm32_build(weights: Optional[str], calib: str, image: str, work: Path) -> D
 
 def _kib(n: int) -> str:
     return f"{n / 1024:,.1f} KiB"
+
+
+def _checked_line(c: Dict) -> str:
+    counts = [r["instructions"] for r in c["runs"]]
+    line = (f"run on {c['images']} images ({c['on']}): {c['bit_exact']} bit-exact with the int8 reference, "
+            f"{min(counts) / 1e6:,.1f}-{max(counts) / 1e6:,.1f} M instructions each")
+    if "top1" in c:
+        line += f"; top-1 on the M4 {100 * c['top1']['top1_m4']:.1f}%, float {100 * c['top1']['top1_fp32']:.1f}% on the same images"
+    return line
 
 
 def print_table(rows: List[Dict]) -> None:
@@ -237,6 +306,8 @@ def print_table(rows: List[Dict]) -> None:
             if "qat" in a:
                 print(f"    after quantization-aware fine-tuning: int8 {a['qat']['ap_int8']:.4f} (drop from fp32 "
                       f"{a['qat']['ap_drop']:+.4f}); head outputs at {a['qat']['head_sqnr_db']:.1f} dB SQNR")
+        if "checked" in r:
+            print("    " + _checked_line(r["checked"]))
 
 
 def main() -> None:
@@ -246,7 +317,11 @@ def main() -> None:
     parser.add_argument("--cifar", default=str(SHARED / "cifar10"), help="CIFAR-10 JPEG folders (the classifiers' images)")
     parser.add_argument("--val-limit", type=int, default=0, help="first N validation images for the AP (0: all)")
     parser.add_argument("--smoke", action="store_true", help="Face-M4 only")
-    parser.add_argument("--models", nargs="+", choices=sorted({r.model for r in RUNS}),
+    parser.add_argument("--check", type=int, default=0, metavar="N",
+                        help="run each trained model's program on N images in QEMU, each compared with the int8 "
+                             "reference (face detectors: the first N validation images; the CIFAR-10 classifier: N test "
+                             "images, the first of each class in turn, and its top-1 on the M4)")
+    parser.add_argument("--models", nargs="+", choices=sorted({r.name for r in RUNS}),
                         help="run only these models' rows (and the STM32 build only with rnnpool_face_quant); the "
                              "JSON keeps the other rows of an earlier run")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "deploy_m4.json"))
@@ -258,15 +333,23 @@ def main() -> None:
     have_faces = (faces / "train_bbx_gt.txt").is_file() and (faces / "val_bbx_gt.txt").is_file()
     face_data = _face_images(faces, work) if have_faces else _synthetic_images(work, 3)
     class_data = _cifar_images(cifar, work) if (cifar / "train").is_dir() else _synthetic_images(work, 3)
-    chosen = ["rnnpool_face_m4"] if args.smoke else args.models or [r.model for r in RUNS]
-    runs = [r for r in RUNS if r.model in chosen]
+    if args.check < 0:
+        sys.exit(f"error: --check must be 0 or more, got {args.check}")
+    chosen = ["rnnpool_face_m4"] if args.smoke else args.models or [r.name for r in RUNS]
+    runs = [r for r in RUNS if r.name in chosen]
     rows = []
     for run in runs:
-        weights = _weights(Path(args.weights_dir), run.model)
-        qat = _weights(Path(args.weights_dir), run.model, "_qat") if weights else None
+        weights = _weights(Path(args.weights_dir), run.name)
+        qat = _weights(Path(args.weights_dir), run.name, "_qat") if weights else None
+        check, labels = [], []
+        if args.check and run.check and weights:
+            if "face" in run.model and have_faces:
+                check = [str(r.path) for r in load_face_annotations(str(faces / "val_bbx_gt.txt")).records[:args.check]]
+            elif "face" not in run.model and (cifar / "test").is_dir():
+                check, labels = map(list, zip(*_cifar_tests(cifar, _checkpoint_classes(weights), args.check)))
         rows.append(measure(run, weights, face_data if "face" in run.model else class_data, work, faces if have_faces else None,
-                            args.val_limit, qat))
-        print(f"{run.model} within {run.ram_kib} KiB: {rows[-1]['seconds']:.0f} s", flush=True)
+                            args.val_limit, qat, check, labels))
+        print(f"{run.name} within {run.ram_kib} KiB: {rows[-1]['seconds']:.0f} s", flush=True)
     stm32 = None
     if "rnnpool_face_quant" in chosen:
         stm32 = stm32_build(_weights(Path(args.weights_dir), "rnnpool_face_quant"), face_data.calib, face_data.run[0], work)
@@ -281,7 +364,7 @@ def main() -> None:
         stm32["run"] = run
     earlier, kept = earlier_results(args.json, chosen) if args.models or args.smoke else ({}, [])
     kept_stm32 = earlier.get("stm32f439") if "rnnpool_face_quant" not in chosen else None
-    order = {(r.model, r.ram_kib * 1024): i for i, r in enumerate(RUNS)}
+    order = {(r.name, r.ram_kib * 1024): i for i, r in enumerate(RUNS)}
     results = sorted(kept + rows, key=lambda r: order.get((r["model"], r["ram_target_bytes"]), len(order)))
     write_json(args.json, {**run, "emulator": "qemu-system-arm -machine mps2-an386 -cpu cortex-m4 -icount shift=0",
                            "references": REFERENCES, "results": results, "stm32f439": stm32 or kept_stm32})

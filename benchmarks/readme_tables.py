@@ -80,6 +80,8 @@ def deploy_table(data: Dict) -> str:
                              f"runs): int8 {q['ap_int8']:.3f} (the same weights in float: {q['ap_fp32_of_tuned_weights']:.3f}), "
                              f"a drop of {q['ap_drop']:+.3f} from the float model's {a['ap_fp32']:.3f} (target "
                              f"{QAT_TARGET_DROP}: {met}); head outputs at {q['head_sqnr_db']:.1f} dB SQNR.")
+        if "checked" in r:
+            notes.append(_checked_note(r, target))
     stm = data.get("stm32f439")
     if stm:
         notes.append(f"- STM32F439 build (`--target stm32f439`) of {stm['model']}: flash {stm['flash_bytes']:,} B, SRAM "
@@ -96,6 +98,28 @@ def deploy_table(data: Dict) -> str:
     return "\n".join(lines + [""] + notes + references) + "\n"
 
 
+def _checked_note(r: Dict, target: str) -> str:
+    """What the program gave on the images it was run on after the measured one (``deploy_m4.py --check``)."""
+    c = r["checked"]
+    counts = [run["instructions"] for run in c["runs"]]
+    spread = (f"{min(counts) / 1e6:,.1f} M instructions each" if max(counts) - min(counts) < 0.05e6
+              else f"{min(counts) / 1e6:,.1f}-{max(counts) / 1e6:,.1f} M instructions")
+    exact = "all" if c["bit_exact"] == c["images"] else f"only {c['bit_exact']:,}"
+    note = (f"- {r['model']} ({target} build), then run on {c['images']:,} images in QEMU ({c['on']}): {exact} bit-exact "
+            f"with the int8 reference, {spread}")
+    if "top1" in c:
+        t = c["top1"]
+        note += (f"; its top-1 from the M4's own class scores is **{100 * t['top1_m4']:.1f}%** on these {t['images']:,} CIFAR-10 test "
+                 f"images (the first of each class in turn), the float PyTorch model's {100 * t['top1_fp32']:.1f}% on the same "
+                 f"images at the same size (the same class for {100 * t['agreement']:.1f}%).")
+    elif c["bit_exact"] == c["images"] and r.get("accuracy", {}).get("images") == c["images"]:
+        note += (": the int8 AP above of the weights it runs is computed from head outputs equal to the M4's own, image "
+                 "for image.")
+    else:
+        note += "."
+    return note
+
+
 def _recipe_runs(rows: List[Dict], describe: Callable[[Dict], str]) -> List[str]:
     """One line per distinct (recipe, command, machine) among ``rows``, naming the models it trained."""
     groups: Dict[str, List[str]] = {}
@@ -110,6 +134,10 @@ def _where(r: Dict) -> str:
         return "on this 2-core CPU"
     accelerator = run.get("accelerator", "none")
     return (f"on {accelerator}" if accelerator != "none" else "on a CPU") + f", {run['date']}, `{run['command']}`"
+
+
+def _on_gpu(r: Dict) -> bool:
+    return r.get("run", {}).get("accelerator", "none") != "none"
 
 
 def train_faces_table(data: Dict) -> str:
@@ -174,7 +202,7 @@ def train_pairs_table(data: Dict) -> str:
         schedule = f"a schedule of at most {r['epochs']} epochs" if fitted_and_cut else f"{r['epochs']} epochs"
         return (f"{schedule} at {r['input_size']}x{r['input_size']}, batch {r['batch_size']}, SGD lr {r['lr']} "
                 f"({r.get('warmup_epochs', 1)} warm-up epoch{'s' if r.get('warmup_epochs', 1) != 1 else ''}, cosine), "
-                f"random-resized crops ({r['min_scale']}, 1) and flips{' on the GPU' if r.get('data_on_device') else ''}, "
+                f"random-resized crops ({r['min_scale']}, 1) and flips{' on the GPU' if r.get('data_on_device') and _on_gpu(r) else ''}, "
                 f"{images}, top-1 on {r['test_images']:,} test images ({'mixed precision' if r.get('amp') else 'float32'}; {_where(r)})")
 
     lines += [""] + [f"- {line}." for line in _recipe_runs(rows, recipe)]
@@ -441,6 +469,7 @@ SECTIONS: Dict[str, Tuple[str, Callable[[Dict], str]]] = {
     "face-clip-table": ("face_quant_clip.json", train_faces_table),
     "train-pairs-table": ("train_pairs.json", train_pairs_table),
     "train-ablation-table": ("train_ablation.json", train_pairs_table),
+    "train-ablation-cpu-table": ("train_ablation_cpu.json", train_pairs_table),
     "calibration-table": ("calibration.json", calibration_table),
     "fit-models-table": ("fit_models.json", fit_models_table),
     "int8-classifier-table": ("int8_classifier.json", int8_classifier_table),

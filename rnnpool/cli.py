@@ -245,7 +245,7 @@ def cmd_detect(args: argparse.Namespace) -> None:
 
 
 def cmd_export_c(args: argparse.Namespace) -> None:
-    from .deploy.export import export_c
+    from .deploy.export import export_c, image_files
     from .deploy.int8_reference import DetectionSettings
 
     if args.weights:  # the checkpoint names its model: check a given one, or take it
@@ -256,9 +256,14 @@ def cmd_export_c(args: argparse.Namespace) -> None:
         raise InvalidInputError("give a MODEL (see 'rnnpool list'), or --weights of a training run")
     settings = DetectionSettings(score_threshold=args.threshold)
     input_size = _export_input_size(args.model, args.input, args.input_size)
+    check = []
+    if args.check:
+        if args.check_limit < 1:
+            raise InvalidInputError(f"--check-limit must be at least 1, got {args.check_limit}")
+        check = image_files(args.check, args.check_limit, "--check")
     report = export_c(args.model, args.output, args.weights, args.calib, args.target, args.run, args.ram_kib * 1024, settings,
                       input_size, args.seed, not args.no_row_cache, calibration=args.calibration, percentile=args.percentile,
-                      equalize=args.equalize)
+                      equalize=args.equalize, check=check)
     if args.json:
         _write_json(report, args.json)
     print(format_export(report), file=_human_output(args))
@@ -266,6 +271,11 @@ def cmd_export_c(args: argparse.Namespace) -> None:
         where = report.get("first_differing_map")
         raise SystemExit("error: the C program's output differs from the int8 reference: " + "; ".join(report["mismatches"][:3])
                          + (f" (first differing map: {where})" if where else ""))
+    checked = report.get("checked")
+    if checked and checked["bit_exact"] < checked["images"]:
+        first = next(r for r in checked["runs"] if not r["bit_exact"])
+        raise SystemExit(f"error: the C program's output differs from the int8 reference on {checked['images'] - checked['bit_exact']} "
+                         f"of {checked['images']} --check images, first {first['image']}: " + "; ".join(first["mismatches"]))
 
 
 def _export_input_size(model: str, shape: Optional[List[int]], size: Optional[int]) -> Optional[int]:
@@ -322,6 +332,11 @@ def format_export(report: dict) -> str:
         lines.append(f"{len(report['detections'])} detections ({report['detections_in']})")
     if "bit_exact" in report:
         lines.append(f"bit-exact with the int8 reference: {report['bit_exact']}")
+    checked = report.get("checked")
+    if checked:
+        counts = [r["instructions"] for r in checked["runs"] if "instructions" in r]
+        spread = f"; {min(counts) / 1e6:.1f}-{max(counts) / 1e6:.1f} M instructions each" if counts else ""
+        lines.append(f"checked on {checked['images']} images ({checked['on']}): {checked['bit_exact']} bit-exact{spread}")
     return "\n".join(lines)
 
 
@@ -545,6 +560,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="folder for the C sources, Makefile and memory report")
     p.add_argument("--target", choices=["host", "cortex-m4", "stm32f439"], default="host")
     p.add_argument("--run", help="image to run the built program on and compare with the int8 reference")
+    p.add_argument("--check", help="image or folder of images to run the program on after --run, each compared with the "
+                                   "int8 reference (the M4 build in QEMU, linked with the RAM it claimed)")
+    p.add_argument("--check-limit", dest="check_limit", type=int, default=100,
+                   help="with --check: at most this many images of the folder (sorted)")
     p.add_argument("--json", help="write the report (RAM, flash, instructions, bit_exact, outputs) here ('-': standard output)")
     p.add_argument("--ram-kib", dest="ram_kib", type=int, default=256, help="RAM of the Cortex-M4 (KiB)")
     p.add_argument("--input", type=_parse_shape, help="CxHxW, e.g. 3x224x224 (classifiers: any square side; detectors: their own)")

@@ -117,6 +117,17 @@ def test_pair_table_shows_runs_the_time_limit_cut_and_the_learning_rate_left(tab
     assert "cut: a schedule of at most 60 epochs" in text and "whole: 39 epochs" in text and "lr left:" in text
 
 
+def test_pair_table_says_on_the_gpu_only_for_runs_that_cropped_on_one(tables):
+    common = {"top1": 0.7, "epochs": 10, "madds": 3.4e6, "peak_int8_kib": 2.4, "params": 1000, "minutes": 12.0, "input_size": 64,
+              "batch_size": 256, "lr": 0.2, "min_scale": 0.25, "per_class": 0, "test_images": 10000, "data_on_device": True}
+    gpu = {"model": "gpu", "run": {"accelerator": "NVIDIA H200", "date": "d", "command": "c"}, **common}
+    cpu = {"model": "cpu", "run": {"accelerator": "none", "date": "d", "command": "c"}, **common}
+    lines = {line.split(":")[0]: line for line in tables.train_pairs_table({"results": [gpu, cpu]}).splitlines()
+             if line.startswith("- ")}
+    assert "flips on the GPU" in lines["- gpu"] and "on NVIDIA H200" in lines["- gpu"]
+    assert "on the GPU" not in lines["- cpu"] and "on a CPU" in lines["- cpu"]
+
+
 def test_int8_classifier_table_says_where_the_float_model_came_from(tables):
     row = {"model": "m", "quantization": "post-training", "top1_fp32": 0.79, "top1_int8": 0.785, "drop_from_float": 0.005,
            "agreement": 0.98, "images": 10000}

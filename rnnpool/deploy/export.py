@@ -4,12 +4,13 @@
 in QEMU, measuring its RAM, flash and instructions (``"cortex-m4"``, see :mod:`rnnpool.deploy.programs`), or
 builds a flashable image for an STM32F439 board (``"stm32f439"``, not run here). The program's outputs
 (every head's checksum and the detections, or the classifier's logits) are compared with the NumPy int8
-reference; where they differ, a traced host build names the first map that does.
+reference; where they differ, a traced host build names the first map that does. ``check`` runs the built
+program on more images (the M4 build in QEMU at the RAM it claimed) and compares each one the same way.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -20,7 +21,8 @@ from ..models.checkpoint import checkpoint_config, create_model_from_checkpoint,
 from .codegen import MemoryPlan, generate_c
 from .fake_quant import checkpoint_ranges
 from .int8_reference import DetectionSettings, fnv1a, int8_detections, key_score, run_int8
-from .programs import ExportError, RamLimitError, build_stm32, measure_m4, parse_program_output, run_host, run_tool
+from .programs import (NS_PER_SYSTICK, ExportError, RamLimitError, build_stm32, measure_m4, parse_program_output, run_host, run_m4,
+                       run_tool)
 from .quantize import QuantizedGraph, quantize_model
 from .ram import arena_budget, predict_ram
 from .schedule import Schedule, build_schedule, layer_by_layer_peak
@@ -44,8 +46,9 @@ def load_image(path: Union[str, Path], channels: int, size: Sequence[int]) -> np
     return array.reshape(size[0], size[1], channels)
 
 
-def image_files(source: Union[str, Path], limit: int) -> List[Path]:
-    """Up to ``limit`` images: the file itself, or a folder's images (searched recursively, sorted)."""
+def image_files(source: Union[str, Path], limit: int, what: str = "calibration source") -> List[Path]:
+    """Up to ``limit`` images: the file itself, or a folder's images (searched recursively, sorted); ``what``
+    names ``source`` in the error where it does not exist."""
     source = Path(source)
     if source.is_dir():
         files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
@@ -54,7 +57,7 @@ def image_files(source: Union[str, Path], limit: int) -> List[Path]:
         return files
     if source.is_file():
         return [source]
-    raise FileNotFoundError(f"calibration source {source} does not exist")
+    raise FileNotFoundError(f"{what} {source} does not exist")
 
 
 def image_tensor(image: np.ndarray) -> torch.Tensor:
@@ -167,6 +170,41 @@ def first_differing_map(out: Path, reference: Dict, timeout: float = 600) -> Opt
     return None
 
 
+def check_program(out: Union[str, Path], graph: QuantizedGraph, images: Sequence[Union[str, Path]], settings: DetectionSettings,
+                  run: Callable[[], Dict]) -> Dict:
+    """Run the program built in ``out`` on each of ``images`` (``run()`` runs it on ``out/input.raw``) and compare
+    every output with the int8 reference, as for the one image of ``export_c``. Returns the count that were
+    bit-exact and a row per image: its outputs (the classifier's logits, or the number of detections), its
+    mismatches and, on the M4, its instructions. ``out/input.raw`` is left as it was."""
+    out = Path(out)
+    raw = out / "input.raw"
+    kept = raw.read_bytes() if raw.is_file() else None
+    c, h, w = graph.input_shape
+    rows: List[Dict] = []
+    try:
+        for path in images:
+            image = load_image(path, c, (h, w))
+            image.tofile(raw)
+            program = run()
+            problems = compare_outputs(program, reference_output(graph, image, settings))
+            row: Dict = {"image": str(path), "bit_exact": not problems}
+            if problems:
+                row["mismatches"] = problems[:3]
+            if graph.logits is not None:
+                row["logits"] = program["classes"]
+            else:
+                row["detections"] = len(program["detections"])
+            if "systick_ticks" in program["measured"]:
+                row["instructions"] = program["measured"]["systick_ticks"] * NS_PER_SYSTICK
+            rows.append(row)
+    finally:
+        if kept is None:
+            raw.unlink(missing_ok=True)
+        else:
+            raw.write_bytes(kept)
+    return {"images": len(rows), "bit_exact": sum(r["bit_exact"] for r in rows), "runs": rows}
+
+
 def _write_input_image(out: Path, image: np.ndarray) -> None:
     """The image as a C array, the camera of the STM32 build."""
     pixels = ", ".join(str(int(v)) for v in image.reshape(-1))
@@ -188,15 +226,18 @@ def export_c(model_name: str, out_dir: Union[str, Path], weights: Optional[str] 
              target: str = "host", run_image: Optional[str] = None, ram_bytes: int = 256 * 1024,
              settings: DetectionSettings = DetectionSettings(), input_size: Optional[int] = None, seed: int = 0,
              cache_rows: bool = True, calib_limit: int = 32, timeout: float = 600, calibration: str = "minmax",
-             percentile: float = 99.99, equalize: bool = True) -> Dict:
+             percentile: float = 99.99, equalize: bool = True, check: Sequence[Union[str, Path]] = ()) -> Dict:
     """Quantize ``model_name`` (calibrated on ``calib``: an image or a folder, by ``calibration`` "minmax",
     "percentile" or "mse", see :func:`~rnnpool.deploy.quantize.calibrate`, after equalizing RNNPool's output channels
     unless ``equalize`` is False, see :mod:`~rnnpool.deploy.equalize`; ``weights`` of a quantization-aware run bring
     the activation ranges it was fine-tuned with, and ``calib`` is then not used), write its C program to ``out_dir`` and, with
-    ``run_image``, build and run it on ``target`` and check it against the int8 reference. Returns the report
-    (memory, instructions, bit-exactness, outputs)."""
+    ``run_image``, build and run it on ``target`` and check it against the int8 reference; then run it on every
+    image of ``check`` too (:func:`check_program`; on the M4 the build linked with the RAM it claimed). Returns the
+    report (memory, instructions, bit-exactness, outputs; ``checked`` for ``check``)."""
     if target not in TARGETS:
         raise InvalidInputError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if check and run_image is None:
+        raise InvalidInputError("checking the program on more images needs an image to build and measure it on first (run_image / --run)")
     kept = checkpoint_ranges(weights) if weights else None  # a QAT run's: the int8 model it was fine-tuned as
     if calib is None and kept is None:
         raise InvalidInputError("int8 needs calibration images: give --calib IMAGE_OR_FOLDER (images like those the model will see)")
@@ -249,6 +290,11 @@ def export_c(model_name: str, out_dir: Union[str, Path], weights: Optional[str] 
     report.update({"bit_exact": not problems, "mismatches": problems, "image": str(run_image)})
     if problems:
         report["first_differing_map"] = first_differing_map(out, reference, timeout)
+    if check:
+        m4 = report.get("cortex_m4")
+        rerun = ((lambda: run_m4(out, m4["ram_bytes"], m4["stack_bytes"], timeout=timeout)) if m4 else (lambda: run_host(out, timeout)))
+        report["checked"] = {"on": f"the Cortex-M4 build linked with the {m4['ram_bytes']:,} B of RAM it claimed" if m4 else "the host build",
+                             **check_program(out, graph, check, settings, rerun)}
     if graph.logits is not None:
         report["logits"] = program["classes"]
     else:
@@ -258,5 +304,5 @@ def export_c(model_name: str, out_dir: Union[str, Path], weights: Optional[str] 
     return report
 
 
-__all__ = ["ExportError", "TARGETS", "calibration_images", "compare_outputs", "export_c", "image_files", "image_tensor", "load_image",
-           "load_model", "reference_output"]
+__all__ = ["ExportError", "TARGETS", "calibration_images", "check_program", "compare_outputs", "export_c", "image_files", "image_tensor",
+           "load_image", "load_model", "reference_output"]

@@ -74,6 +74,55 @@ def test_visual_wake_words_classifier_runs_on_the_m4(tmp_path, capsys):
 
 
 @needs_m4
+def test_check_runs_the_m4_build_on_every_image_and_names_one_that_differs(tmp_path, capsys, monkeypatch):
+    """--check: the program linked with the RAM it claimed runs in QEMU on each image, each output compared with the
+    int8 reference; a reference that differs on one image is reported with that image, and the CLI fails."""
+    import rnnpool.deploy.export as export
+
+    images = photos(tmp_path / "calib", (64, 64), 3, count=4)
+    report_path = tmp_path / "report.json"
+    args = ["export", "c", "mobilenetv2_035_rnnpool", "--input-size", "64", "--target", "cortex-m4", "--run", str(images / "photo_0.png"),
+            "--calib", str(images), "--check", str(images), "--check-limit", "3", "-o", str(tmp_path / "out"), "--ram-kib", "32"]
+    main(args + ["--json", str(report_path)])
+    report = json.loads(report_path.read_text())
+    checked = report["checked"]
+    assert checked["images"] == 3 and checked["bit_exact"] == 3 and "claimed" in checked["on"]
+    assert [r["image"] for r in checked["runs"]] == [str(images / f"photo_{i}.png") for i in range(3)]
+    assert checked["runs"][0]["logits"] == report["logits"]  # the --run image, run again: the same scores
+    assert len({tuple(r["logits"]) for r in checked["runs"]}) == 3  # each run read its own image
+    assert all(0 < r["instructions"] < 1e8 for r in checked["runs"])
+    assert (tmp_path / "out" / "input.raw").read_bytes() == np.asarray(Image.open(images / "photo_0.png").convert("RGB")).tobytes()
+    assert "checked on 3 images (the Cortex-M4 build linked with the" in capsys.readouterr().out
+
+    real = export.reference_output
+    calls = []
+
+    def off_on_the_third(graph, image, settings):
+        reference = real(graph, image, settings)
+        calls.append(1)
+        if len(calls) == 4:  # the --run image, then the three --check images: the last one
+            reference["classes"] = [v + 1 for v in reference["classes"]]
+        return reference
+
+    monkeypatch.setattr(export, "reference_output", off_on_the_third)
+    with pytest.raises(SystemExit, match=r"differs from the int8 reference on 1 of 3 --check images, first .*photo_2\.png: logits"):
+        main(args)
+
+
+def test_check_needs_an_image_to_run_first(tmp_path):
+    images = photos(tmp_path / "calib", (64, 64), 3, count=1)
+    with pytest.raises(SystemExit, match="needs an image to build and measure it on first"):
+        main(["export", "c", "mobilenetv2_035_rnnpool", "--input-size", "64", "--calib", str(images), "--check", str(images),
+              "-o", str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match="--check .*does not exist"):
+        main(["export", "c", "mobilenetv2_035_rnnpool", "--input-size", "64", "--calib", str(images), "--check",
+              str(tmp_path / "nowhere"), "--run", str(images / "photo_0.png"), "-o", str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match="--check-limit must be at least 1"):
+        main(["export", "c", "mobilenetv2_035_rnnpool", "--input-size", "64", "--calib", str(images), "--check", str(images),
+              "--check-limit", "0", "--run", str(images / "photo_0.png"), "-o", str(tmp_path / "out")])
+
+
+@needs_m4
 def test_a_ram_target_that_cannot_be_met_names_the_need(tmp_path):
     images = photos(tmp_path / "calib", (240, 320), 1)
     with pytest.raises(ExportError, match=r"needs [\d,]+ B of RAM .* the target has 32,768; largest buffers: ") as info:
