@@ -118,13 +118,18 @@ def _face_images(faces: Path, work: Path) -> Images:
     return Images(str(calib), f"the first {CALIBRATION_IMAGES} training images of {portable_paths(str(faces.resolve()))}", [str(r.path) for r in val[:2]])
 
 
+def _in_turn(lists: List[list]) -> list:
+    """The items of ``lists`` taken one from each in turn (the first of every class, then the second, ...)."""
+    return [item for turn in itertools.zip_longest(*lists) for item in turn if item is not None]
+
+
 def _cifar_images(cifar: Path, work: Path) -> Images:
     """Calibration: the first training images of every class in turn (3-4 each of CIFAR-10's ten); run and
     liveness: the first test image of the first two classes."""
     classes = sorted(p for p in (cifar / "train").iterdir() if p.is_dir())
     per_class = -(-CALIBRATION_IMAGES // len(classes))
     firsts = [sorted(c.glob("*.jpg"))[:per_class] for c in classes]
-    files = [f for turn in itertools.zip_longest(*firsts) for f in turn if f is not None][:CALIBRATION_IMAGES]
+    files = _in_turn(firsts)[:CALIBRATION_IMAGES]
     counts = [sum(f.parent == c for f in files) for c in classes]
     calib = _link_images(files, work / "calib_cifar")
     tests = [sorted((cifar / "test" / c.name).glob("*.jpg"))[0] for c in classes[:2]]
@@ -148,7 +153,7 @@ def _cifar_tests(cifar: Path, classes: List[str], count: int) -> List[Tuple[str,
     if missing:
         sys.exit(f"error: {cifar / 'test'} has no folder of the classes {missing} the classifier was trained on")
     firsts = [[(str(f), label) for f in sorted((cifar / "test" / c).glob("*.jpg"))] for label, c in enumerate(classes)]
-    return [s for turn in itertools.zip_longest(*firsts) for s in turn if s is not None][:count]
+    return _in_turn(firsts)[:count]
 
 
 def _synthetic_images(work: Path, channels: int) -> Images:

@@ -132,11 +132,11 @@ def _where(r: Dict) -> str:
     run = r.get("run")
     if not run:
         return "on this 2-core CPU"
-    accelerator = run.get("accelerator", "none")
-    return (f"on {accelerator}" if accelerator != "none" else "on a CPU") + f", {run['date']}, `{run['command']}`"
+    return (f"on {run['accelerator']}" if _on_gpu(r) else "on a CPU") + f", {run['date']}, `{run['command']}`"
 
 
 def _on_gpu(r: Dict) -> bool:
+    """Whether the run that made row ``r`` had an accelerator (its run_info names one)."""
     return r.get("run", {}).get("accelerator", "none") != "none"
 
 
