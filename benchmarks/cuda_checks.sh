@@ -61,13 +61,13 @@ EOF
       # Issue 10's long runs side by side on the one GPU, fitted into BUDGET minutes (default 7.5): the CIFAR-10
       # 0.35x pair and the pooling ablation (each job decodes the images onto the GPU; at most PAIR_EPOCHS epochs,
       # fewer if its timed probe says they do not fit, cut at the budget in any case), and face detector runs
-      # (FACE_JOBS: MODEL:BATCH:LR[:GRAD_CLIP] entries, by default Face-M4 unclipped and clipped to norm 10;
-      # FACE_EPOCHS, cut at the budget; FACE_JOBS= runs none). The jobs share the GPU by time slices and all go at about
-      # the same pace: on an H200 (2026-11-27) the seven CIFAR jobs did 46-52 epochs each in 7.7 minutes beside
-      # the face jobs, while probes taken as the others were still loading promised up to 3x more, so the
-      # default PAIR_EPOCHS (45) is what fits. DATA holds cifar10/ and faces/ as in ../shared/data. Everything
-      # lands in $OUT/training.tgz (the JSON rows, logs, metrics.csv of every run, the detectors' best weights,
-      # the 0.35x RNNPool classifier's best weights).
+      # (FACE_JOBS: MODEL:BATCH:LR[:GRAD_CLIP] entries, GRAD_CLIP 0 for none, the library's norm 10 where left out;
+      # by default Face-M4 and Face-Quant; FACE_EPOCHS, cut at the budget; FACE_JOBS= runs none). The jobs share the
+      # GPU by time slices and all go at about the same pace: on an H200 (2026-11-27, BUDGET=8.2 PAIR_EPOCHS=40) six
+      # CIFAR jobs finished 40 epochs (the default PAIR_EPOCHS) in 6-6.5 minutes beside the face jobs; RNNPool as the
+      # last pool (13 s an epoch in its probe) was fitted to 30 and trained its 40 alone in a second call. DATA holds
+      # cifar10/ and faces/ as in ../shared/data. Everything lands in $OUT/training.tgz (the JSON rows, logs,
+      # metrics.csv of every run, the detectors' best weights, the 0.35x RNNPool classifier's best weights).
       budget=${BUDGET:-7.5}
       export TQDM_DISABLE=1  # (no progress bars in the logs)
       data=${DATA:?set DATA to a folder with cifar10/ and faces/}
@@ -78,11 +78,11 @@ EOF
                   mobilenetv2_035_rnnpool@downsample=renet mobilenetv2_035@last_pool=rnnpool; do
         name=$(echo "$spec" | tr '@=,' '___')
         OMP_NUM_THREADS=1 timeout $hard python3 benchmarks/train_pairs.py --data "$data/cifar10" --pairs "$spec" \
-          --input-size 64 --epochs ${PAIR_EPOCHS:-45} --batch-size 256 --lr 0.2 --warmup-epochs 2 --min-scale 0.25 --workers 1 \
+          --input-size 64 --epochs ${PAIR_EPOCHS:-40} --batch-size 256 --lr 0.2 --warmup-epochs 2 --min-scale 0.25 --workers 1 \
           --device ${DEVICE:-cuda} --time-budget "$budget" --project $work/pairs --json $work/json/pairs_$name.json \
           > $work/logs/pairs_$name.log 2>&1 &
       done
-      for face in ${FACE_JOBS-rnnpool_face_m4:16:0.005 rnnpool_face_m4:16:0.005:10}; do
+      for face in ${FACE_JOBS-rnnpool_face_m4:16:0.005 rnnpool_face_quant:32:0.01}; do
         IFS=: read -r model batch lr clip <<< "$face"
         label=$model${clip:+_clip$clip}
         OMP_NUM_THREADS=2 timeout $hard python3 benchmarks/train_faces.py --train "$data/faces/train_bbx_gt.txt" \

@@ -156,17 +156,18 @@ def train_faces_table(data: Dict) -> str:
         return f" (the time limit ended it after {done})" if done is not None and done < scheduled else ""
 
     def clipped(r: Dict) -> str:
-        return f", gradient clipped to norm {r['grad_clip']:g}" if r.get("grad_clip") else ""
+        return f", gradient clipped to norm {r['grad_clip']:g}" if r.get("grad_clip") else ", gradient not clipped"
 
     def renamed(r: Dict) -> str:  # a row relabelled so that it can sit beside another run of the same label
         return f"; the run's own label: `{r['run_label']}`" if r.get("run_label") else ""
 
     def recipe(r: Dict) -> str:
         size, batch = r.get("input_size", args["input_size"]), r.get("batch_size", args["batch_size"])
+        warm = r.get("warmup_epochs", args["warmup_epochs"])
         tuned = (f"quantization-aware fine-tuning of `{r['qat_from']}` (AP of the int8 arithmetic), "
                  if r.get("qat_from") else "")
         return (f"{tuned}crops of {size}x{size}, batch {batch}, SGD lr {r.get('lr', args['lr'])}, "
-                f"{r.get('warmup_epochs', args['warmup_epochs'])} warm-up epochs then cosine, {r.get('epochs', args['epochs'])} "
+                f"{warm} warm-up epoch{'s' if warm != 1 else ''} then cosine, {r.get('epochs', args['epochs'])} "
                 f"epochs{cut(r)}{clipped(r)}, validated every {r.get('eval_period', args['eval_period'])} "
                 f"({'mixed precision' if r.get('amp') else 'float32'}; {_where(r)}{renamed(r)})")
 
@@ -466,7 +467,7 @@ SECTIONS: Dict[str, Tuple[str, Callable[[Dict], str]]] = {
     "train-step-cpu-table": ("train_step_cpu.json", train_step_table),
     "train-step-cuda-table": ("train_step_cuda.json", train_step_table),
     "train-faces-table": ("train_faces.json", train_faces_table),
-    "face-clip-table": ("face_quant_clip.json", train_faces_table),
+    "face-clip-table": ("face_clip.json", train_faces_table),
     "train-pairs-table": ("train_pairs.json", train_pairs_table),
     "train-ablation-table": ("train_ablation.json", train_pairs_table),
     "train-ablation-cpu-table": ("train_ablation_cpu.json", train_pairs_table),

@@ -15,8 +15,8 @@ Writes benchmarks/results/train_faces.json after each model, keeping the rows of
 (so models trained by separate runs, each with its own --epochs, share one table). --resume --project P
 continues cut-short runs from P bit for bit. --time-limit MIN ends each run after the last epoch that fits in
 MIN minutes (the schedule still spans --epochs; the row says how many epochs were done). --grad-clip NORM clips
-the whole gradient; --suffix names a variant's run, weights and row (``rnnpool_face_quant_clip10``) so that it
-sits beside the default's.
+the whole gradient (10 by default, as in rnnpool train detect; 0: not clipped); --suffix names a variant's run,
+weights and row (``rnnpool_face_m4_unclipped``) so that it sits beside the default's.
 """
 import argparse
 import csv
@@ -78,8 +78,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", action="store_true", help="mixed precision on CUDA (default: float32 everywhere)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--grad-clip", type=float, default=None, metavar="NORM",
-                        help="clip the whole gradient to this norm (rnnpool train detect --grad-clip; default: not clipped)")
+    parser.add_argument("--grad-clip", type=float, default=DetectConfig.grad_clip, metavar="NORM",
+                        help="clip the whole gradient to this norm (rnnpool train detect --grad-clip; 0: not clipped)")
     parser.add_argument("--suffix", default="",
                         help="appended to each run's name, weights file and row (e.g. _clip10: a variant's row beside the default's)")
     parser.add_argument("--time-limit", type=float, default=0.0, metavar="MIN",
@@ -111,7 +111,7 @@ def main() -> None:
                                batch_size=args.batch_size, input_size=args.input_size, lr=args.lr,
                                warmup_epochs=min(args.warmup_epochs, args.epochs - 1), eval_period=args.eval_period,
                                workers=args.workers, device=args.device, amp=args.amp, seed=args.seed, project=str(project), name=label,
-                               time_limit=args.time_limit, grad_clip=args.grad_clip,
+                               time_limit=args.time_limit, grad_clip=args.grad_clip or None,
                                exist_ok=True, resume=str(last) if args.resume and last.is_file() else None)
             result = train_detector(cfg)
             run = Path(result["run"])
@@ -130,7 +130,7 @@ def main() -> None:
             prof = profile_model(create_model(name), model_info(name).input_shape, "int8")
             rows.append({"model": label, **({"qat_from": start} if start else {}), "epochs": args.epochs,
                          "epochs_done": result["last_epoch"]["epoch"], "lr": args.lr, "input_size": args.input_size, "batch_size": args.batch_size,
-                         "warmup_epochs": cfg.warmup_epochs, "eval_period": args.eval_period, "amp": args.amp, "grad_clip": args.grad_clip, "ap": val["ap"], "ap_le3": val["ap_le3"], "val_images": val["images"],
+                         "warmup_epochs": cfg.warmup_epochs, "eval_period": args.eval_period, "amp": args.amp, "grad_clip": cfg.grad_clip, "ap": val["ap"], "ap_le3": val["ap_le3"], "val_images": val["images"],
                          "best_epoch": checkpoint["epoch"],
                          "curve": curve(run), "final_loss": result["last_epoch"]["loss_conf"] + result["last_epoch"]["loss_loc"],
                          "madds": prof.madds, "peak_int8_kib": prof.peak_bytes / 1024, "params": prof.params,

@@ -209,6 +209,17 @@ def _scales(text: str) -> List[float]:
     return scales
 
 
+def _grad_clip(text: str) -> Optional[float]:
+    """A gradient-norm bound from the command line: a positive number, or 0 for no clipping (None)."""
+    try:
+        norm = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"the gradient norm must be a number (0: no clipping), got {text!r}") from None
+    if not norm >= 0:
+        raise argparse.ArgumentTypeError(f"the gradient norm must be positive (0: no clipping), got {text!r}")
+    return norm or None
+
+
 def _size_bins(text: str) -> List[float]:
     from .metrics.widerface import parse_size_bins
 
@@ -510,8 +521,8 @@ def make_parser() -> argparse.ArgumentParser:
     _run_arguments(p, "DetectConfig")
     p.add_argument("--eval-period", dest="eval_period", type=int, default=detect["eval_period"])
     p.add_argument("--eval-scales", dest="eval_scales", type=_scales, default=[1.0], help="e.g. 0.5,1,1.5 (multi-scale test)")
-    p.add_argument("--grad-clip", dest="grad_clip", type=float, default=detect["grad_clip"], metavar="NORM",
-                   help="clip the whole gradient to this norm (default: not clipped; rnnpool_face_quant: use 10)")
+    p.add_argument("--grad-clip", dest="grad_clip", type=_grad_clip, default=detect["grad_clip"], metavar="NORM",
+                   help="clip the whole gradient to this norm (0: not clipped)")
     p.set_defaults(func=cmd_train_detect)
 
     evaluate = _command(sub, "eval", "evaluate a model").add_subparsers(dest="task", required=True)

@@ -52,6 +52,24 @@ def test_bad_input_shape(capsys):
     assert "input shape must look like 3x224x224" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("extra,expected", [([], 10.0), (["--grad-clip", "2.5"], 2.5), (["--grad-clip", "0"], None)])
+def test_detection_clips_the_gradient_to_norm_10_unless_told(extra, expected, tmp_path, monkeypatch):
+    import rnnpool.engine
+
+    seen = []
+    monkeypatch.setattr(rnnpool.engine, "train_detector", seen.append)
+    main(["train", "detect", "--model", "rnnpool_face_a", "--train", str(tmp_path / "gt.txt"), *extra])
+    assert len(seen) == 1 and seen[0].grad_clip == expected
+
+
+@pytest.mark.parametrize("value", ["-1", "ten"])
+def test_bad_gradient_norm(value, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "detect", "--model", "rnnpool_face_a", "--train", "gt.txt", "--grad-clip", value])
+    err = capsys.readouterr().err
+    assert "the gradient norm must be" in err and repr(value) in err
+
+
 @pytest.mark.parametrize("argv,message", [
     (["train", "classify", "--model", "mobilenetv2_035", "--data", "/no/such/folder"], "error: /no/such/folder: no train folder"),
     (["train", "classify", "--model", "mobilenetv2_03", "--data", "."], "error: unknown model 'mobilenetv2_03'; did you mean"),

@@ -114,7 +114,9 @@ class DetectConfig(TrainConfig):
     project: str = "runs/detect"
     eval_period: int = 10
     eval_scales: Sequence[float] = (1.0,)
-    grad_clip: Optional[float] = None  # max norm of the whole gradient (None: not clipped)
+    # max norm of the whole gradient (None: not clipped). 10 by default: it removed Face-Quant's unstable start and
+    # raised both face detectors' AP on the shared face set (the README's face-clip table)
+    grad_clip: Optional[float] = 10.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
