@@ -67,7 +67,7 @@ def face_rows(model_name: str, weights: Path, faces: Path, methods: List[str], s
             rows.append({"model": model_name, "method": text, "calibration_set": index, "metric": "AP",
                          "images": result["images"], "float": result["ap_fp32"], "int8": result["ap_int8"],
                          "drop": result["ap_drop"], "head_sqnr_db": result["head_sqnr_db"], "worst_map": name,
-                         "worst_map_sqnr_db": db, "input": f"{channels}x{height}x{width}", "weights": weights.name})
+                         "worst_map_sqnr_db": db, "input": f"{channels}x{height}x{width}", "weights": str(weights)})
             print(f"{model_name:24s} set {index} {text:18s} float AP {result['ap_fp32']:.4f} int8 AP {result['ap_int8']:.4f} "
                   f"drop {100 * result['ap_drop']:+.2f} points, heads {result['head_sqnr_db']:.1f} dB, "
                   f"worst map {name} {db:.1f} dB")
@@ -125,7 +125,10 @@ def main() -> None:
         rows += face_rows(name, weights, Path(args.faces), args.methods, args.sets, args.val_limit)
     if args.classifier:
         rows += classifier_rows(Path(args.classifier), Path(args.cifar), args.methods, args.sets, args.test_per_class)
-    _, kept = earlier_results(args.json, {r["model"] for r in rows})
+    # an earlier run's rows are kept unless this run measured the same model with the same weights
+    measured = {(r["model"], Path(r["weights"]).resolve()) for r in rows}
+    _, earlier = earlier_results(args.json, set())
+    kept = [r for r in earlier if (r["model"], Path(r["weights"]).resolve()) not in measured]
     write_json(args.json, {"results": kept + [{**r, "run": run_info()} for r in rows]})
 
 

@@ -374,19 +374,23 @@ def int8_classifier_table(data: Dict) -> str:
 
 
 def calibration_table(data: Dict) -> str:
-    """One row per model and calibration method: the mean over calibration sets, with their range."""
-    groups: Dict[Tuple[str, str], List[Dict]] = {}
+    """One row per model, weights and calibration method: the mean over calibration sets, with their range (the
+    weights named where a model was measured with more than one)."""
+    groups: Dict[Tuple[str, str, str], List[Dict]] = {}
+    weights: Dict[str, set] = {}
     for r in data["results"]:
-        groups.setdefault((r["model"], r["method"]), []).append(r)
+        groups.setdefault((r["model"], r.get("weights", ""), r["method"]), []).append(r)
+        weights.setdefault(r["model"], set()).add(r.get("weights", ""))
     lines = ["| model | calibration | float | int8 (integer reference) | drop (points) | head outputs SQNR | calibration sets |",
              "|---|---|---|---|---|---|---|"]
     commands: Dict[str, List[str]] = {}
-    for (model, method), rows in groups.items():
+    for (model, path, method), rows in groups.items():
         drops = [100 * r["drop"] for r in rows]
         int8 = [r["int8"] for r in rows]
         spread = f" ({min(drops):+.2f} .. {max(drops):+.2f})" if len(rows) > 1 else ""
         sqnr = f"{sum(r['head_sqnr_db'] for r in rows) / len(rows):.1f} dB" if "head_sqnr_db" in rows[0] else "-"
-        lines.append(f"| {model} ({rows[0]['input']}) | {method} | {rows[0]['metric']} {rows[0]['float']:.4f} | "
+        label = f"{model} ({rows[0]['input']}{f', `{path}`' if len(weights[model]) > 1 else ''})"
+        lines.append(f"| {label} | {method} | {rows[0]['metric']} {rows[0]['float']:.4f} | "
                      f"{sum(int8) / len(int8):.4f} | {sum(drops) / len(drops):+.2f}{spread} | {sqnr} | {len(rows)} |")
         run = rows[0]["run"]
         models = commands.setdefault(f"`{run['command']}` ({run['date']}, {run['processor']})", [])

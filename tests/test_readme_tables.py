@@ -50,6 +50,17 @@ def test_calibration_table_averages_the_calibration_sets():
     assert "- m: measured by `python benchmarks/calibration.py` (2026-11-26, x86_64)." in text
 
 
+def test_calibration_table_names_the_weights_where_a_model_has_several():
+    tables = _module()
+    run = {"command": "python benchmarks/calibration.py", "date": "2026-11-27", "processor": "x86_64"}
+    row = {"model": "m", "method": "minmax", "metric": "AP", "float": 0.2, "int8": 0.19, "drop": 0.01, "input": "1x240x320", "run": run}
+    text = tables.calibration_table({"results": [{**row, "weights": "a/m.pt"}, {**row, "weights": "b/m.pt", "int8": 0.2, "drop": 0.0},
+                                                 {**row, "model": "n", "weights": "a/n.pt"}]})
+    assert "| m (1x240x320, `a/m.pt`) | minmax | AP 0.2000 | 0.1900 | +1.00 | - | 1 |" in text
+    assert "| m (1x240x320, `b/m.pt`) | minmax | AP 0.2000 | 0.2000 | +0.00 | - | 1 |" in text
+    assert "| n (1x240x320) | minmax |" in text  # one weights file: not named
+
+
 def test_triton_variants_table_names_the_default_and_the_fastest_of_each_precision():
     tables = _module()
     run = {"command": "python benchmarks/triton_variants.py", "date": "2026-11-27"}
