@@ -45,7 +45,7 @@ import torch
 from rnnpool.analysis import profile_model
 from rnnpool.data.classification import IMAGENET_MEAN, IMAGENET_STD
 from rnnpool.data.faces import load_face_annotations
-from rnnpool.deploy.export import calibration_images, export_c, image_tensor, load_image, load_model
+from rnnpool.deploy.export import calibration_images, export_c, image_tensor, instruction_spread, load_image, load_model
 from rnnpool.deploy.fake_quant import checkpoint_ranges
 from rnnpool.deploy.int8_reference import dead_maps
 from rnnpool.deploy.programs import ExportError, RamLimitError, toolchain_available
@@ -282,9 +282,8 @@ def _kib(n: int) -> str:
 
 
 def _checked_line(c: Dict) -> str:
-    counts = [r["instructions"] for r in c["runs"]]
     line = (f"run on {c['images']} images ({c['on']}): {c['bit_exact']} bit-exact with the int8 reference, "
-            f"{min(counts) / 1e6:,.1f}-{max(counts) / 1e6:,.1f} M instructions each")
+            f"{instruction_spread([r['instructions'] for r in c['runs']])}")
     if "top1" in c:
         line += f"; top-1 on the M4 {100 * c['top1']['top1_m4']:.1f}%, float {100 * c['top1']['top1_fp32']:.1f}% on the same images"
     return line

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 from rnnpool.deploy.accuracy import largest_loss
+from rnnpool.deploy.export import instruction_spread
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -101,9 +102,7 @@ def deploy_table(data: Dict) -> str:
 def _checked_note(r: Dict, target: str) -> str:
     """What the program gave on the images it was run on after the measured one (``deploy_m4.py --check``)."""
     c = r["checked"]
-    counts = [run["instructions"] for run in c["runs"]]
-    spread = (f"{min(counts) / 1e6:,.1f} M instructions each" if max(counts) - min(counts) < 0.05e6
-              else f"{min(counts) / 1e6:,.1f}-{max(counts) / 1e6:,.1f} M instructions")
+    spread = instruction_spread([run["instructions"] for run in c["runs"]])
     exact = "all" if c["bit_exact"] == c["images"] else f"only {c['bit_exact']:,}"
     note = (f"- {r['model']} ({target} build), then run on {c['images']:,} images in QEMU ({c['on']}): {exact} bit-exact "
             f"with the int8 reference, {spread}")

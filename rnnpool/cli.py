@@ -345,8 +345,10 @@ def format_export(report: dict) -> str:
         lines.append(f"bit-exact with the int8 reference: {report['bit_exact']}")
     checked = report.get("checked")
     if checked:
+        from .deploy.export import instruction_spread
+
         counts = [r["instructions"] for r in checked["runs"] if "instructions" in r]
-        spread = f"; {min(counts) / 1e6:.1f}-{max(counts) / 1e6:.1f} M instructions each" if counts else ""
+        spread = f"; {instruction_spread(counts)}" if counts else ""
         lines.append(f"checked on {checked['images']} images ({checked['on']}): {checked['bit_exact']} bit-exact{spread}")
     return "\n".join(lines)
 

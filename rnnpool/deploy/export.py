@@ -205,6 +205,12 @@ def check_program(out: Union[str, Path], graph: QuantizedGraph, images: Sequence
     return {"images": len(rows), "bit_exact": sum(r["bit_exact"] for r in rows), "runs": rows}
 
 
+def instruction_spread(counts: Sequence[int]) -> str:
+    """The instructions of several runs of one program in words: one figure where they agree to 0.05 M, else the range."""
+    low, high = min(counts) / 1e6, max(counts) / 1e6
+    return f"{low:,.1f} M instructions each" if high - low < 0.05 else f"{low:,.1f}-{high:,.1f} M instructions"
+
+
 def _write_input_image(out: Path, image: np.ndarray) -> None:
     """The image as a C array, the camera of the STM32 build."""
     pixels = ", ".join(str(int(v)) for v in image.reshape(-1))
@@ -305,4 +311,4 @@ def export_c(model_name: str, out_dir: Union[str, Path], weights: Optional[str] 
 
 
 __all__ = ["ExportError", "TARGETS", "calibration_images", "check_program", "compare_outputs", "export_c", "image_files", "image_tensor",
-           "load_image", "load_model", "reference_output"]
+           "instruction_spread", "load_image", "load_model", "reference_output"]
